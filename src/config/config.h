@@ -1,0 +1,146 @@
+/* config.h - the configuration model: what a parsed and validated config file holds. */
+#ifndef PANDIT_CONFIG_H
+#define PANDIT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/log.h"
+
+/* Position of a node in the source file, 1-based; 0 means "no position". */
+struct cfg_mark {
+	uint32_t line;
+	uint32_t col;
+};
+
+enum lb_policy { LB_ROUND_ROBIN = 0, LB_RANDOM, LB_LEAST_CONN };
+
+/* An inclusive port range; a single port has lo == hi. */
+struct cfg_port_range {
+	uint16_t lo, hi;
+	struct cfg_mark mark;
+};
+
+/* A local address prefix an app is restricted to. IPv4 is stored as an
+ * IPv4-mapped IPv6 address (::ffff:a.b.c.d) with plen counted over the
+ * 128-bit form (so 10.0.0.0/8 has plen 104). */
+struct cfg_prefix {
+	uint8_t addr[16];
+	uint8_t plen;	/* 0..128 over the mapped form */
+	struct cfg_mark mark;
+};
+
+/* A target as written: "host:port", "1.2.3.4:80" or "[::1]:80". */
+struct cfg_target {
+	char *host;	/* without brackets */
+	uint16_t port;
+	struct cfg_mark mark;
+};
+
+struct cfg_keepalive {
+	bool enabled;
+	uint32_t idle_s, interval_s, count;
+};
+
+/* Health checking of targets (global: a target shared by several apps is
+ * checked once). Passive checks (failed connects) are always on; active
+ * TCP connect checks run for targets of apps with health_check enabled. */
+struct cfg_health {
+	uint32_t interval_ms, timeout_ms;
+	uint32_t rise;	/* consecutive successes to mark a down target up */
+	uint32_t fall;	/* consecutive failures (active or passive) to mark down */
+	uint32_t backoff_min_ms, backoff_max_ms;	/* passive: retry a down target after */
+};
+
+struct cfg_app {
+	char *name;
+	struct cfg_port_range *ports;
+	size_t n_ports;
+	struct cfg_prefix *prefixes;	/* empty: every local address */
+	size_t n_prefixes;
+	struct cfg_target *targets;
+	size_t n_targets;
+	enum lb_policy policy;
+	uint32_t connect_timeout_ms;
+	uint32_t idle_timeout_ms;	/* 0: never */
+	uint32_t connect_attempts;	/* targets tried per connection, >= 1 */
+	uint32_t max_connections;	/* 0: unlimited */
+	struct cfg_keepalive keepalive;
+	bool health_check;		/* active checks of this app's targets, default true */
+	struct cfg_mark mark;
+};
+
+struct cfg {
+	char *path;			/* file name used in messages */
+	/* global settings: read at start, a change needs a restart */
+	struct sockaddr_storage admin;	/* admin HTTP listener */
+	socklen_t admin_len;		/* 0: admin endpoint disabled */
+	char *user;			/* unprivileged user to switch to; NULL: do not switch */
+	uint32_t workers;		/* 0: one per CPU */
+	uint32_t buffer_size;		/* bytes per direction per connection */
+	uint32_t resolve_interval_ms;	/* how often target names are resolved again */
+	struct cfg_health health;
+	/* reloadable settings */
+	enum log_level log_level;
+	struct cfg_app *apps;
+	size_t n_apps;
+};
+
+/* Defaults, also documented in docs/CONFIG.md. */
+#define CFG_DEFAULT_ADMIN		"127.0.0.1:9900"
+#define CFG_DEFAULT_USER		"nobody"
+#define CFG_DEFAULT_BUFFER_SIZE		(64u * 1024)
+#define CFG_DEFAULT_CONNECT_TIMEOUT_MS	2000u
+#define CFG_DEFAULT_IDLE_TIMEOUT_MS	(3600u * 1000)
+#define CFG_DEFAULT_CONNECT_ATTEMPTS	3u
+#define CFG_DEFAULT_KA_IDLE_S		60u
+#define CFG_DEFAULT_KA_INTERVAL_S	10u
+#define CFG_DEFAULT_KA_COUNT		6u
+#define CFG_DEFAULT_HC_INTERVAL_MS	5000u
+#define CFG_DEFAULT_HC_TIMEOUT_MS	1000u
+#define CFG_DEFAULT_HC_RISE		2u
+#define CFG_DEFAULT_HC_FALL		3u
+#define CFG_DEFAULT_BACKOFF_MIN_MS	1000u
+#define CFG_DEFAULT_BACKOFF_MAX_MS	30000u
+#define CFG_DEFAULT_RESOLVE_INTERVAL_MS	30000u
+#define CFG_MAX_APPS			100000u
+#define CFG_MAX_TARGETS_PER_APP		1024u
+#define CFG_MAX_NAME_LEN		128u
+
+/* Error messages, each "file:line:col: message". */
+struct cfg_errors {
+	char **msgs;
+	size_t n;
+};
+
+/* Reads, parses and validates a YAML or JSON config file. On success
+ * returns 0 and *out; on failure returns -EINVAL (or -errno when the file
+ * cannot be read) with every problem found appended to errs. */
+int cfg_load_file(const char *path, struct cfg **out, struct cfg_errors *errs);
+
+/* Same from memory; name is used as the file name in messages. */
+int cfg_load_buffer(const char *name, const char *buf, size_t len, struct cfg **out,
+		    struct cfg_errors *errs);
+
+void cfg_free(struct cfg *cfg);
+void cfg_errors_free(struct cfg_errors *errs);
+void cfg_errors_add(struct cfg_errors *errs, const char *file, struct cfg_mark mark,
+		    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Deep copy of one app (NULL on ENOMEM); freed with cfg_app_free. */
+struct cfg_app *cfg_app_dup(const struct cfg_app *a);
+void cfg_app_free(struct cfg_app *a);
+
+/* True when two apps would behave identically (name included, marks ignored). */
+bool cfg_app_equal(const struct cfg_app *a, const struct cfg_app *b);
+
+/* Formats a target as "host:port" ("[v6]:port" for IPv6 literals). */
+void cfg_target_format(const struct cfg_target *t, char *buf, size_t len);
+
+/* Builds a one-app config in memory for quick mode (--listen/--forward):
+ * listen is "[addr]:port" or ":port", forward is "host:port". */
+int cfg_quick(const char *listen, const char *forward, struct cfg **out, struct cfg_errors *errs);
+
+#endif

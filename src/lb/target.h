@@ -1,0 +1,70 @@
+/* target.h - targets shared by all apps: name resolution off the event loops, passive and active health. */
+#ifndef PANDIT_TARGET_H
+#define PANDIT_TARGET_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config/config.h"
+
+#define TARGET_MAX_ADDRS 8
+
+/* One "host:port" upstream. Found or created through target_get() and
+ * shared by every app naming it, so a backend is resolved and health
+ * checked once however many apps use it. */
+struct target {
+	char *name;			/* "host:port" as written ("[v6]:port" for v6 literals) */
+	char *host;
+	uint16_t port;
+	bool literal;			/* host is an IP literal: resolved once, never again */
+	_Atomic uint32_t refcnt;
+
+	pthread_mutex_t lock;		/* guards the resolved addresses */
+	struct sockaddr_storage addrs[TARGET_MAX_ADDRS];
+	socklen_t addr_lens[TARGET_MAX_ADDRS];
+	uint32_t n_addrs;		/* 0: unresolved (the target is down) */
+	int resolve_err;		/* last getaddrinfo() result, 0 when fine */
+	uint64_t resolved_ns;		/* CLOCK_MONOTONIC of the last resolution */
+	_Atomic uint32_t next_addr;	/* round robin over addrs */
+
+	/* health: written by workers (passive) and the health thread (active) */
+	_Atomic bool up;
+	_Atomic uint32_t fails;		/* consecutive failures */
+	_Atomic uint32_t oks;		/* consecutive active-check successes while down */
+	_Atomic uint64_t retry_ns;	/* while down: passive retry allowed after this */
+	_Atomic uint32_t backoff_ms;
+	_Atomic uint32_t hc_refs;	/* apps using this target with health_check on */
+	_Atomic uint64_t hc_ok, hc_failed;	/* active check results */
+
+	struct target *next;		/* registry chain */
+};
+
+/* Starts the registry with the health settings; call once. */
+int target_registry_init(const struct cfg_health *h, uint32_t resolve_interval_ms);
+/* Applies new health settings after a reload. */
+void target_registry_configure(const struct cfg_health *h, uint32_t resolve_interval_ms);
+/* Finds or creates the target for host:port and takes a reference. An IP
+ * literal is resolved at once; a name is queued for the resolver thread and
+ * the target is down until it resolves. NULL on ENOMEM. Thread-safe. */
+struct target *target_get(const char *host, uint16_t port);
+void target_put(struct target *t);
+/* Counts an app with health_check on that uses t (+1) or stops using it (-1). */
+void target_hc_ref(struct target *t, int delta);
+
+/* Copies one resolved address of t, rotating over all of them. Returns 0,
+ * or -EHOSTUNREACH when the target has no address. Never blocks on I/O. */
+int target_addr(struct target *t, struct sockaddr_storage *ss, socklen_t *len);
+/* True when t may be given a new connection at now_ns (CLOCK_MONOTONIC):
+ * up, or down with its backoff elapsed (one trial connection). */
+bool target_usable(struct target *t, uint64_t now_ns);
+/* Passive health: the result of a connect attempt made by a worker. */
+void target_report(struct target *t, bool ok, uint64_t now_ns);
+
+/* Starts the resolver thread and the health-check thread. */
+int target_threads_start(void);
+void target_threads_stop(void);
+
+#endif
