@@ -3,6 +3,8 @@
 #define PANDIT_STATS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/sbuf.h"
@@ -82,5 +84,29 @@ void stats_render_json(struct sbuf *out, const struct rt_snapshot *snap,
 /* Prometheus text exposition format (version 0.0.4). */
 void stats_render_prometheus(struct sbuf *out, const struct rt_snapshot *snap,
 			     const struct steer_counters *steer);
+
+/* Incremental rendering, for writers that keep their buffers bounded (the
+ * admin endpoint streaming the metrics of 10,000 apps to a slow client):
+ * stats_render_begin(), then stats_render_step() until it returns true.
+ * snap (may be NULL) and steer (may be NULL) must stay valid until then.
+ * The two functions above are begin + one unbounded step. */
+enum stats_format { STATS_FMT_JSON = 0, STATS_FMT_PROMETHEUS };
+
+struct stats_render {
+	enum stats_format fmt;
+	const struct rt_snapshot *snap;
+	const struct steer_counters *steer;
+	unsigned stage;			/* section (JSON) or metric family (Prometheus) */
+	bool header_done;		/* Prometheus: # HELP / # TYPE of the family written */
+	size_t app, target;		/* position inside the section */
+	bool done;
+};
+
+void stats_render_begin(struct stats_render *r, enum stats_format fmt,
+			const struct rt_snapshot *snap, const struct steer_counters *steer);
+/* Appends to out until out->len reaches limit (it may overshoot by one
+ * app's or one target's lines) or the end. Returns true at the end.
+ * Check out->oom afterwards: on allocation failure the text is cut. */
+bool stats_render_step(struct stats_render *r, struct sbuf *out, size_t limit);
 
 #endif

@@ -1,0 +1,691 @@
+/* stats.c - counters, latency histograms and their JSON and Prometheus renderings. */
+#include "stats/stats.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lb/target.h"
+#include "runtime/runtime.h"
+#include "steer/steer.h"
+
+struct stats_global stats_global;
+
+static const uint64_t hist_bounds[STATS_HIST_NBOUNDS] = STATS_HIST_BOUNDS_US;
+
+/* --- histograms -------------------------------------------------------------- */
+
+void stats_hist_observe(struct stats_hist *h, uint64_t us)
+{
+	/* 16 bounds: a linear scan is as fast as a binary search here */
+	unsigned i = 0;
+	while (i < STATS_HIST_NBOUNDS && us > hist_bounds[i])
+		i++;
+	stats_add(&h->buckets[i], 1);
+	stats_add(&h->sum_us, us);
+	stats_add(&h->count, 1);
+}
+
+/* A consistent-enough copy of a histogram: the count is the sum of the
+ * buckets read, so the +Inf bucket always equals _count even while workers
+ * keep observing. */
+struct hist_copy {
+	uint64_t b[STATS_HIST_NBOUNDS + 1];
+	uint64_t count, sum_us;
+};
+
+static void hist_read(const struct stats_hist *h, struct hist_copy *c)
+{
+	c->count = 0;
+	for (unsigned i = 0; i <= STATS_HIST_NBOUNDS; i++) {
+		c->b[i] = stats_get(&h->buckets[i]);
+		c->count += c->b[i];
+	}
+	c->sum_us = stats_get(&h->sum_us);
+}
+
+static double hist_copy_quantile(const struct hist_copy *c, double q)
+{
+	if (c->count == 0)
+		return 0.0;
+	if (!(q >= 0.0))	/* NaN too */
+		q = 0.0;
+	if (q > 1.0)
+		q = 1.0;
+	double rank = q * (double)c->count;
+	uint64_t below = 0;
+	for (unsigned i = 0; i <= STATS_HIST_NBOUNDS; i++) {
+		if (c->b[i] == 0)
+			continue;
+		if ((double)(below + c->b[i]) >= rank) {
+			/* like Prometheus' histogram_quantile(): the +Inf bucket has no
+			 * upper bound to interpolate to, so answer the last finite one */
+			if (i == STATS_HIST_NBOUNDS)
+				return (double)hist_bounds[STATS_HIST_NBOUNDS - 1];
+			double lo = i ? (double)hist_bounds[i - 1] : 0.0;
+			double hi = (double)hist_bounds[i];
+			double frac = (rank - (double)below) / (double)c->b[i];
+			if (frac < 0.0)
+				frac = 0.0;
+			return lo + (hi - lo) * frac;
+		}
+		below += c->b[i];
+	}
+	return (double)hist_bounds[STATS_HIST_NBOUNDS - 1];	/* not reached */
+}
+
+double stats_hist_quantile(const struct stats_hist *h, double q)
+{
+	struct hist_copy c;
+	hist_read(h, &c);
+	return hist_copy_quantile(&c, q);
+}
+
+/* --- per app / per target counters ------------------------------------------ */
+
+struct conn_stats *conn_stats_new(void)
+{
+	struct conn_stats *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	atomic_init(&s->refcnt, 1);
+	return s;
+}
+
+struct conn_stats *conn_stats_get(struct conn_stats *s)
+{
+	if (s)
+		atomic_fetch_add_explicit(&s->refcnt, 1, memory_order_relaxed);
+	return s;
+}
+
+void conn_stats_put(struct conn_stats *s)
+{
+	if (!s)
+		return;
+	/* acq_rel: every update made before the last put is seen by free() */
+	if (atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) == 1)
+		free(s);
+}
+
+/* --- shared formatting helpers ------------------------------------------------ */
+
+static void put_u64(struct sbuf *out, uint64_t v)
+{
+	char buf[24];
+	char *p = buf + sizeof(buf);
+	do {
+		*--p = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	sbuf_append(out, p, (size_t)(buf + sizeof(buf) - p));
+}
+
+/* Microseconds as decimal seconds, exact and without exponent ("0.00005",
+ * "2.5", "1"): Prometheus parses either form, people read this one. buf
+ * holds at least 32 bytes; returns the length written (NUL not counted). */
+static size_t fmt_us_as_s(char *buf, uint64_t us)
+{
+	char tmp[24];
+	char *p = tmp + sizeof(tmp);
+	uint64_t whole = us / 1000000, frac = us % 1000000;
+	do {
+		*--p = (char)('0' + whole % 10);
+		whole /= 10;
+	} while (whole);
+	size_t n = (size_t)(tmp + sizeof(tmp) - p);
+	memcpy(buf, p, n);
+	if (frac) {
+		buf[n] = '.';
+		for (int i = 6; i >= 1; i--) {
+			buf[n + (size_t)i] = (char)('0' + frac % 10);
+			frac /= 10;
+		}
+		n += 7;
+		while (buf[n - 1] == '0')
+			n--;
+	}
+	buf[n] = '\0';
+	return n;
+}
+
+static void put_us_as_s(struct sbuf *out, uint64_t us)
+{
+	char buf[32];
+	sbuf_append(out, buf, fmt_us_as_s(buf, us));
+}
+
+#define LIT(out, s) sbuf_append((out), (s), sizeof(s) - 1)
+
+static uint64_t uptime_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	uint64_t start = stats_global.started_ns;
+	if (!start || start > now)
+		return 0;
+	return (now - start) / 1000;
+}
+
+static uint64_t generation(const struct stats_render *r)
+{
+	return r->snap ? r->snap->generation : stats_get(&stats_global.generation);
+}
+
+/* Counters of apps or targets not wired yet read as zero rather than crash. */
+static const struct conn_stats zero_stats;
+
+static const struct conn_stats *app_stats(const struct rt_app *a)
+{
+	return a->stats ? a->stats : &zero_stats;
+}
+
+static const struct conn_stats *tgt_stats(const struct rt_app_target *t)
+{
+	return t->stats ? t->stats : &zero_stats;
+}
+
+static const char *app_name(const struct rt_app *a)
+{
+	return a->cfg && a->cfg->name ? a->cfg->name : "";
+}
+
+static const char *tgt_name(const struct rt_app_target *t)
+{
+	return t->t && t->t->name ? t->t->name : "";
+}
+
+static bool tgt_up(const struct rt_app_target *t)
+{
+	return t->t && atomic_load_explicit(&t->t->up, memory_order_relaxed);
+}
+
+static size_t n_apps(const struct stats_render *r)
+{
+	return r->snap ? r->snap->n_apps : 0;
+}
+
+/* --- JSON ------------------------------------------------------------------------ */
+
+enum { JSON_HEAD = 0, JSON_APPS, JSON_TAIL, JSON_END };
+
+static void json_kv(struct sbuf *out, const char *key_lit_with_comma, uint64_t v)
+{
+	sbuf_puts(out, key_lit_with_comma);
+	put_u64(out, v);
+}
+
+static void json_latency(struct sbuf *out, const struct stats_hist *h)
+{
+	struct hist_copy c;
+	hist_read(h, &c);
+	json_kv(out, "\"connect_latency_us\":{\"count\":", c.count);
+	json_kv(out, ",\"p50\":", (uint64_t)(hist_copy_quantile(&c, 0.50) + 0.5));
+	json_kv(out, ",\"p99\":", (uint64_t)(hist_copy_quantile(&c, 0.99) + 0.5));
+	LIT(out, "}");
+}
+
+static void json_head(struct stats_render *r, struct sbuf *out)
+{
+	json_kv(out, "{\"uptime_s\":", uptime_us() / 1000000);
+	json_kv(out, ",\"generation\":", generation(r));
+	json_kv(out, ",\"connections\":{\"accepted\":", stats_get(&stats_global.accepted));
+	json_kv(out, ",\"active\":", stats_get(&stats_global.active));
+	json_kv(out, ",\"no_app\":", stats_get(&stats_global.no_app));
+	json_kv(out, "},\"reloads\":{\"ok\":", stats_get(&stats_global.reloads_ok));
+	json_kv(out, ",\"failed\":", stats_get(&stats_global.reloads_failed));
+	json_kv(out, ",\"last_apply_us\":", stats_get(&stats_global.last_reload_us));
+	LIT(out, "}");
+	if (r->steer) {
+		json_kv(out, ",\"steering\":{\"assigned\":", r->steer->v[PANDIT_STEER_ASSIGNED]);
+		json_kv(out, ",\"unmatched\":", r->steer->v[PANDIT_STEER_PASS_UNMATCHED]);
+		json_kv(out, ",\"refused_no_socket\":", r->steer->v[PANDIT_STEER_DROP_NO_SOCKET]);
+		json_kv(out, ",\"refused_assign\":", r->steer->v[PANDIT_STEER_DROP_ASSIGN]);
+		LIT(out, "}");
+	}
+	LIT(out, ",\"apps\":[");
+}
+
+static void json_target(struct sbuf *out, const struct rt_app_target *t)
+{
+	const struct conn_stats *s = tgt_stats(t);
+	LIT(out, "{\"target\":");
+	sbuf_json_str(out, tgt_name(t));
+	if (tgt_up(t))
+		LIT(out, ",\"up\":true");
+	else
+		LIT(out, ",\"up\":false");
+	json_kv(out, ",\"connections\":", stats_get(&s->accepted));
+	json_kv(out, ",\"active\":", stats_get(&s->active));
+	json_kv(out, ",\"failed\":", stats_get(&s->failed));
+	json_kv(out, ",\"bytes_in\":", stats_get(&s->bytes_in));
+	json_kv(out, ",\"bytes_out\":", stats_get(&s->bytes_out));
+	LIT(out, ",");
+	json_latency(out, &s->connect_latency);
+	if (t->t) {
+		json_kv(out, ",\"health_checks\":{\"ok\":", stats_get(&t->t->hc_ok));
+		json_kv(out, ",\"failed\":", stats_get(&t->t->hc_failed));
+		LIT(out, "}");
+	}
+	LIT(out, "}");
+}
+
+static void json_app(struct sbuf *out, const struct rt_app *a, bool first)
+{
+	const struct conn_stats *s = app_stats(a);
+	if (!first)
+		LIT(out, ",");
+	LIT(out, "{\"name\":");
+	sbuf_json_str(out, app_name(a));
+	json_kv(out, ",\"id\":", a->id);
+	json_kv(out, ",\"accepted\":", stats_get(&s->accepted));
+	json_kv(out, ",\"active\":", stats_get(&s->active));
+	json_kv(out, ",\"failed\":", stats_get(&s->failed));
+	json_kv(out, ",\"bytes_in\":", stats_get(&s->bytes_in));
+	json_kv(out, ",\"bytes_out\":", stats_get(&s->bytes_out));
+	LIT(out, ",");
+	json_latency(out, &s->connect_latency);
+	LIT(out, ",\"targets\":[");
+	for (uint32_t i = 0; i < a->n_targets; i++) {
+		if (i)
+			LIT(out, ",");
+		json_target(out, &a->targets[i]);
+	}
+	LIT(out, "]}");
+}
+
+static bool json_step(struct stats_render *r, struct sbuf *out, size_t limit)
+{
+	while (r->stage != JSON_END && out->len < limit) {
+		switch (r->stage) {
+		case JSON_HEAD:
+			json_head(r, out);
+			r->stage = JSON_APPS;
+			break;
+		case JSON_APPS:
+			if (r->app >= n_apps(r)) {
+				r->stage = JSON_TAIL;
+				break;
+			}
+			json_app(out, r->snap->apps[r->app], r->app == 0);
+			r->app++;
+			break;
+		case JSON_TAIL:
+			LIT(out, "]}");
+			r->stage = JSON_END;
+			break;
+		}
+	}
+	return r->stage == JSON_END;
+}
+
+/* --- Prometheus ------------------------------------------------------------------ */
+
+/* Label value escaping of the text exposition format: backslash, double
+ * quote and line feed. */
+static void prom_label_value(struct sbuf *out, const char *s)
+{
+	const char *run = s;
+	for (; *s; s++) {
+		const char *esc = NULL;
+		switch (*s) {
+		case '\\': esc = "\\\\"; break;
+		case '"': esc = "\\\""; break;
+		case '\n': esc = "\\n"; break;
+		default: continue;
+		}
+		sbuf_append(out, run, (size_t)(s - run));
+		sbuf_append(out, esc, 2);
+		run = s + 1;
+	}
+	sbuf_append(out, run, (size_t)(s - run));
+}
+
+/* {app="..",target="..",<extra>}, each part optional (nothing at all when
+ * all are NULL); extra is a pre-escaped `key="value"` pair. */
+static void prom_labels(struct sbuf *out, const char *app, const char *target, const char *extra)
+{
+	if (!app && !target && !extra)
+		return;
+	char sep = '{';
+	if (app) {
+		sbuf_append(out, &sep, 1);
+		LIT(out, "app=\"");
+		prom_label_value(out, app);
+		LIT(out, "\"");
+		sep = ',';
+	}
+	if (target) {
+		sbuf_append(out, &sep, 1);
+		LIT(out, "target=\"");
+		prom_label_value(out, target);
+		LIT(out, "\"");
+		sep = ',';
+	}
+	if (extra) {
+		sbuf_append(out, &sep, 1);
+		sbuf_puts(out, extra);
+	}
+	LIT(out, "}");
+}
+
+/* One sample line with an integer value. */
+static void prom_sample(struct sbuf *out, const char *name, const char *suffix,
+			const char *app, const char *target, const char *extra, uint64_t v)
+{
+	sbuf_puts(out, name);
+	if (suffix)
+		sbuf_puts(out, suffix);
+	prom_labels(out, app, target, extra);
+	LIT(out, " ");
+	put_u64(out, v);
+	LIT(out, "\n");
+}
+
+static void prom_hist(struct sbuf *out, const char *name, const char *app, const char *target,
+		      const struct stats_hist *h)
+{
+	struct hist_copy c;
+	hist_read(h, &c);
+	uint64_t cum = 0;
+	char le[48];
+	for (unsigned i = 0; i <= STATS_HIST_NBOUNDS; i++) {
+		cum += c.b[i];
+		if (i < STATS_HIST_NBOUNDS) {
+			memcpy(le, "le=\"", 4);
+			size_t n = 4 + fmt_us_as_s(le + 4, hist_bounds[i]);
+			le[n] = '"';
+			le[n + 1] = '\0';
+			prom_sample(out, name, "_bucket", app, target, le, cum);
+		} else {
+			prom_sample(out, name, "_bucket", app, target, "le=\"+Inf\"", cum);
+		}
+	}
+	sbuf_puts(out, name);
+	LIT(out, "_sum");
+	prom_labels(out, app, target, NULL);
+	LIT(out, " ");
+	put_us_as_s(out, c.sum_us);
+	LIT(out, "\n");
+	prom_sample(out, name, "_count", app, target, NULL, c.count);
+}
+
+enum prom_scope { SCOPE_GLOBAL, SCOPE_STEER, SCOPE_APP, SCOPE_TARGET };
+
+struct prom_family {
+	const char *name;
+	const char *type;
+	const char *help;
+	enum prom_scope scope;
+	/* a is NULL for global families, t for app families */
+	void (*emit)(struct sbuf *out, const struct stats_render *r, const struct prom_family *f,
+		     const struct rt_app *a, const struct rt_app_target *t);
+};
+
+#define EMIT(fn) static void fn(struct sbuf *out, const struct stats_render *r, \
+				const struct prom_family *f, const struct rt_app *a, \
+				const struct rt_app_target *t)
+
+EMIT(emit_uptime)
+{
+	(void)r; (void)a; (void)t;
+	sbuf_puts(out, f->name);
+	LIT(out, " ");
+	put_us_as_s(out, uptime_us());
+	LIT(out, "\n");
+}
+
+EMIT(emit_generation)
+{
+	(void)a; (void)t;
+	prom_sample(out, f->name, NULL, NULL, NULL, NULL, generation(r));
+}
+
+EMIT(emit_reloads)
+{
+	(void)r; (void)a; (void)t;
+	prom_sample(out, f->name, NULL, NULL, NULL, "result=\"ok\"", stats_get(&stats_global.reloads_ok));
+	prom_sample(out, f->name, NULL, NULL, NULL, "result=\"failed\"",
+		    stats_get(&stats_global.reloads_failed));
+}
+
+EMIT(emit_reload_last)
+{
+	(void)r; (void)a; (void)t;
+	sbuf_puts(out, f->name);
+	LIT(out, " ");
+	put_us_as_s(out, stats_get(&stats_global.last_reload_us));
+	LIT(out, "\n");
+}
+
+EMIT(emit_g_accepted)
+{
+	(void)r; (void)a; (void)t;
+	prom_sample(out, f->name, NULL, NULL, NULL, NULL, stats_get(&stats_global.accepted));
+}
+
+EMIT(emit_g_active)
+{
+	(void)r; (void)a; (void)t;
+	prom_sample(out, f->name, NULL, NULL, NULL, NULL, stats_get(&stats_global.active));
+}
+
+EMIT(emit_g_no_app)
+{
+	(void)r; (void)a; (void)t;
+	prom_sample(out, f->name, NULL, NULL, NULL, NULL, stats_get(&stats_global.no_app));
+}
+
+EMIT(emit_steer)
+{
+	(void)a; (void)t;
+	static const char *const outcome[PANDIT_STEER_STAT_MAX] = {
+		[PANDIT_STEER_ASSIGNED] = "outcome=\"assigned\"",
+		[PANDIT_STEER_PASS_UNMATCHED] = "outcome=\"unmatched\"",
+		[PANDIT_STEER_DROP_NO_SOCKET] = "outcome=\"refused_no_socket\"",
+		[PANDIT_STEER_DROP_ASSIGN] = "outcome=\"refused_assign\"",
+	};
+	for (unsigned i = 0; i < PANDIT_STEER_STAT_MAX; i++)
+		if (outcome[i])
+			prom_sample(out, f->name, NULL, NULL, NULL, outcome[i], r->steer->v[i]);
+}
+
+/* The per app and per target families read the same counters. */
+static const struct conn_stats *scope_stats(const struct rt_app *a, const struct rt_app_target *t)
+{
+	return t ? tgt_stats(t) : app_stats(a);
+}
+
+static const char *scope_target(const struct rt_app_target *t)
+{
+	return t ? tgt_name(t) : NULL;
+}
+
+EMIT(emit_accepted)
+{
+	(void)r;
+	prom_sample(out, f->name, NULL, app_name(a), scope_target(t), NULL,
+		    stats_get(&scope_stats(a, t)->accepted));
+}
+
+EMIT(emit_active)
+{
+	(void)r;
+	prom_sample(out, f->name, NULL, app_name(a), scope_target(t), NULL,
+		    stats_get(&scope_stats(a, t)->active));
+}
+
+EMIT(emit_failed)
+{
+	(void)r;
+	prom_sample(out, f->name, NULL, app_name(a), scope_target(t), NULL,
+		    stats_get(&scope_stats(a, t)->failed));
+}
+
+EMIT(emit_bytes)
+{
+	(void)r;
+	const struct conn_stats *s = scope_stats(a, t);
+	prom_sample(out, f->name, NULL, app_name(a), scope_target(t), "direction=\"in\"",
+		    stats_get(&s->bytes_in));
+	prom_sample(out, f->name, NULL, app_name(a), scope_target(t), "direction=\"out\"",
+		    stats_get(&s->bytes_out));
+}
+
+EMIT(emit_latency)
+{
+	(void)r;
+	prom_hist(out, f->name, app_name(a), scope_target(t), &scope_stats(a, t)->connect_latency);
+}
+
+EMIT(emit_up)
+{
+	(void)r;
+	prom_sample(out, f->name, NULL, app_name(a), tgt_name(t), NULL, tgt_up(t));
+}
+
+static const struct prom_family prom_families[] = {
+	{ "pandit_uptime_seconds", "gauge", "Seconds since pandit started.",
+	  SCOPE_GLOBAL, emit_uptime },
+	{ "pandit_config_generation", "gauge", "Generation of the configuration in force (1 for the first).",
+	  SCOPE_GLOBAL, emit_generation },
+	{ "pandit_reloads_total", "counter", "Configuration reloads by result.",
+	  SCOPE_GLOBAL, emit_reloads },
+	{ "pandit_reload_last_apply_seconds", "gauge", "Time taken to apply the last good reload.",
+	  SCOPE_GLOBAL, emit_reload_last },
+	{ "pandit_process_connections_accepted_total", "counter",
+	  "Client connections accepted, all apps together.", SCOPE_GLOBAL, emit_g_accepted },
+	{ "pandit_process_connections_active", "gauge",
+	  "Client connections open now, all apps together.", SCOPE_GLOBAL, emit_g_active },
+	{ "pandit_connections_no_app_total", "counter",
+	  "Accepted connections whose address and port matched no app (closed).",
+	  SCOPE_GLOBAL, emit_g_no_app },
+	{ "pandit_steer_total", "counter", "Connections seen by the sk_lookup program, by outcome.",
+	  SCOPE_STEER, emit_steer },
+	{ "pandit_connections_accepted_total", "counter", "Client connections accepted by the app.",
+	  SCOPE_APP, emit_accepted },
+	{ "pandit_connections_active", "gauge", "Client connections of the app open now.",
+	  SCOPE_APP, emit_active },
+	{ "pandit_connections_failed_total", "counter",
+	  "Client connections of the app closed because no target could be reached.",
+	  SCOPE_APP, emit_failed },
+	{ "pandit_bytes_total", "counter",
+	  "Bytes proxied by the app; in: client to target, out: target to client.",
+	  SCOPE_APP, emit_bytes },
+	{ "pandit_connect_latency_seconds", "histogram",
+	  "Time from accepting a client to the connection to its target being established.",
+	  SCOPE_APP, emit_latency },
+	{ "pandit_target_up", "gauge", "1 when the target is considered healthy.",
+	  SCOPE_TARGET, emit_up },
+	{ "pandit_target_connections_accepted_total", "counter",
+	  "Connections established to the target for the app.", SCOPE_TARGET, emit_accepted },
+	{ "pandit_target_connections_active", "gauge",
+	  "Connections of the app to the target open now.", SCOPE_TARGET, emit_active },
+	{ "pandit_target_connections_failed_total", "counter",
+	  "Failed connection attempts of the app to the target.", SCOPE_TARGET, emit_failed },
+	{ "pandit_target_bytes_total", "counter",
+	  "Bytes proxied by the app through the target; in: client to target, out: target to client.",
+	  SCOPE_TARGET, emit_bytes },
+	{ "pandit_target_connect_latency_seconds", "histogram",
+	  "Time to establish a connection of the app to the target.", SCOPE_TARGET, emit_latency },
+};
+
+#define PROM_N_FAMILIES (sizeof(prom_families) / sizeof(prom_families[0]))
+
+static void prom_next_family(struct stats_render *r)
+{
+	r->stage++;
+	r->header_done = false;
+	r->app = r->target = 0;
+}
+
+static bool prom_step(struct stats_render *r, struct sbuf *out, size_t limit)
+{
+	while (r->stage < PROM_N_FAMILIES && out->len < limit) {
+		const struct prom_family *f = &prom_families[r->stage];
+		if (f->scope == SCOPE_STEER && !r->steer) {
+			prom_next_family(r);
+			continue;
+		}
+		if (!r->header_done) {
+			LIT(out, "# HELP ");
+			sbuf_puts(out, f->name);
+			LIT(out, " ");
+			sbuf_puts(out, f->help);
+			LIT(out, "\n# TYPE ");
+			sbuf_puts(out, f->name);
+			LIT(out, " ");
+			sbuf_puts(out, f->type);
+			LIT(out, "\n");
+			r->header_done = true;
+			continue;
+		}
+		switch (f->scope) {
+		case SCOPE_GLOBAL:
+		case SCOPE_STEER:
+			f->emit(out, r, f, NULL, NULL);
+			prom_next_family(r);
+			break;
+		case SCOPE_APP:
+			if (r->app >= n_apps(r)) {
+				prom_next_family(r);
+				break;
+			}
+			f->emit(out, r, f, r->snap->apps[r->app], NULL);
+			r->app++;
+			break;
+		case SCOPE_TARGET: {
+			if (r->app >= n_apps(r)) {
+				prom_next_family(r);
+				break;
+			}
+			const struct rt_app *a = r->snap->apps[r->app];
+			if (r->target >= a->n_targets) {
+				r->app++;
+				r->target = 0;
+				break;
+			}
+			f->emit(out, r, f, a, &a->targets[r->target]);
+			r->target++;
+			break;
+		}
+		}
+	}
+	return r->stage >= PROM_N_FAMILIES;
+}
+
+/* --- entry points -------------------------------------------------------------- */
+
+void stats_render_begin(struct stats_render *r, enum stats_format fmt,
+			const struct rt_snapshot *snap, const struct steer_counters *steer)
+{
+	memset(r, 0, sizeof(*r));
+	r->fmt = fmt;
+	r->snap = snap;
+	r->steer = steer;
+}
+
+bool stats_render_step(struct stats_render *r, struct sbuf *out, size_t limit)
+{
+	if (!r->done)
+		r->done = r->fmt == STATS_FMT_JSON ? json_step(r, out, limit) : prom_step(r, out, limit);
+	return r->done;
+}
+
+void stats_render_json(struct sbuf *out, const struct rt_snapshot *snap,
+		       const struct steer_counters *steer)
+{
+	struct stats_render r;
+	stats_render_begin(&r, STATS_FMT_JSON, snap, steer);
+	stats_render_step(&r, out, SIZE_MAX);
+}
+
+void stats_render_prometheus(struct sbuf *out, const struct rt_snapshot *snap,
+			     const struct steer_counters *steer)
+{
+	struct stats_render r;
+	stats_render_begin(&r, STATS_FMT_PROMETHEUS, snap, steer);
+	stats_render_step(&r, out, SIZE_MAX);
+}
