@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -39,6 +40,18 @@ struct target {
 	_Atomic uint32_t hc_refs;	/* apps using this target with health_check on */
 	_Atomic uint64_t hc_ok, hc_failed;	/* active check results */
 
+	_Atomic bool has_addrs;		/* n_addrs > 0, readable without the lock */
+	_Atomic bool trial;		/* down: a trial connection was let through */
+
+	/* resolver bookkeeping, under the registry lock */
+	uint64_t resolve_due_ns;	/* next resolution (CLOCK_MONOTONIC) */
+	uint32_t resolve_retry_ms;	/* delay after a failed resolution, doubles */
+	bool resolving;			/* a resolver thread is on it */
+
+	/* active check bookkeeping, touched by the health thread only */
+	uint64_t hc_due_ns;
+	bool hc_busy;
+
 	struct target *next;		/* registry chain */
 };
 
@@ -46,6 +59,8 @@ struct target {
 int target_registry_init(const struct cfg_health *h, uint32_t resolve_interval_ms);
 /* Applies new health settings after a reload. */
 void target_registry_configure(const struct cfg_health *h, uint32_t resolve_interval_ms);
+/* Number of targets in the registry (tests, stats). */
+size_t target_registry_count(void);
 /* Finds or creates the target for host:port and takes a reference. An IP
  * literal is resolved at once; a name is queued for the resolver thread and
  * the target is down until it resolves. NULL on ENOMEM. Thread-safe. */
