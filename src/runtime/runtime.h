@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "config/diff.h"
 #include "lb/target.h"
 #include "stats/stats.h"
 
@@ -55,13 +56,16 @@ struct rt_snapshot {
 	struct rt_app **apps;		/* apps[i] runs cfg->apps[i] */
 	size_t n_apps;
 	size_t n_ports;			/* steering entries */
+	void *port_arena;		/* holds every struct rt_port below */
 	struct rt_port *ports[65536];
 };
 
 /* Builds a snapshot for cfg (ownership of cfg passes to the snapshot on
- * success). Apps equal to one in prev (may be NULL) are shared with it;
- * changed apps keep their ID and counters. Returns 0 or -ENOMEM. */
-int rt_snapshot_build(struct cfg *cfg, const struct rt_snapshot *prev, struct rt_snapshot **out);
+ * success). With prev and diff = cfg_diff(prev->cfg, cfg), unchanged apps
+ * are the same objects as in prev and changed apps keep their ID and
+ * counters; everything else is new. Returns 0 or -ENOMEM. */
+int rt_snapshot_build(struct cfg *cfg, const struct rt_snapshot *prev, const struct cfg_diff *diff,
+		      struct rt_snapshot **out);
 struct rt_snapshot *rt_snapshot_get(struct rt_snapshot *s);
 void rt_snapshot_put(struct rt_snapshot *s);
 

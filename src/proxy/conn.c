@@ -1,0 +1,405 @@
+/* conn.c - one proxied TCP connection: upstream connect with failover, then a bounded relay with half-close. */
+#include "proxy/conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "proxy/worker.h"
+#include "stats/stats.h"
+
+#define CONN_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+
+enum pump_result { PUMP_OK, PUMP_DONE, PUMP_ABORT };
+
+static void conn_connect_next(struct conn *c);
+static void conn_free(struct conn *c, bool reset);
+
+static void set_sock_opts(int fd, const struct cfg_app *cfg)
+{
+	int one = 1;
+	/* a proxy must not add Nagle delays on top of its peers' own choices */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (cfg->keepalive.enabled) {
+		int idle = (int)cfg->keepalive.idle_s, intvl = (int)cfg->keepalive.interval_s,
+		    cnt = (int)cfg->keepalive.count;
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	}
+}
+
+/* Makes close() send RST instead of FIN: used to pass a reset on. */
+static void set_reset_on_close(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+static struct rt_app_target *conn_target(struct conn *c)
+{
+	return c->ti >= 0 ? &c->app->targets[c->ti] : NULL;
+}
+
+/* --- relay ------------------------------------------------------------------ */
+
+static bool io_would_block(int err)
+{
+	return err == EAGAIN || err == EWOULDBLOCK;
+}
+
+/* Moves bytes from `from` to `to` through buf until neither side can make
+ * progress. Returns PUMP_ABORT on a socket error (reset, EPIPE...). */
+static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn_side *to,
+			     struct conn_buf *buf, _Atomic uint64_t *app_bytes,
+			     _Atomic uint64_t *target_bytes)
+{
+	struct buf_pool *pool = &c->w->pool;
+	uint64_t moved = 0;
+	for (;;) {
+		bool progress = false;
+		if (buf->tail > buf->head && to->writable) {
+			ssize_t n = send(to->io.fd, buf->data + buf->head, buf->tail - buf->head,
+					 MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n > 0) {
+				buf->head += (uint32_t)n;
+				moved += (uint64_t)n;
+				progress = true;
+				if (buf->head == buf->tail)
+					buf->head = buf->tail = 0;
+			} else if (n < 0 && io_would_block(errno)) {
+				to->writable = false;
+			} else if (n < 0 && errno != EINTR) {
+				goto abort;
+			}
+		}
+		if (!from->eof && from->readable) {
+			if (!buf->data) {
+				buf->data = buf_pool_get(pool);
+				if (!buf->data) {
+					log_warn("out of memory for a connection buffer");
+					goto abort;
+				}
+			}
+			if (buf->tail == pool->size && buf->head > 0) {
+				memmove(buf->data, buf->data + buf->head, buf->tail - buf->head);
+				buf->tail -= buf->head;
+				buf->head = 0;
+			}
+			if (buf->tail < pool->size) {
+				ssize_t n = recv(from->io.fd, buf->data + buf->tail, pool->size - buf->tail,
+						 MSG_DONTWAIT);
+				if (n > 0) {
+					buf->tail += (uint32_t)n;
+					progress = true;
+				} else if (n == 0) {
+					from->eof = true;
+					progress = true;
+				} else if (io_would_block(errno)) {
+					from->readable = false;
+				} else if (errno != EINTR) {
+					goto abort;
+				}
+			}
+		}
+		if (!progress)
+			break;
+	}
+	if (moved) {
+		stats_add(app_bytes, moved);
+		stats_add(target_bytes, moved);
+		c->last_active = c->w->loop.now;
+	}
+	if (buf->data && buf->tail == buf->head) {
+		buf_pool_put(pool, buf->data);
+		buf->data = NULL;
+		buf->head = buf->tail = 0;
+	}
+	/* the peer's FIN is passed on once everything before it was written */
+	if (from->eof && !buf->data && !to->shut) {
+		if (shutdown(to->io.fd, SHUT_WR) < 0 && errno != ENOTCONN)
+			goto abort;
+		to->shut = true;
+	}
+	return (from->eof && to->shut) ? PUMP_DONE : PUMP_OK;
+abort:
+	if (moved) {
+		stats_add(app_bytes, moved);
+		stats_add(target_bytes, moved);
+	}
+	log_debug("app %s: connection aborted: %s", c->app->cfg->name, strerror(errno));
+	return PUMP_ABORT;
+}
+
+/* Runs both directions; frees the connection when it is over. */
+static void conn_relay(struct conn *c)
+{
+	struct rt_app_target *at = conn_target(c);
+	enum pump_result a = pump(c, &c->cli, &c->up, &c->c2u, &c->app->stats->bytes_in,
+				  &at->stats->bytes_in);
+	if (a == PUMP_ABORT) {
+		conn_free(c, true);
+		return;
+	}
+	enum pump_result b = pump(c, &c->up, &c->cli, &c->u2c, &c->app->stats->bytes_out,
+				  &at->stats->bytes_out);
+	if (b == PUMP_ABORT) {
+		conn_free(c, true);
+		return;
+	}
+	if (a == PUMP_DONE && b == PUMP_DONE)
+		conn_free(c, false);
+}
+
+/* While connecting upstream, the client's first bytes are read ahead into
+ * c2u (bounded by the buffer): they are sent once the upstream is up. */
+static bool conn_read_ahead(struct conn *c)
+{
+	struct conn_side *cli = &c->cli;
+	struct buf_pool *pool = &c->w->pool;
+	while (!cli->eof && cli->readable && c->c2u.tail < pool->size) {
+		if (!c->c2u.data && !(c->c2u.data = buf_pool_get(pool)))
+			return false;
+		ssize_t n = recv(cli->io.fd, c->c2u.data + c->c2u.tail, pool->size - c->c2u.tail,
+				 MSG_DONTWAIT);
+		if (n > 0)
+			c->c2u.tail += (uint32_t)n;
+		else if (n == 0)
+			cli->eof = true;
+		else if (io_would_block(errno))
+			cli->readable = false;
+		else if (errno != EINTR)
+			return false;
+	}
+	return true;
+}
+
+/* --- timers ----------------------------------------------------------------- */
+
+static void conn_timer_cb(struct ev_loop *loop, struct ev_timer *t)
+{
+	struct conn *c = container_of(t, struct conn, timer);
+	if (c->state == CONN_CONNECTING) {
+		struct rt_app_target *at = conn_target(c);
+		log_info("app %s: connect to %s timed out after %u ms", c->app->cfg->name, at->t->name,
+			 c->app->cfg->connect_timeout_ms);
+		stats_add(&at->stats->failed, 1);
+		target_report(at->t, false, loop->now);
+		ev_del(loop, &c->up.io);
+		close(c->up.io.fd);
+		c->up.io.fd = -1;
+		conn_connect_next(c);
+		return;
+	}
+	uint64_t idle_ns = (uint64_t)c->app->cfg->idle_timeout_ms * 1000000ull;
+	if (loop->now - c->last_active >= idle_ns) {
+		log_debug("app %s: idle timeout", c->app->cfg->name);
+		conn_free(c, false);
+		return;
+	}
+	ev_timer_start_at(loop, &c->timer, c->last_active + idle_ns);
+}
+
+/* --- events ----------------------------------------------------------------- */
+
+static void side_mark(struct conn_side *s, uint32_t events)
+{
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		s->readable = true;
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		s->writable = true;
+}
+
+static void conn_established(struct conn *c)
+{
+	struct ev_loop *loop = &c->w->loop;
+	struct rt_app_target *at = conn_target(c);
+	uint64_t us = (loop->now - c->connect_start) / 1000;
+	stats_hist_observe(&c->app->stats->connect_latency, us);
+	stats_hist_observe(&at->stats->connect_latency, us);
+	stats_add(&at->stats->accepted, 1);
+	stats_add(&at->stats->active, 1);
+	target_report(at->t, true, loop->now);
+	c->state = CONN_RELAY;
+	c->last_active = loop->now;
+	ev_timer_stop(loop, &c->timer);
+	if (c->app->cfg->idle_timeout_ms)
+		ev_timer_start(loop, &c->timer, c->app->cfg->idle_timeout_ms);
+}
+
+static void conn_up_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
+{
+	struct conn *c = container_of(io, struct conn, up.io);
+	if (c->state == CONN_CONNECTING) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+		if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (!err && (events & (EPOLLERR | EPOLLHUP)))
+			err = ECONNREFUSED;
+		if (err) {
+			struct rt_app_target *at = conn_target(c);
+			log_info("app %s: connect to %s failed: %s", c->app->cfg->name, at->t->name,
+				 strerror(err));
+			stats_add(&at->stats->failed, 1);
+			target_report(at->t, false, loop->now);
+			ev_del(loop, io);
+			close(io->fd);
+			io->fd = -1;
+			conn_connect_next(c);
+			return;
+		}
+		if (!(events & EPOLLOUT))
+			return;
+		conn_established(c);
+	}
+	side_mark(&c->up, events);
+	conn_relay(c);
+}
+
+static void conn_cli_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
+{
+	(void)loop;
+	struct conn *c = container_of(io, struct conn, cli.io);
+	side_mark(&c->cli, events);
+	if (c->state == CONN_CONNECTING) {
+		if (!conn_read_ahead(c))
+			conn_free(c, true);
+		return;
+	}
+	conn_relay(c);
+}
+
+/* --- connect with failover ------------------------------------------------------ */
+
+/* Tries targets until a connect is under way; gives up after
+ * connect_attempts targets or when none is usable, closing the client. */
+static void conn_connect_next(struct conn *c)
+{
+	struct ev_loop *loop = &c->w->loop;
+	const struct cfg_app *cfg = c->app->cfg;
+	while (c->attempts < cfg->connect_attempts) {
+		int i = lb_pick(c->app, &c->tried, loop->now);
+		if (i < 0)
+			break;
+		lb_tried_set(&c->tried, (uint32_t)i);
+		c->attempts++;
+		c->ti = i;
+		struct rt_app_target *at = &c->app->targets[i];
+		struct sockaddr_storage ss;
+		socklen_t len;
+		if (target_addr(at->t, &ss, &len) < 0) {
+			stats_add(&at->stats->failed, 1);
+			continue;	/* unresolved: down, nothing to report */
+		}
+		int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			log_warn("app %s: socket() failed: %s", cfg->name, strerror(errno));
+			break;
+		}
+		set_sock_opts(fd, cfg);
+		c->connect_start = ev_now_ns();
+		if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS) {
+			log_info("app %s: connect to %s failed: %s", cfg->name, at->t->name,
+				 strerror(errno));
+			close(fd);
+			stats_add(&at->stats->failed, 1);
+			target_report(at->t, false, loop->now);
+			continue;
+		}
+		c->up = (struct conn_side){ .io = { .fd = fd, .cb = conn_up_cb } };
+		if (ev_add(loop, &c->up.io, CONN_EVENTS) < 0) {
+			close(fd);
+			c->up.io.fd = -1;
+			break;
+		}
+		c->state = CONN_CONNECTING;
+		ev_timer_start(loop, &c->timer, cfg->connect_timeout_ms);
+		return;
+	}
+	log_info("app %s: no target reachable for a client, closing it", cfg->name);
+	stats_add(&c->app->stats->failed, 1);
+	c->ti = -1;
+	conn_free(c, false);
+}
+
+void conn_accept(struct worker *w, int fd, struct rt_app *app)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		log_warn("out of memory for a connection");
+		close(fd);
+		rt_app_put(app);
+		return;
+	}
+	c->w = w;
+	c->app = app;
+	c->ti = -1;
+	c->cli.io.fd = fd;
+	c->cli.io.cb = conn_cli_cb;
+	c->cli.readable = true;	/* bytes may have arrived before we registered */
+	c->up.io.fd = -1;
+	ev_timer_init(&c->timer, conn_timer_cb);
+	set_sock_opts(fd, app->cfg);
+	stats_add(&app->stats->accepted, 1);
+	stats_add(&app->stats->active, 1);
+	stats_add(&stats_global.accepted, 1);
+	stats_add(&stats_global.active, 1);
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->n_conns++;
+	if (ev_add(&w->loop, &c->cli.io, CONN_EVENTS) < 0) {
+		conn_free(c, true);
+		return;
+	}
+	conn_connect_next(c);
+}
+
+static void conn_free(struct conn *c, bool reset)
+{
+	struct worker *w = c->w;
+	struct ev_loop *loop = &w->loop;
+	ev_timer_stop(loop, &c->timer);
+	struct conn_side *sides[2] = { &c->cli, &c->up };
+	for (int i = 0; i < 2; i++) {
+		if (sides[i]->io.fd < 0)
+			continue;
+		ev_del(loop, &sides[i]->io);
+		if (reset)
+			set_reset_on_close(sides[i]->io.fd);
+		close(sides[i]->io.fd);
+	}
+	if (c->c2u.data)
+		buf_pool_put(&w->pool, c->c2u.data);
+	if (c->u2c.data)
+		buf_pool_put(&w->pool, c->u2c.data);
+	struct rt_app_target *at = conn_target(c);
+	if (at && c->state == CONN_RELAY)
+		stats_sub(&at->stats->active, 1);
+	stats_sub(&c->app->stats->active, 1);
+	stats_sub(&stats_global.active, 1);
+	if (c->app->cfg->max_connections)
+		atomic_fetch_sub_explicit(&c->app->active, 1, memory_order_relaxed);
+	rt_app_put(c->app);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->n_conns--;
+	free(c);
+}
+
+void conn_close(struct conn *c)
+{
+	conn_free(c, true);
+}

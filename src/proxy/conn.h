@@ -1,0 +1,51 @@
+/* conn.h - one proxied TCP connection: client socket, upstream socket, the relay between them. */
+#ifndef PANDIT_CONN_H
+#define PANDIT_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/ev.h"
+#include "lb/balance.h"
+#include "runtime/runtime.h"
+
+struct worker;
+
+/* Bytes read from one side not yet written to the other: data[head, tail). */
+struct conn_buf {
+	char *data;	/* from the worker's pool; NULL while empty */
+	uint32_t head, tail;
+};
+
+struct conn_side {
+	struct ev_io io;
+	bool readable;	/* edge seen, EAGAIN not yet met */
+	bool writable;
+	bool eof;	/* read returned 0: the peer sent FIN */
+	bool shut;	/* we sent FIN (shutdown(SHUT_WR)) */
+};
+
+enum conn_state { CONN_CONNECTING, CONN_RELAY };
+
+struct conn {
+	struct worker *w;
+	struct conn *prev, *next;
+	struct conn_side cli, up;
+	struct conn_buf c2u, u2c;
+	enum conn_state state;
+	struct rt_app *app;		/* referenced */
+	int ti;				/* index of the target in use, -1 before */
+	uint32_t attempts;
+	struct lb_tried tried;
+	struct ev_timer timer;		/* connect timeout, then idle timeout */
+	uint64_t connect_start;
+	uint64_t last_active;
+};
+
+/* Takes a freshly accepted client fd for app (reference passed in) and
+ * starts connecting upstream. Closes fd on failure. */
+void conn_accept(struct worker *w, int fd, struct rt_app *app);
+/* Closes the connection at once (worker shutdown). */
+void conn_close(struct conn *c);
+
+#endif

@@ -1,0 +1,49 @@
+/* worker.h - a worker thread: its own epoll loop, its listener of the reuseport group, its connections. */
+#ifndef PANDIT_WORKER_H
+#define PANDIT_WORKER_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "core/ev.h"
+#include "runtime/runtime.h"
+
+struct conn;
+
+/* Free buffers kept for reuse, so idle connections hold no buffer. */
+struct buf_pool {
+	char **free;
+	uint32_t n, cap;
+	uint32_t size;	/* bytes per buffer */
+};
+
+struct worker {
+	uint32_t id;
+	pthread_t thread;
+	struct ev_loop loop;
+	struct ev_io listen_io;
+	struct ev_timer accept_retry;	/* armed while accept() hits the fd limit */
+	/* The snapshot new connections use, and the one before it: a connection
+	 * queued before a reload for a port the reload removed is still served. */
+	struct rt_snapshot *snap;
+	struct rt_snapshot *prev_snap;
+	struct buf_pool pool;
+	struct conn *conns;		/* every open connection (doubly linked) */
+	uint64_t n_conns;
+};
+
+/* Sets up w (loop, listener registration) with a reference to snap taken. */
+int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_size,
+		struct rt_snapshot *snap);
+int worker_start(struct worker *w);
+/* Makes every worker use snap for new connections; returns once all of them
+ * switched (each takes its own reference). */
+void workers_publish(struct worker *ws, uint32_t n, struct rt_snapshot *snap);
+/* Stops the loop, closes every connection, joins the thread. */
+void worker_stop(struct worker *w);
+
+/* Buffer pool, used by connections. */
+char *buf_pool_get(struct buf_pool *p);
+void buf_pool_put(struct buf_pool *p, char *buf);
+
+#endif

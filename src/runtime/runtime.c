@@ -1,0 +1,377 @@
+/* runtime.c - builds snapshots of the config: apps shared across reloads, IDs, counters and the port table. */
+#include "runtime/runtime.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "steer/steer.h"
+
+/* --- app IDs -----------------------------------------------------------------
+ * Small numbers handed to the BPF side. An ID belongs to an app name: a
+ * changed app keeps the ID of its previous version, and the ID is freed only
+ * when the last object using it dies (its last connection closed), so
+ * counters keyed by ID never mix two apps. Freed from any thread, hence the
+ * lock. id_refs[i] counts the app objects using ID i; 0 is "no app". */
+
+static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t *id_refs;
+static uint32_t id_cap;
+static uint32_t id_hint = 1;
+
+static int rt_id_alloc(uint32_t *out)
+{
+	int err = 0;
+	pthread_mutex_lock(&id_lock);
+	for (;;) {
+		for (uint32_t n = 0; n < id_cap; n++) {
+			uint32_t i = (id_hint + n) % id_cap;
+			if (i != 0 && id_refs[i] == 0) {
+				id_refs[i] = 1;
+				id_hint = i + 1;
+				*out = i;
+				goto out;
+			}
+		}
+		uint32_t cap = id_cap ? id_cap * 2 : 4096;
+		uint32_t *r = realloc(id_refs, cap * sizeof(*r));
+		if (!r) {
+			err = -ENOMEM;
+			goto out;
+		}
+		memset(r + id_cap, 0, (cap - id_cap) * sizeof(*r));
+		id_hint = id_cap ? id_cap : 1;
+		id_refs = r;
+		id_cap = cap;
+	}
+out:
+	pthread_mutex_unlock(&id_lock);
+	return err;
+}
+
+static void rt_id_ref(uint32_t id)
+{
+	pthread_mutex_lock(&id_lock);
+	id_refs[id]++;
+	pthread_mutex_unlock(&id_lock);
+}
+
+static void rt_id_put(uint32_t id)
+{
+	pthread_mutex_lock(&id_lock);
+	if (id < id_cap && id_refs[id])
+		id_refs[id]--;
+	pthread_mutex_unlock(&id_lock);
+}
+
+/* --- apps ----------------------------------------------------------------- */
+
+struct rt_app *rt_app_get(struct rt_app *a)
+{
+	atomic_fetch_add_explicit(&a->refcnt, 1, memory_order_relaxed);
+	return a;
+}
+
+static void rt_app_free(struct rt_app *a)
+{
+	for (uint32_t i = 0; i < a->n_targets; i++) {
+		struct rt_app_target *at = &a->targets[i];
+		if (at->t) {
+			if (a->cfg->health_check)
+				target_hc_ref(at->t, -1);
+			target_put(at->t);
+		}
+		if (at->stats)
+			conn_stats_put(at->stats);
+	}
+	free(a->targets);
+	if (a->stats)
+		conn_stats_put(a->stats);
+	if (a->id)
+		rt_id_put(a->id);
+	cfg_app_free(a->cfg);
+	free(a);
+}
+
+void rt_app_put(struct rt_app *a)
+{
+	if (a && atomic_fetch_sub_explicit(&a->refcnt, 1, memory_order_acq_rel) == 1)
+		rt_app_free(a);
+}
+
+/* Finds the counters of target `name` in the previous version of the app. */
+static struct conn_stats *prev_target_stats(const struct rt_app *prev, const struct target *t)
+{
+	if (!prev)
+		return NULL;
+	for (uint32_t i = 0; i < prev->n_targets; i++)
+		if (prev->targets[i].t == t)
+			return prev->targets[i].stats;
+	return NULL;
+}
+
+/* Makes the app object for cfg app `ca`; prev is the app of the same name in
+ * the previous snapshot (different content), or NULL. */
+static struct rt_app *rt_app_new(const struct cfg_app *ca, const struct rt_app *prev)
+{
+	struct rt_app *a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	atomic_init(&a->refcnt, 1);
+	a->cfg = cfg_app_dup(ca);
+	a->targets = calloc(ca->n_targets ? ca->n_targets : 1, sizeof(*a->targets));
+	if (!a->cfg || !a->targets)
+		goto fail;
+	if (prev) {
+		/* a changed app goes on counting under its name and ID */
+		a->stats = conn_stats_get(prev->stats);
+		rt_id_ref(prev->id);
+		a->id = prev->id;
+	} else {
+		a->stats = conn_stats_new();
+		if (a->stats && rt_id_alloc(&a->id) < 0)
+			goto fail;
+	}
+	if (!a->stats)
+		goto fail;
+	for (size_t i = 0; i < ca->n_targets; i++) {
+		struct rt_app_target *at = &a->targets[i];
+		at->t = target_get(ca->targets[i].host, ca->targets[i].port);
+		if (!at->t)
+			goto fail;
+		a->n_targets++;
+		if (ca->health_check)
+			target_hc_ref(at->t, 1);
+		struct conn_stats *ps = prev_target_stats(prev, at->t);
+		at->stats = ps ? conn_stats_get(ps) : conn_stats_new();
+		if (!at->stats)
+			goto fail;
+	}
+	return a;
+fail:
+	if (!a->cfg) {
+		free(a->targets);
+		free(a);
+		return NULL;
+	}
+	rt_app_free(a);
+	return NULL;
+}
+
+/* --- snapshots -------------------------------------------------------------- */
+
+struct rt_snapshot *rt_snapshot_get(struct rt_snapshot *s)
+{
+	atomic_fetch_add_explicit(&s->refcnt, 1, memory_order_relaxed);
+	return s;
+}
+
+static void rt_snapshot_free(struct rt_snapshot *s)
+{
+	for (size_t i = 0; i < s->n_apps; i++)
+		rt_app_put(s->apps[i]);
+	free(s->apps);
+	/* all rt_port objects live in one arena, pointed to by the first one */
+	free(s->port_arena);
+	cfg_free(s->cfg);
+	free(s);
+}
+
+void rt_snapshot_put(struct rt_snapshot *s)
+{
+	if (s && atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) == 1)
+		rt_snapshot_free(s);
+}
+
+static void rule_fill(struct rt_port_rule *r, const struct cfg_prefix *p, struct rt_app *app)
+{
+	memset(r, 0, sizeof(*r));
+	if (p) {
+		memcpy(r->addr, p->addr, 16);
+		r->plen = p->plen;
+	}
+	r->app = app;
+}
+
+static int cmp_rule_plen_desc(const void *a, const void *b)
+{
+	const struct rt_port_rule *x = a, *y = b;
+	return (int)y->plen - (int)x->plen;
+}
+
+/* Lays out every port's rules in one arena: counts first, then fills. */
+static int build_ports(struct rt_snapshot *s)
+{
+	uint32_t *count = calloc(65536, sizeof(*count));
+	if (!count)
+		return -ENOMEM;
+	size_t total_rules = 0, n_ports = 0;
+	for (size_t i = 0; i < s->n_apps; i++) {
+		const struct cfg_app *ca = s->apps[i]->cfg;
+		size_t per = ca->n_prefixes ? ca->n_prefixes : 1;
+		for (size_t r = 0; r < ca->n_ports; r++)
+			for (uint32_t p = ca->ports[r].lo; p <= ca->ports[r].hi; p++) {
+				/* ranges of one app may overlap: count a port once per app */
+				count[p] += (uint32_t)per;
+				total_rules += per;
+			}
+	}
+	for (uint32_t p = 0; p < 65536; p++)
+		if (count[p])
+			n_ports++;
+	size_t bytes = n_ports * sizeof(struct rt_port) + total_rules * sizeof(struct rt_port_rule);
+	char *arena = malloc(bytes ? bytes : 1);
+	if (!arena) {
+		free(count);
+		return -ENOMEM;
+	}
+	char *cur = arena;
+	for (uint32_t p = 0; p < 65536; p++) {
+		if (!count[p])
+			continue;
+		struct rt_port *rp = (struct rt_port *)cur;
+		rp->n = 0;
+		s->ports[p] = rp;
+		cur += sizeof(struct rt_port) + count[p] * sizeof(struct rt_port_rule);
+	}
+	for (size_t i = 0; i < s->n_apps; i++) {
+		struct rt_app *app = s->apps[i];
+		const struct cfg_app *ca = app->cfg;
+		for (size_t r = 0; r < ca->n_ports; r++)
+			for (uint32_t p = ca->ports[r].lo; p <= ca->ports[r].hi; p++) {
+				struct rt_port *rp = s->ports[p];
+				/* skip a port already added for this app by an overlapping range */
+				if (rp->n && rp->rules[rp->n - 1].app == app)
+					continue;
+				if (!ca->n_prefixes)
+					rule_fill(&rp->rules[rp->n++], NULL, app);
+				for (size_t x = 0; x < ca->n_prefixes; x++)
+					rule_fill(&rp->rules[rp->n++], &ca->prefixes[x], app);
+			}
+	}
+	size_t entries = 0;
+	for (uint32_t p = 0; p < 65536; p++) {
+		struct rt_port *rp = s->ports[p];
+		if (!rp)
+			continue;
+		if (rp->n > 1)
+			qsort(rp->rules, rp->n, sizeof(rp->rules[0]), cmp_rule_plen_desc);
+		entries += rp->n;
+	}
+	s->n_ports = entries;
+	s->port_arena = arena;
+	free(count);
+	return 0;
+}
+
+int rt_snapshot_build(struct cfg *cfg, const struct rt_snapshot *prev, const struct cfg_diff *diff,
+		      struct rt_snapshot **out)
+{
+	struct rt_snapshot *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	atomic_init(&s->refcnt, 1);
+	s->generation = prev ? prev->generation + 1 : 1;
+	size_t n = cfg->n_apps ? cfg->n_apps : 1;
+	s->apps = calloc(n, sizeof(*s->apps));
+	/* per new app: the previous object to share (unchanged) or to take the
+	 * ID and counters of (changed) */
+	struct rt_app **same = calloc(n, sizeof(*same));
+	struct rt_app **older = calloc(n, sizeof(*older));
+	if (!s->apps || !same || !older)
+		goto fail;
+	if (prev && diff) {
+		for (size_t i = 0; i < diff->n_unchanged; i++)
+			same[diff->unchanged[i].new_i] = prev->apps[diff->unchanged[i].old_i];
+		for (size_t i = 0; i < diff->n_changed; i++)
+			older[diff->changed[i].new_i] = prev->apps[diff->changed[i].old_i];
+	}
+	for (size_t i = 0; i < cfg->n_apps; i++) {
+		struct rt_app *a = same[i] ? rt_app_get(same[i]) : rt_app_new(&cfg->apps[i], older[i]);
+		if (!a)
+			goto fail;
+		s->apps[s->n_apps++] = a;
+	}
+	if (build_ports(s) < 0)
+		goto fail;
+	free(same);
+	free(older);
+	s->cfg = cfg;
+	*out = s;
+	return 0;
+fail:
+	free(same);
+	free(older);
+	for (size_t i = 0; i < s->n_apps; i++)
+		rt_app_put(s->apps[i]);
+	free(s->apps);
+	free(s);
+	return -ENOMEM;
+}
+
+/* --- lookups ------------------------------------------------------------------- */
+
+static bool prefix_match(const uint8_t *addr, const uint8_t *prefix, uint8_t plen)
+{
+	uint8_t full = plen / 8, rest = plen % 8;
+	if (memcmp(addr, prefix, full) != 0)
+		return false;
+	if (!rest)
+		return true;
+	uint8_t mask = (uint8_t)(0xff << (8 - rest));
+	return (addr[full] & mask) == (prefix[full] & mask);
+}
+
+/* The local address as 16 bytes, IPv4 mapped; returns the port. */
+static uint16_t sockaddr_to_key(const struct sockaddr_storage *ss, uint8_t addr[16])
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+		memset(addr, 0, 10);
+		addr[10] = addr[11] = 0xff;
+		memcpy(addr + 12, &in->sin_addr, 4);
+		return ntohs(in->sin_port);
+	}
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+	memcpy(addr, &in6->sin6_addr, 16);
+	return ntohs(in6->sin6_port);
+}
+
+struct rt_app *rt_lookup(const struct rt_snapshot *s, const struct sockaddr_storage *local)
+{
+	uint8_t addr[16];
+	uint16_t port = sockaddr_to_key(local, addr);
+	const struct rt_port *rp = s->ports[port];
+	if (!rp)
+		return NULL;
+	for (uint32_t i = 0; i < rp->n; i++)
+		if (prefix_match(addr, rp->rules[i].addr, rp->rules[i].plen))
+			return rp->rules[i].app;
+	return NULL;
+}
+
+int rt_steer_entries(const struct rt_snapshot *s, struct steer_entry **out, size_t *n)
+{
+	struct steer_entry *e = malloc((s->n_ports ? s->n_ports : 1) * sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	size_t k = 0;
+	for (uint32_t p = 0; p < 65536; p++) {
+		const struct rt_port *rp = s->ports[p];
+		if (!rp)
+			continue;
+		for (uint32_t i = 0; i < rp->n; i++) {
+			steer_key_init(&e[k].key, (uint16_t)p, rp->rules[i].plen ? rp->rules[i].addr : NULL,
+				       rp->rules[i].plen);
+			e[k].val.app_id = rp->rules[i].app->id;
+			e[k].val.sock_idx = PANDIT_SOCK_TCP;
+			k++;
+		}
+	}
+	*out = e;
+	*n = k;
+	return 0;
+}
