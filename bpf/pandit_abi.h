@@ -36,6 +36,7 @@ enum pandit_steer_stat {
 	PANDIT_STEER_PASS_UNMATCHED,	/* no app on this address:port: left alone */
 	PANDIT_STEER_DROP_NO_SOCKET,	/* app configured but no live listener: refused */
 	PANDIT_STEER_DROP_ASSIGN,	/* bpf_sk_assign failed: refused */
+	PANDIT_STEER_PASS_NOT_TCP,	/* not a TCP lookup (UDP, ...): left alone */
 	PANDIT_STEER_STAT_MAX,
 };
 

@@ -30,6 +30,26 @@ struct steer_counters {
  * logging the cause. */
 int steer_open(int listen_fd, struct steer **out);
 
+/* Flags of steer_open_flags(). */
+enum {
+	STEER_NO_ATTACH = 1u << 0,	/* load only: for BPF_PROG_TEST_RUN, attach nothing */
+};
+
+/* steer_open() with flags. listen_fd may be -1: the slot stays empty and
+ * matched connections are refused until steer_set_listener(). */
+int steer_open_flags(int listen_fd, unsigned flags, struct steer **out);
+
+/* Puts listen_fd in slot PANDIT_SOCK_TCP of the sockets map, replacing what
+ * was there; -1 empties the slot. Returns 0 or a negative errno. */
+int steer_set_listener(struct steer *s, int listen_fd);
+
+/* Number of steering entries in the kernel (as mirrored). */
+size_t steer_count(const struct steer *s);
+
+/* fds of the program and of the rules map, for tests and diagnostics. */
+int steer_prog_fd(const struct steer *s);
+int steer_rules_fd(const struct steer *s);
+
 /* Makes the kernel's steering entries equal to want[0..n) (any order, keys
  * unique): deletes what is no longer wanted and writes what is new or
  * changed, each in batch operations. Works without privileges through the
@@ -47,5 +67,9 @@ void steer_close(struct steer *s);
 /* Fills an entry key for port + prefix (addr as 16-byte IPv6 or mapped IPv4,
  * plen over the 128-bit form; plen 0 and addr NULL: any address). */
 void steer_key_init(struct pandit_steer_key *k, uint16_t port, const uint8_t *addr, uint8_t plen);
+
+/* The same for an IPv4 prefix: addr_be in network order, plen 0..32 (0: any
+ * IPv4 address, which is ::ffff:0.0.0.0/96, not any address at all). */
+void steer_key_init_v4(struct pandit_steer_key *k, uint16_t port, uint32_t addr_be, uint8_t plen);
 
 #endif
