@@ -1,0 +1,553 @@
+#!/usr/bin/python3
+"""l4bench.py - the L4 benchmark: direct vs pandit vs HAProxy vs NGINX (iperf3, sockperf, CPU, reload cost).
+
+Run by bench/run.sh inside a network namespace it created (loopback only);
+every number written to the results comes from this run. Processes started
+here are stopped here (and run.sh kills whatever is left in the namespace).
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build")
+L4TOOL = os.path.join(BUILD, "bench", "l4tool")
+PANDIT = os.path.join(BUILD, "pandit")
+NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+CPU_PROXY = "1"      # every proxy runs here, one worker
+CPU_LOAD = "0"       # load generators and servers run here
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# backends (all on CPU_LOAD)
+IPERF_PORT, SOCKPERF_PORT, ECHO_PORT = 5201, 5111, 5000
+RELOAD_BACKENDS = [5001, 5002, 5003, 5004]
+# front ports of each proxy: (iperf, sockperf, echo probe)
+FRONTS = {
+    "pandit": (6201, 6111, 6000),
+    "haproxy": (7201, 7111, 7000),
+    "haproxy-splice": (7202, 7112, 7001),
+    "nginx": (8201, 8111, 8000),
+}
+# reload test: app i gets ports RELOAD_BASE + 4i .. +3; new ports from RELOAD_NEW
+RELOAD_BASE, RELOAD_NEW = 10000, 50000
+PORTS_PER_APP = 4
+
+
+def log(msg):
+    print(f"[l4bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Procs:
+    """Background processes started by the benchmark, stopped by pid."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.live = []
+
+    def start(self, name, argv, cpu, env=None):
+        out = open(os.path.join(self.tmp, f"{name}.log"), "ab")
+        p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env=env, cwd=self.tmp)
+        p.bench_name = name
+        p.bench_log = out.name
+        self.live.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, wait=5.0):
+        if p.poll() is None:
+            # the whole tree: nginx and haproxy -W fork workers
+            tree = proc_tree(p.pid)
+            for pid in reversed(tree):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            try:
+                p.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                for pid in proc_tree(p.pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                p.wait(timeout=5)
+            # workers that outlive their parent
+            for pid in tree:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if p in self.live:
+            self.live.remove(p)
+
+    def stop_all(self):
+        for p in list(self.live):
+            try:
+                self.stop(p)
+            except Exception as e:  # keep stopping the others
+                log(f"stopping {p.bench_name} failed: {e}")
+
+
+def proc_tree(root):
+    """root and all its descendants, parents first."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        out.append(pid)
+        todo.extend(sorted(children.get(pid, [])))
+    return out
+
+
+def cpu_ticks(root):
+    """utime+stime (clock ticks) of root and its descendants, all threads."""
+    total = 0
+    for pid in proc_tree(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])   # fields 14 and 15 of stat(5)
+    return total
+
+
+def run(argv, timeout, cpu=CPU_LOAD, check=True):
+    r = subprocess.run(["taskset", "-c", cpu] + argv, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {r.returncode}: {(r.stderr or r.stdout).strip()[-400:]}")
+    return r
+
+
+def wait_port(port, timeout_ms, proc=None):
+    """One echo round trip through port works; returns seconds waited, or
+    None on timeout or when proc (the proxy) has exited."""
+    t0 = time.monotonic()
+    while (time.monotonic() - t0) * 1000 < timeout_ms:
+        r = subprocess.run([L4TOOL, "wait", str(port), "1000"], capture_output=True, text=True, timeout=30)
+        if r.returncode == 0:
+            return time.monotonic() - t0
+        if proc is not None and proc.poll() is not None:
+            return None
+    return None
+
+
+def tail(path, n=6):
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(l.strip() for l in f.readlines()[-n:] if l.strip())
+    except OSError:
+        return ""
+
+
+# ---- proxy configs --------------------------------------------------------
+
+def pandit_yaml(apps, admin="127.0.0.1:9900"):
+    """apps: [(name, [ports], [targets])]"""
+    lines = ["workers: 1", "user: nobody", f'admin: "{admin}"', "apps:"]
+    for name, ports, targets in apps:
+        lines.append(f"  - name: {name}")
+        lines.append(f"    ports: [{', '.join(str(p) for p in ports)}]")
+        lines.append(f"    targets: [{', '.join(json.dumps(t) for t in targets)}]")
+    return "\n".join(lines) + "\n"
+
+
+def haproxy_cfg(apps, tmp, splice=False, master_sock=False):
+    g = ["global", "    nbthread 1", "    maxconn 2000", f"    pidfile {tmp}/haproxy.pid"]
+    if master_sock:
+        # HAProxy's documented seamless-reload setup: listeners handed to the new worker
+        g.append(f"    stats socket {tmp}/haproxy-admin.sock mode 600 level admin expose-fd listeners")
+    d = ["defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 60s", "    timeout server 60s"]
+    if splice:
+        d.append("    option splice-auto")
+    out = g + [""] + d + [""]
+    for name, ports, targets in apps:
+        out.append(f"listen {name}")
+        out.extend(f"    bind 127.0.0.1:{p}" for p in ports)
+        out.extend(f"    server s{i} {t}" for i, t in enumerate(targets))
+    return "\n".join(out) + "\n"
+
+
+def nginx_conf(apps, tmp):
+    out = [f"load_module {NGINX_STREAM_MODULE};", "worker_processes 1;", "daemon off;",
+           f"pid {tmp}/nginx.pid;", f"error_log {tmp}/nginx-error.log warn;",
+           "events { worker_connections 4096; }", "stream {"]
+    for name, ports, targets in apps:
+        out.append(f"    upstream {name} {{")
+        out.extend(f"        server {t};" for t in targets)
+        out.append("    }")
+        out.append("    server {")
+        out.extend(f"        listen 127.0.0.1:{p};" for p in ports)
+        out.append(f"        proxy_pass {name};")
+        out.append("    }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)   # pandit reads it again after dropping to nobody
+
+
+def bench_apps(fronts):
+    pi, ps, pe = fronts
+    return [("iperf", [pi], [f"127.0.0.1:{IPERF_PORT}"]),
+            ("sockperf", [ps], [f"127.0.0.1:{SOCKPERF_PORT}"]),
+            ("probe", [pe], [f"127.0.0.1:{ECHO_PORT}"])]
+
+
+# ---- starting each proxy --------------------------------------------------
+
+def start_proxy(kind, procs, tmp, apps, tag):
+    """Starts a proxy for apps; returns the Popen. Raises on a failed start."""
+    if kind == "pandit":
+        cfg = os.path.join(tmp, f"pandit-{tag}.yaml")
+        write(cfg, pandit_yaml(apps))
+        return procs.start(f"pandit-{tag}", [PANDIT, "-c", cfg], CPU_PROXY)
+    if kind in ("haproxy", "haproxy-splice"):
+        cfg = os.path.join(tmp, f"{kind}-{tag}.cfg")
+        write(cfg, haproxy_cfg(apps, tmp, splice=kind == "haproxy-splice"))
+        run(["haproxy", "-c", "-q", "-f", cfg], timeout=120, cpu=CPU_PROXY)
+        return procs.start(f"{kind}-{tag}", ["haproxy", "-db", "-f", cfg], CPU_PROXY)
+    if kind == "nginx":
+        cfg = os.path.join(tmp, f"nginx-{tag}.conf")
+        write(cfg, nginx_conf(apps, tmp))
+        return procs.start(f"nginx-{tag}", ["nginx", "-p", tmp, "-e", f"{tmp}/nginx-error.log", "-c", cfg],
+                           CPU_PROXY)
+    raise ValueError(kind)
+
+
+def pandit_unavailable():
+    """None if build/pandit looks runnable, else the reason."""
+    if not os.access(PANDIT, os.X_OK):
+        return "build/pandit was not built"
+    try:
+        r = subprocess.run([PANDIT, "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"build/pandit --help failed: {e}"
+    if r.returncode != 0:
+        return f"build/pandit --help exited {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]}"
+    return None
+
+
+# ---- measurements -----------------------------------------------------------
+
+def iperf(port, streams, secs):
+    r = run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-P", str(streams), "-J"],
+            timeout=secs + 30, check=False)
+    try:
+        j = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"iperf3 printed no JSON (exit {r.returncode}): {r.stderr.strip()[-300:]}")
+    if "error" in j:
+        raise RuntimeError(f"iperf3: {j['error']}")
+    s = j["end"]["sum_received"]
+    return {"gbps": s["bits_per_second"] / 1e9, "bytes": s["bytes"], "seconds": s["seconds"]}
+
+
+PCT_RE = re.compile(r"percentile\s+([0-9.]+)\s*=\s*([0-9.]+)")
+TOTAL_RE = re.compile(r"\[Total Run\].*?ReceivedMessages=(\d+)")
+
+
+def sockperf(port, secs):
+    r = run(["sockperf", "ping-pong", "--tcp", "-i", "127.0.0.1", "-p", str(port), "-m", "64",
+             "-t", str(secs), "--full-rtt"], timeout=secs + 30, check=False)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout + r.stderr)
+    pct = {float(a): float(b) for a, b in PCT_RE.findall(out)}
+    tot = TOTAL_RE.search(out)
+    if r.returncode != 0 or 50.0 not in pct or 99.9 not in pct or not tot:
+        raise RuntimeError(f"sockperf failed (exit {r.returncode}): {out.strip()[-300:]}")
+    return {"p50": pct[50.0], "p99": pct[99.0], "p999": pct[99.9], "round_trips": int(tot.group(1))}
+
+
+def measure_setup(kind, procs, tmp, secs, tag):
+    """One pass of every measurement through one setup; returns a dict."""
+    res = {}
+    p = None
+    if kind == "direct":
+        ports = (IPERF_PORT, SOCKPERF_PORT, ECHO_PORT)
+    else:
+        ports = FRONTS[kind]
+        p = start_proxy(kind, procs, tmp, bench_apps(ports), tag)
+        if wait_port(ports[2], 15000, p) is None:
+            log_tail = tail(p.bench_log)
+            procs.stop(p)
+            raise RuntimeError(f"{kind} did not answer on port {ports[2]} within 15 s: {log_tail}")
+    try:
+        for streams in (1, 8):
+            c0 = cpu_ticks(p.pid) if p else 0
+            it = iperf(ports[0], streams, secs)
+            c1 = cpu_ticks(p.pid) if p else 0
+            it["cpu_s"] = (c1 - c0) / CLK_TCK if p else None
+            res[f"iperf{streams}"] = it
+        c0 = cpu_ticks(p.pid) if p else 0
+        sp = sockperf(ports[1], secs)
+        c1 = cpu_ticks(p.pid) if p else 0
+        sp["cpu_s"] = (c1 - c0) / CLK_TCK if p else None
+        res["sockperf"] = sp
+        if p and p.poll() is not None:
+            raise RuntimeError(f"{kind} exited during the run: {tail(p.bench_log)}")
+    finally:
+        if p:
+            procs.stop(p)
+    return res
+
+
+def summarize(runs):
+    """Median over repeats of rates and percentiles; CPU summed over repeats."""
+    if not runs:
+        return None
+    s = {}
+    for streams in (1, 8):
+        key = f"iperf{streams}"
+        s[f"gbps{streams}"] = statistics.median(r[key]["gbps"] for r in runs)
+        s[f"gbps{streams}_all"] = [round(r[key]["gbps"], 2) for r in runs]
+        cpu = [r[key]["cpu_s"] for r in runs]
+        byts = sum(r[key]["bytes"] for r in runs)
+        s[f"cpu_per_gb{streams}"] = sum(cpu) / (byts / 1e9) if cpu[0] is not None else None
+    for k in ("p50", "p99", "p999"):
+        s[k] = statistics.median(r["sockperf"][k] for r in runs)
+    cpu = [r["sockperf"]["cpu_s"] for r in runs]
+    rts = sum(r["sockperf"]["round_trips"] for r in runs)
+    s["cpu_per_100k_rt"] = sum(cpu) / (rts / 1e5) if cpu[0] is not None else None
+    s["round_trips"] = rts
+    return s
+
+
+# ---- reload cost ------------------------------------------------------------
+
+def reload_apps(n_apps, extra_ports=0, changed=None):
+    apps = []
+    for i in range(n_apps):
+        ports = [RELOAD_BASE + PORTS_PER_APP * i + k for k in range(PORTS_PER_APP)]
+        if i == changed:
+            ports += [RELOAD_NEW + k for k in range(extra_ports)]
+        b = RELOAD_BACKENDS
+        apps.append((f"app{i}", ports, [f"127.0.0.1:{b[i % len(b)]}", f"127.0.0.1:{b[(i + 1) % len(b)]}"]))
+    return apps
+
+
+def reload_probe(new_port, hammer_port, src, dst, sig_pid, timeout_ms, after_ms):
+    argv = [L4TOOL, "reload", "--port", str(new_port), "--hammer", str(hammer_port), "--rename", src, dst,
+            "--timeout-ms", str(timeout_ms), "--after-ms", str(after_ms), "--warmup-ms", "500",
+            "--interval-us", "500"]
+    if sig_pid:
+        argv += ["--signal", str(sig_pid)]
+    r = run(argv, timeout=timeout_ms / 1000 + after_ms / 1000 + 30, check=False)
+    try:
+        return json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"l4tool reload failed (exit {r.returncode}): {r.stderr.strip()[-300:]}")
+
+
+def reload_test(kind, procs, tmp, n_apps, rounds):
+    """Starts kind with n_apps apps, then rounds times adds one port to one app
+    by renaming a new file over the config (HAProxy: plus SIGUSR2 to its
+    master). Returns a dict; raises on a failed start."""
+    changed = n_apps // 3
+    hammer_port = RELOAD_BASE + PORTS_PER_APP * (2 * n_apps // 3)   # an untouched app's port
+    last_port = RELOAD_BASE + PORTS_PER_APP * n_apps - 1
+    ext = "yaml" if kind == "pandit" else "cfg"
+    cfg = os.path.join(tmp, f"reload-{kind}.{ext}")
+
+    def render(extra):
+        apps = reload_apps(n_apps, extra, changed)
+        if kind == "pandit":
+            return pandit_yaml(apps)
+        return haproxy_cfg(apps, tmp, master_sock=True)
+
+    t = time.monotonic()
+    write(cfg, render(0))
+    gen_s = time.monotonic() - t
+    if kind == "pandit":
+        argv = [PANDIT, "-c", cfg]
+    else:
+        argv = ["haproxy", "-W", "-db", "-f", cfg]
+    t0 = time.monotonic()
+    p = procs.start(f"reload-{kind}-{n_apps}", argv, CPU_PROXY)
+    res = {"apps": n_apps, "ports": n_apps * PORTS_PER_APP, "config_bytes": os.path.getsize(cfg),
+           "config_gen_s": gen_s, "rounds": []}
+    try:
+        # started: the first and the last app's ports answer
+        if wait_port(RELOAD_BASE, 120000, p) is None or wait_port(last_port, 30000, p) is None:
+            raise RuntimeError(f"{kind} with {n_apps} apps did not answer: {tail(p.bench_log)}")
+        res["startup_s"] = time.monotonic() - t0
+        for k in range(1, rounds + 1):
+            nxt = cfg + ".next"
+            write(nxt, render(k))
+            r = reload_probe(RELOAD_NEW + k - 1, hammer_port, nxt, cfg, p.pid if kind != "pandit" else None,
+                             timeout_ms=60000 if kind != "pandit" else 10000,
+                             after_ms=2000 if kind != "pandit" else 1000)
+            log(f"  {kind} reload {k}: {r}")
+            res["rounds"].append(r)
+            if p.poll() is not None:
+                raise RuntimeError(f"{kind} exited during reload {k}: {tail(p.bench_log)}")
+            if not r["answered"]:
+                break
+    finally:
+        procs.stop(p, wait=10)
+    return res
+
+
+def reload_summary(res):
+    rs = [r for r in res["rounds"] if r["answered"]]
+    out = dict(res)
+    out["answered"] = len(rs) == len(res["rounds"]) and len(rs) > 0
+    out["reload_ms_median"] = statistics.median(r["reload_ms"] for r in rs) if rs else None
+    out["reload_ms_max"] = max(r["reload_ms"] for r in rs) if rs else None
+    out["hammer_ok"] = sum(r["hammer_ok"] for r in res["rounds"])
+    out["hammer_fail"] = sum(r["hammer_fail"] for r in res["rounds"])
+    kinds = {}
+    for r in res["rounds"]:
+        for k, v in r["hammer_fail_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + v
+    out["hammer_fail_kinds"] = kinds
+    return out
+
+
+def haproxy_reload_sizes(n_target):
+    """Sizes to try for HAProxy, largest first: the target, then what the fd
+    limit allows (one fd per bound port plus two per connection), smaller."""
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    fit = (nofile - 2 * 2000 - 500) // PORTS_PER_APP
+    sizes = [n_target]
+    for n in (fit, fit // 2, 1000):
+        if 0 < n < sizes[-1]:
+            sizes.append(n // 100 * 100)
+    return sizes, nofile
+
+
+# ---- main -------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tmp", required=True)
+    ap.add_argument("--out", required=True, help="results JSON file")
+    ap.add_argument("--secs", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--reload-apps", type=int, default=10000)
+    ap.add_argument("--reload-rounds", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma list of setups (debugging)")
+    ap.add_argument("--skip-reload", action="store_true")
+    a = ap.parse_args()
+
+    # as many fds as we may have (HAProxy binds one per port)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    os.sched_setaffinity(0, {int(CPU_LOAD)})
+
+    procs = Procs(a.tmp)
+    results = {"started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+               "secs": a.secs, "repeat": a.repeat, "setups": {}, "not_run": {}, "errors": [], "reload": {}}
+
+    def on_signal(sig, frame):
+        procs.stop_all()
+        sys.exit(128 + sig)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    setups = ["direct", "pandit", "haproxy", "haproxy-splice", "nginx"]
+    if a.only:
+        setups = [s for s in setups if s in a.only.split(",")]
+    why = pandit_unavailable()
+    if why and "pandit" in setups:
+        results["not_run"]["pandit"] = why
+        setups.remove("pandit")
+        log(f"pandit not run: {why}")
+    try:
+        procs.start("iperf3-server", ["iperf3", "-s", "-p", str(IPERF_PORT)], CPU_LOAD)
+        procs.start("sockperf-server", ["sockperf", "server", "--tcp", "-i", "127.0.0.1", "-p", str(SOCKPERF_PORT)],
+                    CPU_LOAD)
+        procs.start("echo", [L4TOOL, "echo", str(ECHO_PORT)] + [str(p) for p in RELOAD_BACKENDS], CPU_LOAD)
+        if wait_port(ECHO_PORT, 5000) is None:
+            raise RuntimeError("echo backend did not start")
+        time.sleep(0.5)   # iperf3 and sockperf servers listening
+
+        runs = {s: [] for s in setups}
+        for rep in range(a.repeat):
+            for s in list(setups):
+                if s in results["not_run"]:
+                    continue
+                log(f"run {rep + 1}/{a.repeat}: {s}")
+                try:
+                    r = measure_setup(s, procs, a.tmp, a.secs, f"r{rep}")
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    log(f"{s} failed: {e}")
+                    results["not_run"][s] = str(e)
+                    continue
+                log(f"  {s}: {r['iperf1']['gbps']:.2f} / {r['iperf8']['gbps']:.2f} Gbit/s, "
+                    f"p50 {r['sockperf']['p50']} us")
+                runs[s].append(r)
+        results["raw"] = runs
+        for s in setups:
+            if runs[s] and s not in results["not_run"]:
+                results["setups"][s] = summarize(runs[s])
+
+        if not a.skip_reload:
+            if "pandit" in results["not_run"] or "pandit" not in setups:
+                results["reload"]["pandit"] = {"not_run": results["not_run"].get("pandit", "not selected")}
+            else:
+                log(f"reload: pandit, {a.reload_apps} apps")
+                try:
+                    results["reload"]["pandit"] = reload_summary(
+                        reload_test("pandit", procs, a.tmp, a.reload_apps, a.reload_rounds))
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    log(f"pandit reload failed: {e}")
+                    results["reload"]["pandit"] = {"not_run": str(e)}
+            sizes, nofile = haproxy_reload_sizes(a.reload_apps)
+            attempts = []
+            for n in sizes:
+                log(f"reload: haproxy, {n} apps")
+                try:
+                    results["reload"]["haproxy"] = reload_summary(
+                        reload_test("haproxy", procs, a.tmp, n, a.reload_rounds))
+                    break
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    log(f"haproxy with {n} apps failed: {e}")
+                    attempts.append({"apps": n, "error": str(e)[-300:]})
+            else:
+                results["reload"]["haproxy"] = {"not_run": "HAProxy failed at every size tried"}
+            results["reload"]["haproxy"]["failed_sizes"] = attempts
+            # pandit again at HAProxy's size, when that had to be smaller
+            hn = results["reload"]["haproxy"].get("apps")
+            if hn and hn != a.reload_apps and "not_run" not in results["reload"]["pandit"]:
+                log(f"reload: pandit, {hn} apps (HAProxy's size)")
+                try:
+                    results["reload"][f"pandit-{hn}"] = reload_summary(
+                        reload_test("pandit", procs, a.tmp, hn, a.reload_rounds))
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    log(f"pandit reload at {hn} apps failed: {e}")
+                    results["reload"][f"pandit-{hn}"] = {"not_run": str(e)}
+            results["reload"]["nofile"] = nofile
+    finally:
+        procs.stop_all()
+    results["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    with open(a.out, "w") as f:
+        json.dump(results, f, indent=1)
+    log(f"results in {a.out}")
+
+
+if __name__ == "__main__":
+    main()
