@@ -26,6 +26,7 @@ static bool hc_running;
 static struct ev_timer hc_tick;
 static struct hc_check hc_checks[HC_MAX_INFLIGHT];
 static uint32_t hc_inflight;
+static size_t hc_scan_pos;	/* bucket the next scan starts at */
 static uint64_t hc_rng;
 
 static uint64_t hc_rand(void)
@@ -154,7 +155,11 @@ static void hc_tick_cb(struct ev_loop *loop, struct ev_timer *timer)
 	bool starved = false;
 
 	pthread_mutex_lock(&target_reg.lock);
-	for (size_t b = 0; b < target_reg.n_buckets; b++) {
+	size_t nb = target_reg.n_buckets;
+	if (hc_scan_pos >= nb)
+		hc_scan_pos = 0;
+	for (size_t k = 0; k < nb; k++) {
+		size_t b = hc_scan_pos + k < nb ? hc_scan_pos + k : hc_scan_pos + k - nb;
 		for (struct target *t = target_reg.buckets[b]; t; t = t->next) {
 			if (t->hc_busy || !atomic_load_explicit(&t->hc_refs, memory_order_relaxed) ||
 			    !atomic_load_explicit(&t->has_addrs, memory_order_relaxed))
@@ -165,6 +170,10 @@ static void hc_tick_cb(struct ev_loop *loop, struct ev_timer *timer)
 				continue;
 			}
 			if (n == room) {
+				/* next scan starts here, so that targets late in
+				 * the table are not starved by early ones */
+				if (!starved)
+					hc_scan_pos = b;
 				starved = true;
 				continue;
 			}
