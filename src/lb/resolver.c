@@ -194,6 +194,7 @@ int target_resolver_start(void)
 
 void target_resolver_stop(void)
 {
+	target_registry_ensure();
 	pthread_mutex_lock(&target_reg.lock);
 	resolver_epoch++;
 	pthread_cond_broadcast(&target_reg.cond);

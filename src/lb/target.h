@@ -63,7 +63,9 @@ void target_registry_configure(const struct cfg_health *h, uint32_t resolve_inte
 size_t target_registry_count(void);
 /* Finds or creates the target for host:port and takes a reference. An IP
  * literal is resolved at once; a name is queued for the resolver thread and
- * the target is down until it resolves. NULL on ENOMEM. Thread-safe. */
+ * the target is down until it resolves. NULL on ENOMEM or when host is
+ * NULL, empty or longer than 255 bytes. Thread-safe. target_put() frees the
+ * target with its last reference, from any thread. */
 struct target *target_get(const char *host, uint16_t port);
 void target_put(struct target *t);
 /* Counts an app with health_check on that uses t (+1) or stops using it (-1). */
@@ -73,12 +75,20 @@ void target_hc_ref(struct target *t, int delta);
  * or -EHOSTUNREACH when the target has no address. Never blocks on I/O. */
 int target_addr(struct target *t, struct sockaddr_storage *ss, socklen_t *len);
 /* True when t may be given a new connection at now_ns (CLOCK_MONOTONIC):
- * up, or down with its backoff elapsed (one trial connection). */
+ * up, or down with its backoff elapsed (one trial connection: the call that
+ * returns true claims it, so call it only for a target you will use, and
+ * report the result). Never true for a target without an address. */
 bool target_usable(struct target *t, uint64_t now_ns);
-/* Passive health: the result of a connect attempt made by a worker. */
+/* Passive health: the result of a connect attempt made by a worker. fall
+ * consecutive failures take the target down for backoff_min_ms; each failed
+ * trial doubles the backoff up to backoff_max_ms; a success brings it up. */
 void target_report(struct target *t, bool ok, uint64_t now_ns);
 
-/* Starts the resolver thread and the health-check thread. */
+/* Starts the resolver threads (getaddrinfo of named targets, again every
+ * resolve_interval_ms, sooner with backoff while a name fails; names under
+ * .invalid fail without a lookup) and the health-check thread (TCP connect
+ * checks of targets with hc_refs > 0). Stop joins them; a resolver thread
+ * stuck in getaddrinfo() is left to exit on its own after 2 s. */
 int target_threads_start(void);
 void target_threads_stop(void);
 
