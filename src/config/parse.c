@@ -1,0 +1,512 @@
+/* parse.c - turns a YAML or JSON config file into a small node tree with line:col marks (libyaml, plus a fast exact JSON reader). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "config/internal.h"
+
+void ytree_free(struct ytree *t)
+{
+	free(t->nodes);
+	free(t->strs);
+	memset(t, 0, sizeof(*t));
+}
+
+/* Appends a node; returns its index or -ENOMEM. */
+static long node_new(struct ytree *t, uint8_t type, uint32_t line, uint32_t col)
+{
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 256;
+		if (cap > UINT32_MAX)
+			return -ENOMEM;
+		struct ynode *n = realloc(t->nodes, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		t->nodes = n;
+		t->cap = cap;
+	}
+	struct ynode *n = &t->nodes[t->n];
+	memset(n, 0, sizeof(*n));
+	n->type = type;
+	n->line = line;
+	n->col = col;
+	return (long)t->n++;
+}
+
+/* Copies a scalar into the string area; returns its offset or -ENOMEM. */
+static long str_add(struct ytree *t, const char *s, size_t len)
+{
+	if (t->slen + len + 1 > t->scap) {
+		size_t cap = t->scap ? t->scap : 4096;
+		while (cap < t->slen + len + 1)
+			cap *= 2;
+		if (cap > UINT32_MAX)
+			return -ENOMEM;
+		char *p = realloc(t->strs, cap);
+		if (!p)
+			return -ENOMEM;
+		t->strs = p;
+		t->scap = cap;
+	}
+	long off = (long)t->slen;
+	if (len)
+		memcpy(t->strs + t->slen, s, len);
+	t->strs[t->slen + len] = '\0';
+	t->slen += len + 1;
+	return off;
+}
+
+/* Links child under the container on top of the stack (or makes it the root). */
+static void attach(struct ytree *t, const uint32_t *stack, size_t depth, uint32_t child)
+{
+	if (!depth)
+		return;	/* the root is node 0 */
+	struct ynode *p = &t->nodes[stack[depth - 1]];
+	if (p->len == 0)
+		p->first = child;
+	else
+		t->nodes[p->last].next = child;
+	p->last = child;
+	p->len++;
+}
+
+/* --- libyaml reader -------------------------------------------------------- */
+
+/* Line and column (1-based) of a byte offset, for libyaml reader errors
+ * which only carry an offset. */
+static struct cfg_mark mark_of_offset(const char *buf, size_t len, size_t off)
+{
+	struct cfg_mark m = { 1, 1 };
+	if (off > len)
+		off = len;
+	for (size_t i = 0; i < off; i++) {
+		if (buf[i] == '\n') {
+			m.line++;
+			m.col = 1;
+		} else if (((unsigned char)buf[i] & 0xc0) != 0x80) {
+			m.col++;
+		}
+	}
+	return m;
+}
+
+static struct cfg_mark ymark(yaml_mark_t m)
+{
+	struct cfg_mark r = { (uint32_t)m.line + 1, (uint32_t)m.column + 1 };
+	return r;
+}
+
+static void yaml_error(const yaml_parser_t *p, const char *file, const char *buf, size_t len,
+		       struct cfg_errors *errs)
+{
+	const char *problem = p->problem ? p->problem : "unknown error";
+	switch (p->error) {
+	case YAML_MEMORY_ERROR:
+		cfg_errors_add(errs, file, (struct cfg_mark){ 0, 0 }, "out of memory while parsing");
+		break;
+	case YAML_READER_ERROR:
+		cfg_errors_add(errs, file, mark_of_offset(buf, len, p->problem_offset),
+			       "cannot read the file: %s", problem);
+		break;
+	default:
+		if (p->context)
+			cfg_errors_add(errs, file, ymark(p->problem_mark),
+				       "YAML syntax error: %s (%s at line %zu column %zu)", problem,
+				       p->context, p->context_mark.line + 1, p->context_mark.column + 1);
+		else
+			cfg_errors_add(errs, file, ymark(p->problem_mark), "YAML syntax error: %s",
+				       problem);
+		break;
+	}
+}
+
+/* Refuses what the config never needs and what makes YAML dangerous:
+ * anchors and aliases (exponential expansion, "billion laughs") and tags. */
+static int check_props(const yaml_char_t *anchor, const yaml_char_t *tag, const char *file,
+		       yaml_mark_t m, struct cfg_errors *errs)
+{
+	if (anchor) {
+		cfg_errors_add(errs, file, ymark(m), "YAML anchors (&%s) are not supported",
+			       (const char *)anchor);
+		return -EINVAL;
+	}
+	if (tag) {
+		cfg_errors_add(errs, file, ymark(m), "YAML tags (%s) are not supported",
+			       (const char *)tag);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int ytree_parse_yaml(struct ytree *t, const char *file, const char *buf, size_t len,
+		     struct cfg_errors *errs)
+{
+	yaml_parser_t p;
+	uint32_t stack[CFG_MAX_DEPTH];
+	size_t depth = 0;
+	int docs = 0, ret = 0;
+	bool done = false;
+
+	if (!yaml_parser_initialize(&p))
+		return -ENOMEM;
+	yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
+	while (!done) {
+		yaml_event_t ev;
+		if (!yaml_parser_parse(&p, &ev)) {
+			yaml_error(&p, file, buf, len, errs);
+			ret = p.error == YAML_MEMORY_ERROR ? -ENOMEM : -EINVAL;
+			break;
+		}
+		long idx = -1;
+		switch (ev.type) {
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		case YAML_DOCUMENT_START_EVENT:
+			if (++docs > 1) {
+				cfg_errors_add(errs, file, ymark(ev.start_mark),
+					       "only one YAML document is allowed in a config file");
+				ret = -EINVAL;
+			}
+			break;
+		case YAML_ALIAS_EVENT:
+			cfg_errors_add(errs, file, ymark(ev.start_mark),
+				       "YAML aliases (*%s) are not supported",
+				       (const char *)ev.data.alias.anchor);
+			ret = -EINVAL;
+			break;
+		case YAML_SCALAR_EVENT:
+			ret = check_props(ev.data.scalar.anchor, ev.data.scalar.tag, file,
+					  ev.start_mark, errs);
+			if (ret)
+				break;
+			idx = node_new(t, Y_SCALAR, (uint32_t)ev.start_mark.line + 1,
+				       (uint32_t)ev.start_mark.column + 1);
+			if (idx >= 0) {
+				long off = str_add(t, (const char *)ev.data.scalar.value,
+						   ev.data.scalar.length);
+				if (off < 0) {
+					idx = off;
+				} else {
+					t->nodes[idx].first = (uint32_t)off;
+					t->nodes[idx].len = (uint32_t)ev.data.scalar.length;
+					t->nodes[idx].plain =
+						ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+				}
+			}
+			if (idx < 0)
+				ret = -ENOMEM;
+			else
+				attach(t, stack, depth, (uint32_t)idx);
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT: {
+			bool seq = ev.type == YAML_SEQUENCE_START_EVENT;
+			ret = seq ? check_props(ev.data.sequence_start.anchor,
+						ev.data.sequence_start.tag, file, ev.start_mark, errs)
+				  : check_props(ev.data.mapping_start.anchor,
+						ev.data.mapping_start.tag, file, ev.start_mark, errs);
+			if (ret)
+				break;
+			if (depth == CFG_MAX_DEPTH) {
+				cfg_errors_add(errs, file, ymark(ev.start_mark),
+					       "nesting deeper than %u levels", CFG_MAX_DEPTH);
+				ret = -EINVAL;
+				break;
+			}
+			idx = node_new(t, seq ? Y_SEQ : Y_MAP, (uint32_t)ev.start_mark.line + 1,
+				       (uint32_t)ev.start_mark.column + 1);
+			if (idx < 0) {
+				ret = -ENOMEM;
+				break;
+			}
+			attach(t, stack, depth, (uint32_t)idx);
+			stack[depth++] = (uint32_t)idx;
+			break;
+		}
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			if (depth)
+				depth--;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+		if (ret)
+			break;
+	}
+	yaml_parser_delete(&p);
+	if (ret)
+		ytree_free(t);
+	return ret;
+}
+
+/* --- fast JSON reader ------------------------------------------------------ */
+
+/* libyaml reads about 20 MB/s, too slow for a 10,000-app config to reload
+ * in a few milliseconds. JSON is a subset of YAML 1.2 with a tiny grammar,
+ * so plain JSON is read here directly, producing exactly the tree libyaml
+ * would (strings quoted, numbers/true/false/null plain, same marks). It
+ * gives up (returns 1) on anything unusual: non-ASCII bytes, \u escapes,
+ * syntax errors. libyaml then parses the file and reports the errors, so
+ * every message comes from one place. */
+struct jrd {
+	struct ytree *t;
+	const char *p, *end;
+	uint32_t line;
+	const char *line_start;
+	uint32_t stack[CFG_MAX_DEPTH];
+	size_t depth;
+	char *tmp;	/* unescaped string being built */
+	size_t tmp_cap;
+};
+
+#define J_GIVE_UP 1
+
+static void j_ws(struct jrd *j)
+{
+	while (j->p < j->end) {
+		char c = *j->p;
+		if (c == ' ' || c == '\t') {
+			j->p++;
+		} else if (c == '\n') {
+			j->p++;
+			j->line++;
+			j->line_start = j->p;
+		} else if (c == '\r') {
+			j->p++;
+			if (j->p < j->end && *j->p == '\n')
+				j->p++;
+			j->line++;
+			j->line_start = j->p;
+		} else {
+			break;
+		}
+	}
+}
+
+static uint32_t j_col(const struct jrd *j)
+{
+	return (uint32_t)(j->p - j->line_start) + 1;
+}
+
+static int j_scalar(struct jrd *j, const char *s, size_t len, bool plain, uint32_t line,
+		    uint32_t col)
+{
+	long idx = node_new(j->t, Y_SCALAR, line, col);
+	if (idx < 0)
+		return -ENOMEM;
+	long off = str_add(j->t, s, len);
+	if (off < 0)
+		return -ENOMEM;
+	struct ynode *n = &j->t->nodes[idx];
+	n->first = (uint32_t)off;
+	n->len = (uint32_t)len;
+	n->plain = plain;
+	attach(j->t, j->stack, j->depth, (uint32_t)idx);
+	return 0;
+}
+
+static int j_string(struct jrd *j)
+{
+	uint32_t line = j->line, col = j_col(j);
+	j->p++;
+	size_t n = 0;
+	while (j->p < j->end) {
+		unsigned char c = (unsigned char)*j->p;
+		if (c == '"')
+			break;
+		if (c < 0x20 || c >= 0x80)
+			return J_GIVE_UP;
+		if (n + 2 > j->tmp_cap) {
+			size_t cap = j->tmp_cap ? j->tmp_cap * 2 : 256;
+			char *p = realloc(j->tmp, cap);
+			if (!p)
+				return -ENOMEM;
+			j->tmp = p;
+			j->tmp_cap = cap;
+		}
+		if (c != '\\') {
+			j->tmp[n++] = (char)c;
+			j->p++;
+			continue;
+		}
+		if (j->p + 1 >= j->end)
+			return J_GIVE_UP;
+		switch (j->p[1]) {
+		case '"': j->tmp[n++] = '"'; break;
+		case '\\': j->tmp[n++] = '\\'; break;
+		case '/': j->tmp[n++] = '/'; break;
+		case 'b': j->tmp[n++] = '\b'; break;
+		case 'f': j->tmp[n++] = '\f'; break;
+		case 'n': j->tmp[n++] = '\n'; break;
+		case 'r': j->tmp[n++] = '\r'; break;
+		case 't': j->tmp[n++] = '\t'; break;
+		default: return J_GIVE_UP;	/* \uXXXX and invalid escapes: libyaml */
+		}
+		j->p += 2;
+	}
+	if (j->p >= j->end)
+		return J_GIVE_UP;
+	j->p++;	/* closing quote */
+	return j_scalar(j, j->tmp ? j->tmp : "", n, false, line, col);
+}
+
+static bool j_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* A JSON number, true, false or null: a plain scalar with the same text. */
+static int j_bare(struct jrd *j)
+{
+	uint32_t line = j->line, col = j_col(j);
+	const char *s = j->p;
+	if (*s == '-' || j_digit(*s)) {
+		const char *p = s;
+		if (*p == '-')
+			p++;
+		if (p >= j->end || !j_digit(*p))
+			return J_GIVE_UP;
+		if (*p == '0')
+			p++;
+		else
+			while (p < j->end && j_digit(*p))
+				p++;
+		if (p < j->end && *p == '.') {
+			p++;
+			if (p >= j->end || !j_digit(*p))
+				return J_GIVE_UP;
+			while (p < j->end && j_digit(*p))
+				p++;
+		}
+		if (p < j->end && (*p == 'e' || *p == 'E')) {
+			p++;
+			if (p < j->end && (*p == '+' || *p == '-'))
+				p++;
+			if (p >= j->end || !j_digit(*p))
+				return J_GIVE_UP;
+			while (p < j->end && j_digit(*p))
+				p++;
+		}
+		j->p = p;
+	} else {
+		static const char *const words[] = { "true", "false", "null" };
+		size_t i;
+		for (i = 0; i < 3; i++) {
+			size_t wl = strlen(words[i]);
+			if ((size_t)(j->end - s) >= wl && memcmp(s, words[i], wl) == 0) {
+				j->p = s + wl;
+				break;
+			}
+		}
+		if (i == 3)
+			return J_GIVE_UP;
+	}
+	/* the token must end here, as YAML would end the plain scalar */
+	if (j->p < j->end) {
+		char c = *j->p;
+		if (c != ',' && c != ']' && c != '}' && c != ' ' && c != '\t' && c != '\n' &&
+		    c != '\r')
+			return J_GIVE_UP;
+	}
+	return j_scalar(j, s, (size_t)(j->p - s), true, line, col);
+}
+
+static int j_value(struct jrd *j);
+
+/* An object or array: iterative over members, recursive (depth-bounded) into values. */
+static int j_container(struct jrd *j, bool obj)
+{
+	if (j->depth == CFG_MAX_DEPTH)
+		return J_GIVE_UP;
+	long idx = node_new(j->t, obj ? Y_MAP : Y_SEQ, j->line, j_col(j));
+	if (idx < 0)
+		return -ENOMEM;
+	attach(j->t, j->stack, j->depth, (uint32_t)idx);
+	j->stack[j->depth++] = (uint32_t)idx;
+	j->p++;
+	j_ws(j);
+	char close = obj ? '}' : ']';
+	if (j->p < j->end && *j->p == close) {
+		j->p++;
+		j->depth--;
+		return 0;
+	}
+	for (;;) {
+		int r;
+		if (obj) {
+			if (j->p >= j->end || *j->p != '"')
+				return J_GIVE_UP;
+			if ((r = j_string(j)))
+				return r;
+			j_ws(j);
+			if (j->p >= j->end || *j->p != ':')
+				return J_GIVE_UP;
+			j->p++;
+			j_ws(j);
+		}
+		if ((r = j_value(j)))
+			return r;
+		j_ws(j);
+		if (j->p >= j->end)
+			return J_GIVE_UP;
+		if (*j->p == ',') {
+			j->p++;
+			j_ws(j);
+			continue;
+		}
+		if (*j->p != close)
+			return J_GIVE_UP;
+		j->p++;
+		j->depth--;
+		return 0;
+	}
+}
+
+static int j_value(struct jrd *j)
+{
+	if (j->p >= j->end)
+		return J_GIVE_UP;
+	switch (*j->p) {
+	case '{':
+		return j_container(j, true);
+	case '[':
+		return j_container(j, false);
+	case '"':
+		return j_string(j);
+	default:
+		return j_bare(j);
+	}
+}
+
+int ytree_parse_json(struct ytree *t, const char *buf, size_t len)
+{
+	struct jrd j = { .t = t, .p = buf, .end = buf + len, .line = 1, .line_start = buf };
+	j_ws(&j);
+	int r = J_GIVE_UP;
+	if (j.p < j.end && *j.p == '{') {
+		r = j_container(&j, true);
+		if (r == 0) {
+			j_ws(&j);
+			if (j.p != j.end)
+				r = J_GIVE_UP;
+		}
+	}
+	free(j.tmp);
+	if (r)
+		ytree_free(t);
+	return r;
+}
+
+int ytree_parse(struct ytree *t, const char *file, const char *buf, size_t len,
+		struct cfg_errors *errs)
+{
+	memset(t, 0, sizeof(*t));
+	int r = ytree_parse_json(t, buf, len);
+	if (r <= 0)
+		return r;
+	return ytree_parse_yaml(t, file, buf, len, errs);
+}

@@ -1,0 +1,1341 @@
+/* validate.c - checks a parsed config tree against the schema and builds struct cfg, collecting every error with its line:col. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config/internal.h"
+
+/* --- value parsers ---------------------------------------------------------- */
+
+/* Decimal digits only (no sign, no spaces); false on overflow past max. */
+static bool parse_dec(const char *s, size_t len, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+	if (!len)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (uint64_t)(s[i] - '0');
+		if (v > max)
+			return false;
+	}
+	*out = v;
+	return true;
+}
+
+static bool all_digits(const char *s, size_t len)
+{
+	if (!len)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+static int parse_port(const char *s, size_t len, uint16_t *port, const char **why)
+{
+	uint64_t v;
+	while (len && s[0] == ' ')
+		s++, len--;
+	while (len && s[len - 1] == ' ')
+		len--;
+	if (!all_digits(s, len)) {
+		*why = "a port must be a number from 1 to 65535";
+		return -EINVAL;
+	}
+	if (!parse_dec(s, len, 65535, &v) || v == 0) {
+		*why = "port out of range (1-65535)";
+		return -EINVAL;
+	}
+	*port = (uint16_t)v;
+	return 0;
+}
+
+int cfg_parse_port_range(const char *s, size_t len, uint16_t *lo, uint16_t *hi, const char **why)
+{
+	const char *dash = memchr(s, '-', len);
+	if (!dash) {
+		if (parse_port(s, len, lo, why))
+			return -EINVAL;
+		*hi = *lo;
+		return 0;
+	}
+	if (dash == s) {
+		*why = "a port must be a number from 1 to 65535 (negative?)";
+		return -EINVAL;
+	}
+	if (parse_port(s, (size_t)(dash - s), lo, why) ||
+	    parse_port(dash + 1, len - (size_t)(dash - s) - 1, hi, why)) {
+		if (*why && strncmp(*why, "a port must", 11) == 0)
+			*why = "a port range must be written LO-HI, like 8000-8099";
+		return -EINVAL;
+	}
+	if (*lo > *hi) {
+		*why = "port range start is greater than its end";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int cfg_parse_prefix(const char *s, uint8_t addr[16], uint8_t *plen, const char **why)
+{
+	char buf[INET6_ADDRSTRLEN + 8];
+	const char *slash = strchr(s, '/');
+	size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+	if (alen == 0) {
+		*why = "empty address";
+		return -EINVAL;
+	}
+	if (alen >= sizeof(buf)) {
+		*why = "malformed address";
+		return -EINVAL;
+	}
+	memcpy(buf, s, alen);
+	buf[alen] = '\0';
+	bool v4;
+	struct in_addr a4;
+	if (inet_pton(AF_INET, buf, &a4) == 1) {
+		v4 = true;
+		memset(addr, 0, 10);
+		addr[10] = addr[11] = 0xff;
+		memcpy(addr + 12, &a4, 4);
+	} else if (inet_pton(AF_INET6, buf, addr) == 1) {
+		v4 = false;
+	} else {
+		*why = strchr(buf, ':') ? "malformed IPv6 address" : "malformed IPv4 address";
+		return -EINVAL;
+	}
+	uint64_t n = v4 ? 32 : 128;
+	if (slash) {
+		uint64_t max = n;
+		if (!parse_dec(slash + 1, strlen(slash + 1), max, &n)) {
+			*why = v4 ? "prefix length must be a number from 0 to 32"
+				  : "prefix length must be a number from 0 to 128";
+			return -EINVAL;
+		}
+	}
+	unsigned bits = (unsigned)n + (v4 ? 96u : 0u);
+	/* bits outside the prefix are almost always a typo (10.1.2.3/8), refuse */
+	for (unsigned b = bits; b < 128; b++) {
+		if (addr[b / 8] & (0x80u >> (b % 8))) {
+			*why = "address has bits set after the prefix length";
+			return -EINVAL;
+		}
+	}
+	*plen = (uint8_t)bits;
+	return 0;
+}
+
+/* Host names as DNS writes them: letters, digits, '-', '_', dots between labels. */
+static bool hostname_ok(const char *h, size_t len)
+{
+	if (len == 0 || len > 253)
+		return false;
+	size_t label = 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = h[i];
+		if (c == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_'))
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return true;
+}
+
+int cfg_parse_hostport(const char *s, char **host, uint16_t *port, const char **why)
+{
+	const char *h, *ps;
+	size_t hlen;
+	size_t len = strlen(s);
+	if (len == 0) {
+		*why = "empty target (expected host:port)";
+		return -EINVAL;
+	}
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (!rb) {
+			*why = "missing ']' after the IPv6 address";
+			return -EINVAL;
+		}
+		h = s + 1;
+		hlen = (size_t)(rb - h);
+		if (rb[1] != ':') {
+			*why = rb[1] ? "expected ':' and a port after ']'" : "missing port (expected [addr]:port)";
+			return -EINVAL;
+		}
+		ps = rb + 2;
+		char buf[INET6_ADDRSTRLEN + 1];
+		unsigned char tmp[16];
+		const char *pct = memchr(h, '%', hlen);
+		size_t alen = pct ? (size_t)(pct - h) : hlen;
+		if (alen == 0) {
+			*why = "empty host";
+			return -EINVAL;
+		}
+		if (alen >= sizeof(buf)) {
+			*why = "malformed IPv6 address in brackets";
+			return -EINVAL;
+		}
+		memcpy(buf, h, alen);
+		buf[alen] = '\0';
+		if (inet_pton(AF_INET6, buf, tmp) != 1) {
+			*why = "malformed IPv6 address in brackets";
+			return -EINVAL;
+		}
+		/* a zone (fe80::1%eth0) names an interface */
+		if (pct && !hostname_ok(pct + 1, hlen - alen - 1)) {
+			*why = "malformed IPv6 zone after '%'";
+			return -EINVAL;
+		}
+	} else {
+		const char *colon = strrchr(s, ':');
+		if (!colon) {
+			*why = "missing port (expected host:port)";
+			return -EINVAL;
+		}
+		h = s;
+		hlen = (size_t)(colon - s);
+		ps = colon + 1;
+		if (memchr(h, ':', hlen)) {
+			*why = "an IPv6 address must be written in brackets, like [::1]:80";
+			return -EINVAL;
+		}
+		if (memchr(h, ']', hlen)) {
+			*why = "missing '[' before the IPv6 address";
+			return -EINVAL;
+		}
+		if (hlen == 0) {
+			*why = "empty host (expected host:port)";
+			return -EINVAL;
+		}
+		bool numeric = true;
+		for (size_t i = 0; i < hlen; i++)
+			if (!((h[i] >= '0' && h[i] <= '9') || h[i] == '.'))
+				numeric = false;
+		if (numeric) {
+			char buf[INET_ADDRSTRLEN + 1];
+			struct in_addr a;
+			if (hlen >= sizeof(buf)) {
+				*why = "malformed IPv4 address";
+				return -EINVAL;
+			}
+			memcpy(buf, h, hlen);
+			buf[hlen] = '\0';
+			if (inet_pton(AF_INET, buf, &a) != 1) {
+				*why = "malformed IPv4 address";
+				return -EINVAL;
+			}
+		} else if (!hostname_ok(h, hlen)) {
+			*why = "malformed host name";
+			return -EINVAL;
+		}
+	}
+	if (!*ps) {
+		*why = "missing port (expected host:port)";
+		return -EINVAL;
+	}
+	if (parse_port(ps, strlen(ps), port, why))
+		return -EINVAL;
+	*host = strndup(h, hlen);
+	if (!*host) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int cfg_parse_duration(const char *s, uint32_t *ms, const char **why)
+{
+	size_t len = strlen(s);
+	uint64_t total = 0, v;
+	if (len == 0) {
+		*why = "empty duration";
+		return -EINVAL;
+	}
+	if (s[0] == '-') {
+		*why = "a duration cannot be negative";
+		return -EINVAL;
+	}
+	if (all_digits(s, len)) {
+		if (!parse_dec(s, len, UINT32_MAX, &v)) {
+			*why = "duration too long (at most 4294967295 ms, about 49 days)";
+			return -EINVAL;
+		}
+		*ms = (uint32_t)v;
+		return 0;
+	}
+	const char *p = s;
+	while (*p) {
+		const char *d = p;
+		while (*p >= '0' && *p <= '9')
+			p++;
+		if (p == d) {
+			*why = "malformed duration (use e.g. 250ms, 2s, 1m, 1h or milliseconds)";
+			return -EINVAL;
+		}
+		if (!parse_dec(d, (size_t)(p - d), UINT32_MAX, &v)) {
+			*why = "duration too long (at most 4294967295 ms, about 49 days)";
+			return -EINVAL;
+		}
+		uint64_t mul;
+		if (p[0] == 'm' && p[1] == 's') {
+			mul = 1;
+			p += 2;
+		} else if (p[0] == 's') {
+			mul = 1000;
+			p++;
+		} else if (p[0] == 'm') {
+			mul = 60000;
+			p++;
+		} else if (p[0] == 'h') {
+			mul = 3600000;
+			p++;
+		} else {
+			*why = "malformed duration (use e.g. 250ms, 2s, 1m, 1h or milliseconds)";
+			return -EINVAL;
+		}
+		total += v * mul;
+		if (total > UINT32_MAX) {
+			*why = "duration too long (at most 4294967295 ms, about 49 days)";
+			return -EINVAL;
+		}
+	}
+	*ms = (uint32_t)total;
+	return 0;
+}
+
+int cfg_parse_size(const char *s, uint32_t *bytes, const char **why)
+{
+	size_t len = strlen(s), d = 0;
+	uint64_t v, mul = 1;
+	while (d < len && s[d] >= '0' && s[d] <= '9')
+		d++;
+	const char *suf = s + d;
+	if (d == 0) {
+		*why = "a size must be a number of bytes, optionally with k or m (64k)";
+		return -EINVAL;
+	}
+	if (*suf) {
+		if (*suf == 'k' || *suf == 'K')
+			mul = 1024;
+		else if (*suf == 'm' || *suf == 'M')
+			mul = 1024 * 1024;
+		else
+			goto bad;
+		suf++;
+		if (strcmp(suf, "") && strcmp(suf, "b") && strcmp(suf, "B") && strcmp(suf, "iB"))
+			goto bad;
+	}
+	if (!parse_dec(s, d, UINT32_MAX, &v) || v * mul > UINT32_MAX) {
+		*why = "size too large";
+		return -EINVAL;
+	}
+	*bytes = (uint32_t)(v * mul);
+	return 0;
+bad:
+	*why = "a size must be a number of bytes, optionally with k or m (64k)";
+	return -EINVAL;
+}
+
+/* --- validation context ------------------------------------------------------- */
+
+struct vctx {
+	const struct ytree *t;
+	const char *file;
+	struct cfg_errors *errs;
+	struct cfg *cfg;
+	size_t n_err;
+	bool full;	/* CFG_MAX_ERRORS reached: stop looking */
+	bool oom;
+};
+
+__attribute__((format(printf, 3, 4)))
+static void verr(struct vctx *c, struct cfg_mark m, const char *fmt, ...)
+{
+	if (c->full)
+		return;
+	if (++c->n_err > CFG_MAX_ERRORS) {
+		c->full = true;
+		cfg_errors_add(c->errs, c->file, m, "too many errors, stopping here");
+		return;
+	}
+	char msg[768];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	cfg_errors_add(c->errs, c->file, m, "%s", msg);
+}
+
+static const struct ynode *N(const struct vctx *c, uint32_t i)
+{
+	return &c->t->nodes[i];
+}
+
+static struct cfg_mark nmark(const struct vctx *c, uint32_t i)
+{
+	struct cfg_mark m = { N(c, i)->line, N(c, i)->col };
+	return m;
+}
+
+static const char *S(const struct vctx *c, uint32_t i)
+{
+	return ytree_str(c->t, N(c, i));
+}
+
+static bool is_null(const struct vctx *c, uint32_t i)
+{
+	const struct ynode *n = N(c, i);
+	if (n->type != Y_SCALAR || !n->plain)
+		return false;
+	const char *s = S(c, i);
+	if (n->len == 0)
+		return true;
+	if (n->len == 1)
+		return s[0] == '~';
+	return n->len == 4 && (strcmp(s, "null") == 0 || strcmp(s, "Null") == 0 ||
+			       strcmp(s, "NULL") == 0);
+}
+
+static const char *type_name(const struct vctx *c, uint32_t i)
+{
+	switch (N(c, i)->type) {
+	case Y_MAP:
+		return "a mapping";
+	case Y_SEQ:
+		return "a list";
+	default:
+		return is_null(c, i) ? "empty" : "a scalar";
+	}
+}
+
+/* A printable copy of a scalar for messages: at most 60 bytes, control
+ * characters replaced, so a hostile file cannot inject lines into logs. */
+static const char *show(const struct vctx *c, uint32_t i, char *buf, size_t len)
+{
+	const struct ynode *n = N(c, i);
+	if (n->type != Y_SCALAR)
+		return type_name(c, i);
+	const char *s = S(c, i);
+	size_t o = 0, max = len - 4;
+	for (size_t k = 0; k < n->len && o < max; k++)
+		buf[o++] = ((unsigned char)s[k] < 0x20 || s[k] == 0x7f) ? '?' : s[k];
+	if (n->len > max)
+		buf[o++] = '.', buf[o++] = '.', buf[o++] = '.';
+	buf[o] = '\0';
+	return buf;
+}
+
+/* The scalar text of node i, or NULL (with an error) when it is not a scalar. */
+static const char *want_scalar(struct vctx *c, uint32_t i, const char *what)
+{
+	if (N(c, i)->type != Y_SCALAR || is_null(c, i)) {
+		verr(c, nmark(c, i), "%s must be a value, not %s", what, type_name(c, i));
+		return NULL;
+	}
+	return S(c, i);
+}
+
+static int get_bool(struct vctx *c, uint32_t i, const char *what, bool *out)
+{
+	const char *s = want_scalar(c, i, what);
+	if (!s)
+		return -EINVAL;
+	static const char *const yes[] = { "true", "yes", "on" }, *const no[] = { "false", "no", "off" };
+	for (int k = 0; k < 3; k++) {
+		if (strcasecmp(s, yes[k]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[k]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	char b[64];
+	verr(c, nmark(c, i), "%s must be true or false, not '%s'", what, show(c, i, b, sizeof(b)));
+	return -EINVAL;
+}
+
+static int get_uint(struct vctx *c, uint32_t i, const char *what, uint32_t min, uint32_t max,
+		    uint32_t *out)
+{
+	const char *s = want_scalar(c, i, what);
+	uint64_t v;
+	if (!s)
+		return -EINVAL;
+	if (!all_digits(s, N(c, i)->len)) {
+		char b[64];
+		verr(c, nmark(c, i), "%s must be a whole number, not '%s'", what,
+		     show(c, i, b, sizeof(b)));
+		return -EINVAL;
+	}
+	if (!parse_dec(s, N(c, i)->len, max, &v) || v < min) {
+		verr(c, nmark(c, i), "%s must be from %u to %u", what, min, max);
+		return -EINVAL;
+	}
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static int get_duration(struct vctx *c, uint32_t i, const char *what, uint32_t min_ms,
+			uint32_t *out)
+{
+	const char *s = want_scalar(c, i, what), *why = NULL;
+	uint32_t v;
+	if (!s)
+		return -EINVAL;
+	if (cfg_parse_duration(s, &v, &why)) {
+		char b[64];
+		verr(c, nmark(c, i), "%s: '%s': %s", what, show(c, i, b, sizeof(b)), why);
+		return -EINVAL;
+	}
+	if (v < min_ms) {
+		verr(c, nmark(c, i), "%s must be at least %u ms", what, min_ms);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+/* A duration in whole seconds within [min, max] (TCP keepalive knobs). */
+static int get_seconds(struct vctx *c, uint32_t i, const char *what, uint32_t min, uint32_t max,
+		       uint32_t *out)
+{
+	uint32_t ms;
+	if (get_duration(c, i, what, 0, &ms))
+		return -EINVAL;
+	if (ms % 1000 || ms / 1000 < min || ms / 1000 > max) {
+		verr(c, nmark(c, i), "%s must be a whole number of seconds from %us to %us", what,
+		     min, max);
+		return -EINVAL;
+	}
+	*out = ms / 1000;
+	return 0;
+}
+
+/* --- mappings with known keys ---------------------------------------------------- */
+
+struct keydef {
+	const char *name;
+	const char *alias;	/* the Fly.io challenge's capitalised spelling */
+};
+
+/* Walks mapping m: reports non-scalar, unknown and duplicate keys and
+ * stores the value node of each known key in vals[k] (0 = absent). */
+static void map_fields(struct vctx *c, uint32_t m, const struct keydef *keys, size_t n_keys,
+		       uint32_t *vals, const char *where)
+{
+	uint32_t key_at[32] = { 0 };
+	memset(vals, 0, n_keys * sizeof(*vals));
+	for (uint32_t k = N(c, m)->first, n = 0; n < N(c, m)->len && !c->full; n += 2) {
+		uint32_t v = N(c, k)->next;
+		if (N(c, k)->type != Y_SCALAR) {
+			verr(c, nmark(c, k), "keys %s must be plain strings, not %s", where,
+			     type_name(c, k));
+		} else {
+			const char *ks = S(c, k);
+			size_t idx, kl = N(c, k)->len;
+			/* the key's first byte decides cheaply before comparing */
+			for (idx = 0; idx < n_keys; idx++)
+				if ((ks[0] == keys[idx].name[0] && strcmp(ks, keys[idx].name) == 0 &&
+				     kl == strlen(keys[idx].name)) ||
+				    (keys[idx].alias && ks[0] == keys[idx].alias[0] &&
+				     strcmp(ks, keys[idx].alias) == 0 && kl == strlen(keys[idx].alias)))
+					break;
+			if (idx == n_keys) {
+				char known[400], b[64];
+				size_t o = 0;
+				for (size_t x = 0; x < n_keys && o < sizeof(known); x++)
+					o += (size_t)snprintf(known + o, sizeof(known) - o, "%s%s",
+							      x ? ", " : "", keys[x].name);
+				verr(c, nmark(c, k), "unknown key '%s' %s (known keys: %s)",
+				     show(c, k, b, sizeof(b)), where, known);
+			} else if (key_at[idx]) {
+				verr(c, nmark(c, k), "duplicate key '%s' %s (first at line %u column %u)",
+				     ks, where, N(c, key_at[idx])->line, N(c, key_at[idx])->col);
+			} else {
+				key_at[idx] = k;
+				vals[idx] = v;
+			}
+		}
+		k = N(c, v)->next;
+	}
+}
+
+/* --- globals ------------------------------------------------------------------- */
+
+static int parse_admin(struct vctx *c, uint32_t i)
+{
+	struct cfg *cfg = c->cfg;
+	if (is_null(c, i)) {
+		cfg->admin_len = 0;
+		return 0;
+	}
+	const char *s = want_scalar(c, i, "admin");
+	if (!s)
+		return -EINVAL;
+	if (strcmp(s, "off") == 0 || strcmp(s, "false") == 0 || strcmp(s, "no") == 0) {
+		cfg->admin_len = 0;
+		return 0;
+	}
+	char *host = NULL, b[64];
+	const char *why = NULL;
+	uint16_t port;
+	int r = cfg_parse_hostport(s, &host, &port, &why);
+	if (r == -ENOMEM) {
+		c->oom = true;
+		return r;
+	}
+	if (r) {
+		verr(c, nmark(c, i), "admin: '%s': %s", show(c, i, b, sizeof(b)), why);
+		return r;
+	}
+	memset(&cfg->admin, 0, sizeof(cfg->admin));
+	struct sockaddr_in *a4 = (struct sockaddr_in *)&cfg->admin;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&cfg->admin;
+	/* no name resolution in the config: literal addresses (and localhost) only */
+	const char *lit = strcmp(host, "localhost") == 0 ? "127.0.0.1" : host;
+	if (inet_pton(AF_INET, lit, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons(port);
+		cfg->admin_len = sizeof(*a4);
+	} else if (inet_pton(AF_INET6, lit, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons(port);
+		cfg->admin_len = sizeof(*a6);
+	} else {
+		verr(c, nmark(c, i), "admin: '%s': must be a literal IP address and port, like 127.0.0.1:9900",
+		     show(c, i, b, sizeof(b)));
+		r = -EINVAL;
+	}
+	free(host);
+	return r;
+}
+
+static bool has_ctl(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return true;
+	return false;
+}
+
+static void parse_user(struct vctx *c, uint32_t i)
+{
+	struct cfg *cfg = c->cfg;
+	free(cfg->user);
+	cfg->user = NULL;
+	if (is_null(c, i))
+		return;
+	const char *s = want_scalar(c, i, "user");
+	if (!s)
+		return;
+	if (!*s)
+		return;
+	if (N(c, i)->len > 64 || has_ctl(s, N(c, i)->len)) {
+		verr(c, nmark(c, i), "user: not a valid user name");
+		return;
+	}
+	cfg->user = strdup(s);
+	if (!cfg->user)
+		c->oom = true;
+}
+
+enum { HC_INTERVAL, HC_TIMEOUT, HC_RISE, HC_FALL, HC_BMIN, HC_BMAX, HC_N };
+static const struct keydef hc_keys[HC_N] = {
+	[HC_INTERVAL] = { "interval", NULL }, [HC_TIMEOUT] = { "timeout", NULL },
+	[HC_RISE] = { "rise", NULL },	      [HC_FALL] = { "fall", NULL },
+	[HC_BMIN] = { "backoff_min", NULL },  [HC_BMAX] = { "backoff_max", NULL },
+};
+
+static void parse_health(struct vctx *c, uint32_t i)
+{
+	struct cfg_health *h = &c->cfg->health;
+	uint32_t v[HC_N];
+	if (is_null(c, i))
+		return;
+	if (N(c, i)->type != Y_MAP) {
+		verr(c, nmark(c, i), "health_check must be a mapping (interval, timeout, rise, fall, backoff_min, backoff_max), not %s",
+		     type_name(c, i));
+		return;
+	}
+	map_fields(c, i, hc_keys, HC_N, v, "in health_check");
+	if (v[HC_INTERVAL])
+		get_duration(c, v[HC_INTERVAL], "health_check interval", 1, &h->interval_ms);
+	if (v[HC_TIMEOUT])
+		get_duration(c, v[HC_TIMEOUT], "health_check timeout", 1, &h->timeout_ms);
+	if (v[HC_RISE])
+		get_uint(c, v[HC_RISE], "health_check rise", 1, 1000, &h->rise);
+	if (v[HC_FALL])
+		get_uint(c, v[HC_FALL], "health_check fall", 1, 1000, &h->fall);
+	if (v[HC_BMIN])
+		get_duration(c, v[HC_BMIN], "health_check backoff_min", 1, &h->backoff_min_ms);
+	if (v[HC_BMAX])
+		get_duration(c, v[HC_BMAX], "health_check backoff_max", 1, &h->backoff_max_ms);
+	if (h->backoff_min_ms > h->backoff_max_ms)
+		verr(c, nmark(c, v[HC_BMIN] ? v[HC_BMIN] : v[HC_BMAX] ? v[HC_BMAX] : i),
+		     "health_check backoff_min (%u ms) is greater than backoff_max (%u ms)",
+		     h->backoff_min_ms, h->backoff_max_ms);
+}
+
+/* --- apps ---------------------------------------------------------------------- */
+
+enum {
+	A_NAME, A_PORTS, A_ADDRS, A_TARGETS, A_BALANCE, A_CTIMEOUT, A_ITIMEOUT, A_ATTEMPTS,
+	A_MAXCONN, A_KEEPALIVE, A_HEALTH, A_N
+};
+static const struct keydef app_keys[A_N] = {
+	[A_NAME] = { "name", "Name" },
+	[A_PORTS] = { "ports", "Ports" },
+	[A_ADDRS] = { "addresses", NULL },
+	[A_TARGETS] = { "targets", "Targets" },
+	[A_BALANCE] = { "balance", NULL },
+	[A_CTIMEOUT] = { "connect_timeout", NULL },
+	[A_ITIMEOUT] = { "idle_timeout", NULL },
+	[A_ATTEMPTS] = { "connect_attempts", NULL },
+	[A_MAXCONN] = { "max_connections", NULL },
+	[A_KEEPALIVE] = { "keepalive", NULL },
+	[A_HEALTH] = { "health_check", NULL },
+};
+
+enum { K_IDLE, K_INTERVAL, K_COUNT, K_N };
+static const struct keydef ka_keys[K_N] = {
+	[K_IDLE] = { "idle", NULL }, [K_INTERVAL] = { "interval", NULL }, [K_COUNT] = { "count", NULL },
+};
+
+/* Calls fn for each item of a list, or once for a lone scalar. */
+#define FOR_ITEMS(c, i, it, ...)                                                       \
+	do {                                                                           \
+		if (N(c, i)->type == Y_SEQ) {                                          \
+			uint32_t it = N(c, i)->first;                                  \
+			for (uint32_t _n = 0; _n < N(c, i)->len && !(c)->full;         \
+			     _n++, it = N(c, it)->next) {                              \
+				__VA_ARGS__;                                           \
+			}                                                              \
+		} else {                                                               \
+			uint32_t it = i;                                               \
+			__VA_ARGS__;                                                   \
+		}                                                                      \
+	} while (0)
+
+static size_t n_items(const struct vctx *c, uint32_t i)
+{
+	if (N(c, i)->type == Y_SEQ)
+		return N(c, i)->len;
+	return is_null(c, i) ? 0 : 1;
+}
+
+static void parse_ports(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
+{
+	size_t n = n_items(c, i);
+	if (N(c, i)->type == Y_MAP) {
+		verr(c, nmark(c, i), "app '%s': ports must be a list of ports and ranges, not a mapping", an);
+		return;
+	}
+	if (!n)
+		return;
+	a->ports = calloc(n, sizeof(*a->ports));
+	if (!a->ports) {
+		c->oom = true;
+		return;
+	}
+	FOR_ITEMS(c, i, it, {
+		const char *why = NULL;
+		char b[64];
+		struct cfg_port_range *r = &a->ports[a->n_ports];
+		if (N(c, it)->type != Y_SCALAR || is_null(c, it)) {
+			verr(c, nmark(c, it), "app '%s': a port must be a number or a range, not %s", an,
+			     type_name(c, it));
+		} else if (cfg_parse_port_range(S(c, it), N(c, it)->len, &r->lo, &r->hi, &why)) {
+			verr(c, nmark(c, it), "app '%s': port '%s': %s", an, show(c, it, b, sizeof(b)),
+			     why);
+		} else {
+			r->mark = nmark(c, it);
+			a->n_ports++;
+		}
+	});
+}
+
+static void parse_addrs(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
+{
+	size_t n = n_items(c, i);
+	if (N(c, i)->type == Y_MAP) {
+		verr(c, nmark(c, i), "app '%s': addresses must be a list of address prefixes, not a mapping", an);
+		return;
+	}
+	if (!n)
+		return;
+	a->prefixes = calloc(n, sizeof(*a->prefixes));
+	if (!a->prefixes) {
+		c->oom = true;
+		return;
+	}
+	FOR_ITEMS(c, i, it, {
+		const char *why = NULL;
+		char b[64];
+		struct cfg_prefix *p = &a->prefixes[a->n_prefixes];
+		if (N(c, it)->type != Y_SCALAR || is_null(c, it)) {
+			verr(c, nmark(c, it), "app '%s': an address must be a string like 10.0.0.0/8, not %s",
+			     an, type_name(c, it));
+		} else if (cfg_parse_prefix(S(c, it), p->addr, &p->plen, &why)) {
+			verr(c, nmark(c, it), "app '%s': address '%s': %s", an, show(c, it, b, sizeof(b)),
+			     why);
+		} else {
+			p->mark = nmark(c, it);
+			a->n_prefixes++;
+		}
+	});
+}
+
+static void parse_targets(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
+{
+	size_t n = n_items(c, i);
+	if (N(c, i)->type == Y_MAP) {
+		verr(c, nmark(c, i), "app '%s': targets must be a list of host:port, not a mapping", an);
+		return;
+	}
+	if (n > CFG_MAX_TARGETS_PER_APP) {
+		verr(c, nmark(c, i), "app '%s' has %zu targets; at most %u are allowed", an, n,
+		     CFG_MAX_TARGETS_PER_APP);
+		return;
+	}
+	if (!n)
+		return;
+	a->targets = calloc(n, sizeof(*a->targets));
+	if (!a->targets) {
+		c->oom = true;
+		return;
+	}
+	FOR_ITEMS(c, i, it, {
+		const char *why = NULL;
+		char b[64];
+		struct cfg_target *t = &a->targets[a->n_targets];
+		int r = -EINVAL;
+		if (N(c, it)->type != Y_SCALAR || is_null(c, it)) {
+			verr(c, nmark(c, it), "app '%s': a target must be a string host:port, not %s", an,
+			     type_name(c, it));
+		} else if (has_ctl(S(c, it), N(c, it)->len)) {
+			verr(c, nmark(c, it), "app '%s': target '%s': control characters are not allowed",
+			     an, show(c, it, b, sizeof(b)));
+		} else if ((r = cfg_parse_hostport(S(c, it), &t->host, &t->port, &why))) {
+			if (r == -ENOMEM)
+				c->oom = true;
+			else
+				verr(c, nmark(c, it), "app '%s': target '%s': %s", an,
+				     show(c, it, b, sizeof(b)), why);
+		} else {
+			t->mark = nmark(c, it);
+			a->n_targets++;
+		}
+	});
+}
+
+static void parse_keepalive(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
+{
+	char what[64 + CFG_MAX_NAME_LEN];
+	if (N(c, i)->type == Y_SCALAR) {
+		snprintf(what, sizeof(what), "app '%s': keepalive", an);
+		get_bool(c, i, what, &a->keepalive.enabled);
+		return;
+	}
+	if (N(c, i)->type != Y_MAP) {
+		verr(c, nmark(c, i), "app '%s': keepalive must be a mapping (idle, interval, count) or true/false, not %s",
+		     an, type_name(c, i));
+		return;
+	}
+	uint32_t v[K_N];
+	snprintf(what, sizeof(what), "in keepalive of app '%s'", an);
+	map_fields(c, i, ka_keys, K_N, v, what);
+	a->keepalive.enabled = true;
+	/* Linux limits: TCP_KEEPIDLE/TCP_KEEPINTVL <= 32767 s, TCP_KEEPCNT <= 127 */
+	snprintf(what, sizeof(what), "app '%s': keepalive idle", an);
+	if (v[K_IDLE])
+		get_seconds(c, v[K_IDLE], what, 1, 32767, &a->keepalive.idle_s);
+	snprintf(what, sizeof(what), "app '%s': keepalive interval", an);
+	if (v[K_INTERVAL])
+		get_seconds(c, v[K_INTERVAL], what, 1, 32767, &a->keepalive.interval_s);
+	snprintf(what, sizeof(what), "app '%s': keepalive count", an);
+	if (v[K_COUNT])
+		get_uint(c, v[K_COUNT], what, 1, 127, &a->keepalive.count);
+}
+
+/* Name hash table for duplicate detection: open addressing over app indices. */
+struct name_tab {
+	uint32_t *slot;	/* app index + 1, 0 = empty */
+	size_t mask;
+};
+
+static uint64_t name_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
+		      struct name_tab *names)
+{
+	uint32_t v[A_N];
+	char an[CFG_MAX_NAME_LEN + 8], what[64 + CFG_MAX_NAME_LEN], b[64];
+
+	cfg_app_defaults(a);
+	a->mark = nmark(c, i);
+	snprintf(an, sizeof(an), "#%zu", idx + 1);	/* until the name is known */
+	map_fields(c, i, app_keys, A_N, v, "in an app");
+
+	if (!v[A_NAME]) {
+		verr(c, nmark(c, i), "app #%zu has no name", idx + 1);
+	} else if (N(c, v[A_NAME])->type != Y_SCALAR || is_null(c, v[A_NAME])) {
+		verr(c, nmark(c, v[A_NAME]), "app #%zu: name must be a string, not %s", idx + 1,
+		     type_name(c, v[A_NAME]));
+	} else {
+		const char *s = S(c, v[A_NAME]);
+		size_t len = N(c, v[A_NAME])->len;
+		if (len > CFG_MAX_NAME_LEN) {
+			verr(c, nmark(c, v[A_NAME]), "app name '%s' is longer than %u bytes",
+			     show(c, v[A_NAME], b, sizeof(b)), CFG_MAX_NAME_LEN);
+		} else if (has_ctl(s, len)) {
+			verr(c, nmark(c, v[A_NAME]), "app name '%s' contains control characters",
+			     show(c, v[A_NAME], b, sizeof(b)));
+		} else if (!(a->name = strdup(s))) {
+			c->oom = true;
+			return;
+		} else {
+			memcpy(an, s, len + 1);
+			size_t h = (size_t)name_hash(s) & names->mask;
+			for (;; h = (h + 1) & names->mask) {
+				uint32_t o = names->slot[h];
+				if (!o) {
+					names->slot[h] = (uint32_t)idx + 1;
+					break;
+				}
+				const struct cfg_app *prev = &c->cfg->apps[o - 1];
+				if (strcmp(prev->name, s) == 0) {
+					verr(c, nmark(c, v[A_NAME]),
+					     "duplicate app name '%s' (first defined at line %u column %u)",
+					     s, prev->mark.line, prev->mark.col);
+					break;
+				}
+			}
+		}
+	}
+
+	if (!v[A_PORTS]) {
+		verr(c, nmark(c, i), "app '%s' has no ports", an);
+	} else {
+		parse_ports(c, v[A_PORTS], a, an);
+		if (n_items(c, v[A_PORTS]) == 0 && N(c, v[A_PORTS])->type != Y_MAP)
+			verr(c, nmark(c, v[A_PORTS]), "app '%s' has no ports", an);
+	}
+	if (v[A_ADDRS])
+		parse_addrs(c, v[A_ADDRS], a, an);
+	if (!v[A_TARGETS]) {
+		verr(c, nmark(c, i), "app '%s' has no targets", an);
+	} else {
+		parse_targets(c, v[A_TARGETS], a, an);
+		if (n_items(c, v[A_TARGETS]) == 0 && N(c, v[A_TARGETS])->type != Y_MAP)
+			verr(c, nmark(c, v[A_TARGETS]), "app '%s' has no targets", an);
+	}
+
+	if (v[A_BALANCE]) {
+		snprintf(what, sizeof(what), "app '%s': balance", an);
+		const char *s = want_scalar(c, v[A_BALANCE], what);
+		if (s) {
+			if (strcmp(s, "round_robin") == 0)
+				a->policy = LB_ROUND_ROBIN;
+			else if (strcmp(s, "random") == 0)
+				a->policy = LB_RANDOM;
+			else if (strcmp(s, "least_conn") == 0)
+				a->policy = LB_LEAST_CONN;
+			else
+				verr(c, nmark(c, v[A_BALANCE]),
+				     "app '%s': unknown balance '%s' (use round_robin, random or least_conn)",
+				     an, show(c, v[A_BALANCE], b, sizeof(b)));
+		}
+	}
+	if (v[A_CTIMEOUT]) {
+		snprintf(what, sizeof(what), "app '%s': connect_timeout", an);
+		get_duration(c, v[A_CTIMEOUT], what, 1, &a->connect_timeout_ms);
+	}
+	if (v[A_ITIMEOUT]) {
+		snprintf(what, sizeof(what), "app '%s': idle_timeout", an);
+		get_duration(c, v[A_ITIMEOUT], what, 0, &a->idle_timeout_ms);
+	}
+	if (v[A_ATTEMPTS]) {
+		snprintf(what, sizeof(what), "app '%s': connect_attempts", an);
+		get_uint(c, v[A_ATTEMPTS], what, 1, 100, &a->connect_attempts);
+	}
+	if (v[A_MAXCONN]) {
+		snprintf(what, sizeof(what), "app '%s': max_connections", an);
+		get_uint(c, v[A_MAXCONN], what, 0, UINT32_MAX, &a->max_connections);
+	}
+	if (v[A_KEEPALIVE])
+		parse_keepalive(c, v[A_KEEPALIVE], a, an);
+	if (v[A_HEALTH]) {
+		snprintf(what, sizeof(what), "app '%s': health_check", an);
+		get_bool(c, v[A_HEALTH], what, &a->health_check);
+	}
+	cfg_app_normalize(a);
+}
+
+/* --- port conflicts -------------------------------------------------------------- */
+
+/* Two apps may share a port only when both are restricted to address
+ * prefixes and no prefix of one overlaps a prefix of the other. The check
+ * sweeps the port space once: every range adds its app to the active set
+ * at lo and removes it after hi, and only where apps are added is the
+ * active set examined. Configs without sharing cost O(ranges + 65536). */
+
+typedef unsigned __int128 u128;
+
+struct ivl {
+	u128 lo, hi;
+	uint32_t app, pfx;
+};
+
+static u128 addr_u128(const uint8_t a[16])
+{
+	u128 v = 0;
+	for (int k = 0; k < 16; k++)
+		v = (v << 8) | a[k];
+	return v;
+}
+
+static int cmp_ivl(const void *x, const void *y)
+{
+	const struct ivl *a = x, *b = y;
+	if (a->lo != b->lo)
+		return a->lo < b->lo ? -1 : 1;
+	return a->hi > b->hi ? -1 : a->hi < b->hi;
+}
+
+struct sweep {
+	struct vctx *c;
+	const struct cfg *cfg;
+	uint64_t *reported;	/* app pairs already reported */
+	size_t n_reported;
+	struct ivl *iv;
+	size_t iv_cap;
+};
+
+static const struct cfg_port_range *range_of(const struct cfg_app *a, uint32_t port)
+{
+	for (size_t r = 0; r < a->n_ports; r++)
+		if (a->ports[r].lo <= port && port <= a->ports[r].hi)
+			return &a->ports[r];
+	return &a->ports[0];
+}
+
+static void fmt_prefix(const struct cfg_prefix *p, char *buf, size_t len)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	char a[INET6_ADDRSTRLEN];
+	if (memcmp(p->addr, mapped, 12) == 0 && p->plen >= 96) {
+		inet_ntop(AF_INET, p->addr + 12, a, sizeof(a));
+		snprintf(buf, len, "%s/%u", a, p->plen - 96u);
+	} else {
+		inet_ntop(AF_INET6, p->addr, a, sizeof(a));
+		snprintf(buf, len, "%s/%u", a, p->plen);
+	}
+}
+
+/* Reports apps x and y sharing port (once per pair); pfx indices or UINT32_MAX. */
+static void conflict(struct sweep *sw, uint32_t x, uint32_t y, uint32_t port, uint32_t px,
+		     uint32_t py)
+{
+	if (x > y) {
+		uint32_t t = x;
+		x = y;
+		y = t;
+		t = px;
+		px = py;
+		py = t;
+	}
+	uint64_t key = ((uint64_t)x << 32) | y;
+	for (size_t k = 0; k < sw->n_reported; k++)
+		if (sw->reported[k] == key)
+			return;
+	if (sw->n_reported < CFG_MAX_ERRORS + 1)
+		sw->reported[sw->n_reported++] = key;
+	const struct cfg_app *a = &sw->cfg->apps[x], *b = &sw->cfg->apps[y];
+	const char *an = a->name ? a->name : "?", *bn = b->name ? b->name : "?";
+	if (px == UINT32_MAX) {
+		struct cfg_mark m = range_of(b, port)->mark;
+		verr(sw->c, m,
+		     "port %u of app '%s' is also used by app '%s' (line %u column %u); two apps can share a port only when both have non-overlapping address prefixes",
+		     port, bn, an, a->mark.line, a->mark.col);
+	} else {
+		char pa[64], pb[64];
+		fmt_prefix(&a->prefixes[px], pa, sizeof(pa));
+		fmt_prefix(&b->prefixes[py], pb, sizeof(pb));
+		verr(sw->c, b->prefixes[py].mark,
+		     "port %u: address %s of app '%s' overlaps address %s of app '%s' (line %u column %u)",
+		     port, pb, bn, pa, an, a->mark.line, a->mark.col);
+	}
+}
+
+/* Examines the active set after apps in added[] joined it at port. */
+static int check_active(struct sweep *sw, const uint32_t *active, size_t n_active,
+			const uint32_t *added, size_t n_added, uint32_t port)
+{
+	const struct cfg *cfg = sw->cfg;
+	bool any_plain = false;
+	for (size_t k = 0; k < n_active; k++)
+		if (!cfg->apps[active[k]].n_prefixes)
+			any_plain = true;
+	if (any_plain) {
+		for (size_t a = 0; a < n_added && !sw->c->full; a++) {
+			uint32_t x = added[a];
+			for (size_t k = 0; k < n_active && !sw->c->full; k++) {
+				uint32_t y = active[k];
+				if (y != x && (!cfg->apps[x].n_prefixes || !cfg->apps[y].n_prefixes))
+					conflict(sw, x, y, port, UINT32_MAX, UINT32_MAX);
+			}
+		}
+	}
+	/* prefixed apps among themselves: sort intervals, sweep keeping the two
+	 * furthest-reaching intervals of distinct apps */
+	size_t n = 0, new_pfx = 0;
+	for (size_t a = 0; a < n_added; a++)
+		if (cfg->apps[added[a]].n_prefixes)
+			new_pfx++;
+	if (!new_pfx)
+		return 0;
+	for (size_t k = 0; k < n_active; k++)
+		n += cfg->apps[active[k]].n_prefixes;
+	if (n > sw->iv_cap) {
+		struct ivl *iv = realloc(sw->iv, n * sizeof(*iv));
+		if (!iv)
+			return -ENOMEM;
+		sw->iv = iv;
+		sw->iv_cap = n;
+	}
+	n = 0;
+	for (size_t k = 0; k < n_active; k++) {
+		const struct cfg_app *a = &cfg->apps[active[k]];
+		for (size_t p = 0; p < a->n_prefixes; p++) {
+			u128 lo = addr_u128(a->prefixes[p].addr);
+			u128 span = a->prefixes[p].plen ? ((u128)1 << (128 - a->prefixes[p].plen)) - 1
+							: ~(u128)0;
+			sw->iv[n++] = (struct ivl){ lo, lo | span, active[k], (uint32_t)p };
+		}
+	}
+	qsort(sw->iv, n, sizeof(*sw->iv), cmp_ivl);
+	const struct ivl *top1 = NULL, *top2 = NULL;	/* top2: best of another app */
+	for (size_t k = 0; k < n && !sw->c->full; k++) {
+		const struct ivl *v = &sw->iv[k];
+		if (top1 && v->app != top1->app && v->lo <= top1->hi)
+			conflict(sw, top1->app, v->app, port, top1->pfx, v->pfx);
+		else if (top2 && v->app == top1->app && v->lo <= top2->hi)
+			conflict(sw, top2->app, v->app, port, top2->pfx, v->pfx);
+		if (!top1 || v->hi > top1->hi) {
+			if (top1 && top1->app != v->app)
+				top2 = top1;
+			top1 = v;
+		} else if (v->app != top1->app && (!top2 || v->hi > top2->hi)) {
+			top2 = v;
+		}
+	}
+	return 0;
+}
+
+static int check_ports(struct vctx *c, const struct cfg *cfg)
+{
+	/* events bucketed by port (counting sort): adds at lo, removes at hi+1 */
+	uint32_t *start = calloc(65538, sizeof(*start));
+	uint32_t *pos = malloc((cfg->n_apps ? cfg->n_apps : 1) * sizeof(*pos));
+	uint32_t *active = malloc((cfg->n_apps ? cfg->n_apps : 1) * sizeof(*active));
+	uint32_t *added = malloc((cfg->n_apps ? cfg->n_apps : 1) * sizeof(*added));
+	uint32_t *ev = NULL;
+	struct sweep sw = { .c = c, .cfg = cfg };
+	sw.reported = malloc((CFG_MAX_ERRORS + 1) * sizeof(*sw.reported));
+	size_t n_ev = 0, n_active = 0;
+	int ret = -ENOMEM;
+	if (!start || !pos || !active || !added || !sw.reported)
+		goto out;
+	for (size_t i = 0; i < cfg->n_apps; i++)
+		for (size_t r = 0; r < cfg->apps[i].n_ports; r++) {
+			start[cfg->apps[i].ports[r].lo + 1]++;
+			start[cfg->apps[i].ports[r].hi + 2]++;
+			n_ev += 2;
+		}
+	for (size_t p = 1; p < 65538; p++)
+		start[p] += start[p - 1];
+	ev = malloc((n_ev ? n_ev : 1) * sizeof(*ev));
+	if (!ev)
+		goto out;
+	/* fill: an event is app index << 1 | is_add */
+	{
+		uint32_t *fill = calloc(65537, sizeof(*fill));
+		if (!fill)
+			goto out;
+		for (size_t i = 0; i < cfg->n_apps; i++)
+			for (size_t r = 0; r < cfg->apps[i].n_ports; r++) {
+				uint32_t lo = cfg->apps[i].ports[r].lo, end = cfg->apps[i].ports[r].hi + 1u;
+				ev[start[lo] + fill[lo]++] = (uint32_t)i << 1 | 1;
+				ev[start[end] + fill[end]++] = (uint32_t)i << 1;
+			}
+		free(fill);
+	}
+	ret = 0;
+	for (uint32_t p = 1; p < 65536 && !c->full; p++) {
+		uint32_t b = start[p], e = start[p + 1];
+		if (b == e)
+			continue;
+		size_t n_added = 0;
+		/* ranges of one app are merged and disjoint, so an app is in the
+		 * active set at most once; removals first (a range ending at p-1) */
+		for (uint32_t k = b; k < e; k++) {
+			if (ev[k] & 1)
+				continue;
+			uint32_t app = ev[k] >> 1, at = pos[app];
+			active[at] = active[--n_active];
+			pos[active[at]] = at;
+		}
+		for (uint32_t k = b; k < e; k++) {
+			if (!(ev[k] & 1))
+				continue;
+			uint32_t app = ev[k] >> 1;
+			pos[app] = (uint32_t)n_active;
+			active[n_active++] = app;
+			added[n_added++] = app;
+		}
+		if (n_added && n_active > 1 &&
+		    (ret = check_active(&sw, active, n_active, added, n_added, p)))
+			break;
+	}
+out:
+	if (ret == -ENOMEM)
+		c->oom = true;
+	free(start);
+	free(pos);
+	free(active);
+	free(added);
+	free(ev);
+	free(sw.reported);
+	free(sw.iv);
+	return ret;
+}
+
+/* --- top level --------------------------------------------------------------- */
+
+enum {
+	G_ADMIN, G_USER, G_WORKERS, G_BUFSIZE, G_LOGLEVEL, G_RESOLVE, G_HEALTH, G_APPS, G_N
+};
+static const struct keydef top_keys[G_N] = {
+	[G_ADMIN] = { "admin", NULL },
+	[G_USER] = { "user", NULL },
+	[G_WORKERS] = { "workers", NULL },
+	[G_BUFSIZE] = { "buffer_size", NULL },
+	[G_LOGLEVEL] = { "log_level", NULL },
+	[G_RESOLVE] = { "resolve_interval", NULL },
+	[G_HEALTH] = { "health_check", NULL },
+	[G_APPS] = { "apps", "Apps" },
+};
+
+int cfg_from_tree(const struct ytree *t, const char *file, struct cfg *cfg, struct cfg_errors *errs)
+{
+	struct vctx c = { .t = t, .file = file, .errs = errs, .cfg = cfg };
+	uint32_t v[G_N];
+
+	if (cfg_set_defaults(cfg))
+		return -ENOMEM;
+	if (t->n == 0) {
+		verr(&c, (struct cfg_mark){ 1, 1 },
+		     "empty config: expected a mapping with an 'apps' list");
+		return -EINVAL;
+	}
+	if (N(&c, 0)->type != Y_MAP) {
+		verr(&c, nmark(&c, 0), "the top level must be a mapping with an 'apps' list, not %s",
+		     type_name(&c, 0));
+		return -EINVAL;
+	}
+	map_fields(&c, 0, top_keys, G_N, v, "at the top level");
+
+	if (v[G_ADMIN])
+		parse_admin(&c, v[G_ADMIN]);
+	if (v[G_USER])
+		parse_user(&c, v[G_USER]);
+	if (v[G_WORKERS])
+		get_uint(&c, v[G_WORKERS], "workers", 0, 1024, &cfg->workers);
+	if (v[G_BUFSIZE]) {
+		const char *s = want_scalar(&c, v[G_BUFSIZE], "buffer_size"), *why = NULL;
+		uint32_t sz;
+		if (s && cfg_parse_size(s, &sz, &why) == 0 && (sz < 1024 || sz > (64u << 20)))
+			why = "buffer_size must be from 1k to 64m";
+		if (s && why) {
+			char b[64];
+			verr(&c, nmark(&c, v[G_BUFSIZE]), "buffer_size '%s': %s",
+			     show(&c, v[G_BUFSIZE], b, sizeof(b)), why);
+		} else if (s) {
+			cfg->buffer_size = sz;
+		}
+	}
+	if (v[G_LOGLEVEL]) {
+		const char *s = want_scalar(&c, v[G_LOGLEVEL], "log_level");
+		if (s && log_level_parse(s, &cfg->log_level)) {
+			char b[64];
+			verr(&c, nmark(&c, v[G_LOGLEVEL]),
+			     "log_level '%s' is not one of error, warn, info, debug",
+			     show(&c, v[G_LOGLEVEL], b, sizeof(b)));
+		}
+	}
+	if (v[G_RESOLVE])
+		get_duration(&c, v[G_RESOLVE], "resolve_interval", 1, &cfg->resolve_interval_ms);
+	if (v[G_HEALTH])
+		parse_health(&c, v[G_HEALTH]);
+
+	if (!v[G_APPS]) {
+		verr(&c, nmark(&c, 0), "no 'apps' list in the config");
+	} else if (is_null(&c, v[G_APPS])) {
+		/* "apps:" with nothing: a config that proxies nothing */
+	} else if (N(&c, v[G_APPS])->type != Y_SEQ) {
+		verr(&c, nmark(&c, v[G_APPS]), "apps must be a list, not %s", type_name(&c, v[G_APPS]));
+	} else if (N(&c, v[G_APPS])->len > CFG_MAX_APPS) {
+		verr(&c, nmark(&c, v[G_APPS]), "%u apps; at most %u are allowed",
+		     N(&c, v[G_APPS])->len, CFG_MAX_APPS);
+	} else if (N(&c, v[G_APPS])->len) {
+		size_t n = N(&c, v[G_APPS])->len, cap = 16;
+		while (cap < n * 2)
+			cap *= 2;
+		struct name_tab names = { calloc(cap, sizeof(uint32_t)), cap - 1 };
+		cfg->apps = calloc(n, sizeof(*cfg->apps));
+		if (!cfg->apps || !names.slot) {
+			free(names.slot);
+			return -ENOMEM;
+		}
+		uint32_t it = N(&c, v[G_APPS])->first;
+		for (size_t k = 0; k < n && !c.full && !c.oom; k++, it = N(&c, it)->next) {
+			if (N(&c, it)->type != Y_MAP) {
+				verr(&c, nmark(&c, it),
+				     "app #%zu must be a mapping (name, ports, targets, ...), not %s", k + 1,
+				     type_name(&c, it));
+				continue;
+			}
+			parse_app(&c, it, &cfg->apps[cfg->n_apps], cfg->n_apps, &names);
+			cfg->n_apps++;
+		}
+		free(names.slot);
+		if (!c.oom && !c.full)
+			check_ports(&c, cfg);
+	}
+	if (c.oom)
+		return -ENOMEM;
+	return c.n_err ? -EINVAL : 0;
+}
