@@ -302,14 +302,18 @@ void target_format_addr(const struct sockaddr_storage *ss, char *buf, size_t len
  * the first backoff. */
 static void mark_down(struct target *t, uint64_t now_ns, const char *why, int err, uint32_t fails)
 {
-	bool expect = true;
-	if (!atomic_compare_exchange_strong(&t->up, &expect, false))
+	if (!atomic_load(&t->up))
 		return;
+	/* arm the backoff before `up` flips, so that no worker sees the
+	 * target down with a stale retry time and slips a trial through */
 	uint32_t b = target_setting(&target_set.backoff_min_ms);
 	atomic_store(&t->backoff_ms, b);
 	atomic_store(&t->trial, false);
 	atomic_store(&t->oks, 0);
 	atomic_store(&t->retry_ns, now_ns + (uint64_t)b * 1000000ull);
+	bool expect = true;
+	if (!atomic_compare_exchange_strong(&t->up, &expect, false))
+		return;
 	if (err)
 		log_warn("target %s down: %s (%s), %u consecutive failures; retry in %u ms",
 			 t->name, why, strerror(err), fails, b);
