@@ -43,6 +43,7 @@ pids=()
 pandit_pid=
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
+	set +e
 	[ -n "$pandit_pid" ] && kill -TERM "$pandit_pid" 2>/dev/null
 	[ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
 	wait 2>/dev/null
@@ -75,14 +76,15 @@ pandit_pid=$!
 trap 'kill -TERM "$pandit_pid" 2>/dev/null' INT TERM
 
 up=0
-for _ in $(seq 100); do
+for _ in $(seq 50); do
 	kill -0 "$pandit_pid" 2>/dev/null || break
 	if curl -sf --noproxy '*' -o /dev/null "http://$admin/stats"; then up=1; break; fi
 	sleep 0.1
 done
 
 try() { printf '  %-36s %s\n' "$1" "$2"; }
-if [ "$up" -eq 1 ]; then
+if kill -0 "$pandit_pid" 2>/dev/null; then
+	[ "$up" -eq 1 ] || echo "quickstart: pandit runs but its admin endpoint $admin does not answer" >&2
 	echo
 	echo "pandit is running (PID $pandit_pid) on $cfg:"
 	echo "  app \"echo\": ports 7000-7009 -> b1, b2 (write their name, then echo)"
@@ -95,8 +97,6 @@ if [ "$up" -eq 1 ]; then
 	try "edit $cfg" "add a port or a target, save: applied live"
 	echo "Ctrl-C stops pandit and the demo backends."
 	echo
-elif kill -0 "$pandit_pid" 2>/dev/null; then
-	echo "quickstart: pandit runs but does not answer on $admin yet; see its log above" >&2
 fi
 
 rc=0

@@ -586,7 +586,8 @@ static void usage(FILE *f)
 		"  -h, --help              this text\n"
 		"\n"
 		"Prints one \"listening on\" line per listener to stdout once ready.\n"
-		"SIGTERM or SIGINT: closes everything, prints totals to stderr, exits 0.\n",
+		"SIGTERM or SIGINT (unless ignored at start): closes everything, prints\n"
+		"totals to stderr, exits 0.\n",
 		MAX_LISTEN, g.max_conns);
 }
 
@@ -680,13 +681,17 @@ int main(int argc, char **argv)
 	}
 	g.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
-	/* SIGTERM/SIGINT arrive through the loop, so exit is orderly */
+	/* SIGTERM/SIGINT arrive through the loop, so exit is orderly. A SIGINT
+	 * ignored on entry (a script's background job) stays ignored: a blocked
+	 * signal would be queued for the signalfd even though ignored. */
 	sigset_t mask;
 	struct item sig_item = { .kind = K_SIGNAL };
+	struct sigaction old_int;
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
+	if (sigaction(SIGINT, NULL, &old_int) < 0 || old_int.sa_handler != SIG_IGN)
+		sigaddset(&mask, SIGINT);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sfd < 0) {
