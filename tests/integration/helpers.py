@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PANDIT = REPO / "build" / "pandit"
+# PANDIT_BIN runs the suite against another build (a sanitizer build, say)
+PANDIT = Path(os.environ.get("PANDIT_BIN") or REPO / "build" / "pandit")
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -308,7 +309,7 @@ class BackendHost:
                 c.out += (b.name + "\n").encode()
             self.conns[s.fileno()] = c
             self.sel.register(s, self._mask(c), c)
-            self._flush(c)
+            self._io(c, 0)  # send the banner now
 
     def _mask(self, c):
         m = 0
@@ -333,7 +334,7 @@ class BackendHost:
                     if c.backend.mode != "drain":
                         c.out += data
             self._flush(c)
-        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+        except OSError:  # reset, broken pipe, not connected (health checks hang up at once)
             self._close(c)
             return
         if c.sock.fileno() < 0:

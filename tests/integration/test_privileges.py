@@ -27,14 +27,14 @@ def _dropped(pid, uid, gid):
     return bad
 
 
-def _check_drop_and_reload(ns, backends, start_pandit, user, **cfg_kw):
-    pw = pwd.getpwnam(user)
+def _check_drop_and_reload(ns, backends, start_pandit, user_name, **cfg_kw):
+    pw = pwd.getpwnam(user_name)
     b1, b2 = backends.add("p1", "banner"), backends.add("p2", "banner")
     p = start_pandit(base_config([app("priv", [16000], [b1])], **cfg_kw), probe_ports=[16000])
     try:
         wait_until(lambda: not _dropped(p.pid, pw.pw_uid, pw.pw_gid), 10, what="the privilege drop")
     except AssertionError:
-        pytest.fail(f"privileges not dropped to {user}: {_dropped(p.pid, pw.pw_uid, pw.pw_gid)}")
+        pytest.fail(f"privileges not dropped to {user_name}: {_dropped(p.pid, pw.pw_uid, pw.pw_gid)}")
     st = proc_status(p.pid)
     assert st["CapEff"] == "0000000000000000", st["CapEff"]
 
