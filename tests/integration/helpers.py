@@ -435,9 +435,25 @@ def http_get(ns, host, port, path, timeout=5.0):
     for ln in lines[1:]:
         k, _, v = ln.partition(":")
         headers[k.strip().lower()] = v.strip()
-    if "content-length" in headers:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = _dechunk(body)
+    elif "content-length" in headers:
         body = body[: int(headers["content-length"])]
     return int(m.group(1)), headers, body
+
+
+def _dechunk(raw):
+    out, pos = bytearray(), 0
+    while True:
+        eol = raw.index(b"\r\n", pos)
+        size = int(raw[pos:eol].split(b";")[0], 16)
+        pos = eol + 2
+        if size == 0:
+            return bytes(out)
+        if len(raw) < pos + size + 2 or raw[pos + size:pos + size + 2] != b"\r\n":
+            raise ValueError("truncated or malformed chunk")
+        out += raw[pos:pos + size]
+        pos += size + 2
 
 
 # --------------------------------------------------------------------------

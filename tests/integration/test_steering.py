@@ -1,11 +1,14 @@
 """test_steering.py - sk_lookup steering: many ports to their apps, unconfigured ports left alone, non-loopback traffic over veth."""
 import errno
 import secrets
+import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import app, banner_of, base_config, echo_check, recv_line, veth_pair, wait_until, NetNS
+from helpers import (app, banner_of, base_config, echo_check, recv_line, veth_pair, wait_until, BackendHost,
+                     NetNS)
 
 
 def test_thousand_ports_each_reach_their_app(ns, backends, start_pandit):
@@ -142,3 +145,120 @@ def test_address_prefix_restricts_an_app(ns, client_ns, backends, start_pandit):
     with pytest.raises(OSError) as ei:
         banner_of(ns, "127.0.0.1", 12300)
     assert ei.value.errno in (errno.ECONNREFUSED, errno.ECONNRESET), ei.value
+
+
+def test_ipv6_clients_are_steered(ns, backends, start_pandit):
+    """Clients over IPv6 loopback reach the same app as over IPv4."""
+    b = backends.add("six", "banner")
+    start_pandit(base_config([app("six", [12400, "12401-12402"], [b])]), probe_ports=[12400])
+    for port in (12400, 12402):
+        assert banner_of(ns, "::1", port) == "six"
+        assert banner_of(ns, "127.0.0.1", port) == "six"
+
+
+def test_steering_takes_precedence_over_a_normal_listener(ns, backends, start_pandit):
+    """A socket bound normally to a configured port gets none of its
+    connections: sk_lookup hands them to pandit first."""
+    b = backends.add("steer", "banner")
+    squatter = ns.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        squatter.bind(("127.0.0.1", 12500))  # pandit binds no app port, so this succeeds
+        squatter.listen(8)
+        start_pandit(base_config([app("steer", [12500], [b])]), probe_ports=[12500])
+        for _ in range(5):
+            assert banner_of(ns, "127.0.0.1", 12500) == "steer"
+        squatter.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            squatter.accept()  # nothing ever reached it
+    finally:
+        squatter.close()
+
+
+def test_targets_by_name_are_resolved(ns, backends, start_pandit):
+    """A target given as a name (localhost) is resolved off the event loop
+    and used."""
+    b = backends.add("named", "banner", addr="127.0.0.1")
+    backends.add("named6", "banner", addr="::1", port=b.port)  # whichever address is picked
+    start_pandit(base_config([app("named", [12600], [f"localhost:{b.port}"])]))
+    got = {banner_of(ns, "127.0.0.1", 12600) for _ in range(5)}
+    assert got <= {"named", "named6"} and got, got
+
+
+def test_stopping_pandit_releases_its_ports(ns, backends, start_pandit):
+    """SIGTERM: pandit exits 0 and its ports go back to the normal stack
+    (refused, not black-holed); likewise after SIGKILL of a second one."""
+    b = backends.add("bye", "banner")
+    p = start_pandit(base_config([app("bye", [12700], [b])]), probe_ports=[12700])
+    p.expect_exit = True
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(15) == 0, p.log()[-2000:]
+    with pytest.raises(ConnectionRefusedError):
+        ns.connect("127.0.0.1", 12700).close()
+
+    p2 = start_pandit(base_config([app("bye", [12700], [b])]), probe_ports=[12700])
+    p2.expect_exit = True
+    p2.proc.kill()
+    p2.proc.wait(15)
+    wait_until(lambda: _refused(ns, 12700), 10, what="port 12700 to be released after SIGKILL")
+
+
+def _refused(ns, port):
+    try:
+        ns.connect("127.0.0.1", port).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_many_apps_and_every_port(ns, backends, start_pandit):
+    """10,000 apps over 65,534 ports (every port but the admin's), with the
+    backends in another namespace behind a veth pair so that no backend or
+    health-check port is itself steered. A sample of ports reaches the right
+    app, and a one-app reload applies."""
+    far = NetNS("ptb")
+    try:
+        x, y = secrets.randbelow(200) + 20, secrets.randbelow(60) + 100
+        near_a, far_a = f"10.{x}.{y}.1", f"10.{x}.{y}.2"
+        veth_pair(ns, far, near_a, far_a, 30)
+        host = BackendHost(far)
+        try:
+            bs = [host.add(f"far{i}", "banner", addr=far_a) for i in range(10)]
+            ports = [p for p in range(1, 65536) if p != 9900]
+            n_apps = 10000
+            per = len(ports) // n_apps
+            apps, owner = [], {}
+            for i in range(n_apps):
+                chunk = ports[i * per:(i + 1) * per] if i < n_apps - 1 else ports[i * per:]
+                # ranges where contiguous, single ports otherwise
+                spec, lo = [], chunk[0]
+                for a, b_ in zip(chunk, chunk[1:] + [None]):
+                    if b_ != a + 1:
+                        spec.append(f"{lo}-{a}" if a > lo else a)
+                        lo = b_
+                apps.append(app(f"app{i:05d}", spec, [bs[i % 10]]))
+                for p in chunk:
+                    owner[p] = i
+            assert len(owner) == 65534
+            cfg = base_config(apps)
+            cfg["health_check"]["interval"] = "5s"  # 10 shared targets only, but keep it quiet
+            pd = start_pandit(cfg, probe_ports=[])
+            sample = sorted(set([1, 2, 80, 443, 9899, 9901, 32768, 65535] +
+                                [secrets.randbelow(65535) + 1 for _ in range(300)]) - {9900})
+            wait_until(lambda: banner_of(ns, "127.0.0.1", 1), 10, what="port 1 to answer")
+            for port in sample:
+                want = f"far{owner[port] % 10}"
+                got = banner_of(ns, "127.0.0.1", port)
+                assert got == want, f"port {port} (app{owner[port]:05d}) answered by {got}, want {want}"
+            st = pd.stats()
+            assert len(st["apps"]) == n_apps
+            # one app changes its target: applied, and only that app's ports move
+            i = owner[443]
+            apps[i] = app(apps[i]["name"], apps[i]["ports"], [bs[(i + 1) % 10]])
+            pd.write_config(cfg, timeout=30)
+            assert banner_of(ns, "127.0.0.1", 443) == f"far{(i + 1) % 10}"
+            assert banner_of(ns, "127.0.0.1", 80) == f"far{owner[80] % 10}"
+        finally:
+            host.stop()
+    finally:
+        far.close()
