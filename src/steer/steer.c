@@ -767,6 +767,12 @@ int steer_read_counters(struct steer *s, struct steer_counters *out)
 	return 0;
 }
 
+void steer_test_no_batch(struct steer *s)
+{
+	s->no_batch_upd = true;
+	s->no_batch_del = true;
+}
+
 size_t steer_count(const struct steer *s)
 {
 	return s->live;

@@ -50,6 +50,10 @@ size_t steer_count(const struct steer *s);
 int steer_prog_fd(const struct steer *s);
 int steer_rules_fd(const struct steer *s);
 
+/* For tests: write and delete one entry per syscall from now on, as when
+ * the kernel refuses batch operations. */
+void steer_test_no_batch(struct steer *s);
+
 /* Makes the kernel's steering entries equal to want[0..n) (any order, keys
  * unique): deletes what is no longer wanted and writes what is new or
  * changed, each in batch operations. Works without privileges through the

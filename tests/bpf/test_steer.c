@@ -45,8 +45,10 @@ static void fresh_netns(void)
 	close(fd);
 }
 
-/* A TCP listener. family AF_INET6 binds [::] dual-stack, AF_INET 127.0.0.1
- * (port 0: any). */
+/* A TCP listener. family AF_INET6 binds [::] with IPV6_V6ONLY off, the one
+ * kind of socket bpf_sk_assign accepts for both IPv4 and IPv6 connections
+ * (binding [::1] makes the kernel set ipv6only); AF_INET binds 127.0.0.1.
+ * port 0: any. */
 static int tcp_listener(int family, uint16_t port, bool reuseport)
 {
 	int one = 1, zero = 0;
@@ -528,6 +530,11 @@ static void test_real_sockets(void **state)
 	free(want);
 }
 
+static double ms(uint64_t ns)
+{
+	return (double)ns / 1e6;
+}
+
 /* --- sync ------------------------------------------------------------------- */
 
 static void expect_stats(const struct steer_sync_stats *st, size_t upd, size_t del, size_t same)
@@ -632,9 +639,8 @@ static struct steer_entry univ_entry(size_t id, uint32_t app)
 	}
 }
 
-static void test_sync_random(void **state)
+static void sync_random(bool no_batch, int rounds)
 {
-	(void)state;
 	static struct steer_entry want[UNIV];
 	static int64_t model[UNIV];	/* app id in the kernel, -1 absent */
 	static int64_t next[UNIV];
@@ -642,10 +648,12 @@ static void test_sync_random(void **state)
 	struct steer *s;
 
 	assert_int_equal(steer_open_flags(-1, STEER_NO_ATTACH, &s), 0);
+	if (no_batch)
+		steer_test_no_batch(s);
 	for (size_t i = 0; i < UNIV; i++)
 		model[i] = -1;
 	srand(12345);
-	for (int round = 0; round < 120; round++) {
+	for (int round = 0; round < rounds; round++) {
 		/* keep-probability varies so rounds range from a few to most keys
 		 * changing; every 4th round keeps the previous order */
 		int keep = rand() % 100, change = rand() % 10;
@@ -701,6 +709,126 @@ static void test_sync_random(void **state)
 	steer_close(s);
 }
 
+static void test_sync_random(void **state)
+{
+	(void)state;
+	sync_random(false, 120);
+}
+
+/* the per-element path taken when the kernel refuses batch operations */
+static void test_sync_random_no_batch(void **state)
+{
+	(void)state;
+	sync_random(true, 30);
+}
+
+/* Value of the entry the kernel has for exactly e's key (-1: none). Valid
+ * when no shorter prefix covers the key: an LPM lookup answers with the
+ * longest prefix up to the key's own length. */
+static int64_t kernel_app(struct steer *s, const struct steer_entry *e)
+{
+	struct pandit_steer_val v;
+
+	if (bpf_map_lookup_elem(steer_rules_fd(s), &e->key, &v))
+		return -1;
+	return v.app_id;
+}
+
+/* A kernel write fails half way (the map is full because of entries that
+ * someone else put there): what was applied is undone, the mirror still
+ * matches, and the error comes back. */
+static void test_sync_rollback(void **state)
+{
+	(void)state;
+	struct steer_entry base[5], want[25];
+	struct steer_sync_stats st;
+	struct steer *s;
+	const size_t room = 10;
+	size_t nf = PANDIT_STEER_MAX_ENTRIES - 5 - room;
+
+	assert_int_equal(steer_open_flags(-1, STEER_NO_ATTACH, &s), 0);
+	for (int i = 0; i < 5; i++)
+		base[i] = entry_any((uint16_t)(100 + i), 1, PANDIT_SOCK_TCP);
+	assert_int_equal(steer_sync(s, base, 5, NULL), 0);
+
+	/* foreign entries: exact IPv6 addresses on port 1 */
+	struct pandit_steer_key *fk = calloc(nf, sizeof(*fk));
+	struct pandit_steer_val *fv = calloc(nf, sizeof(*fv));
+	assert_non_null(fk);
+	assert_non_null(fv);
+	for (size_t i = 0; i < nf; i++) {
+		uint8_t a[16] = { 0xfd };
+		uint32_t be = htonl((uint32_t)i);
+		memcpy(&a[12], &be, 4);
+		steer_key_init(&fk[i], 1, a, 128);
+	}
+	__u32 cnt = (__u32)nf;
+	assert_int_equal(bpf_map_update_batch(steer_rules_fd(s), fk, fv, &cnt, NULL), 0);
+
+	/* one change first, then 20 new keys of which only 10 fit */
+	memcpy(want, base, sizeof(base));
+	want[0].val.app_id = 9;
+	for (int i = 0; i < 20; i++)
+		want[5 + i] = entry_any((uint16_t)(200 + i), 2, PANDIT_SOCK_TCP);
+	assert_int_equal(steer_sync(s, want, 25, &st), -ENOSPC);
+	assert_int_equal(steer_count(s), 5);
+	assert_int_equal(kernel_app(s, &base[0]), 1);	/* the change was undone */
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(kernel_app(s, &want[5 + i]), -1);	/* the additions too */
+
+	/* the same through the per-element path */
+	steer_test_no_batch(s);
+	assert_int_equal(steer_sync(s, want, 25, &st), -ENOSPC);
+	assert_int_equal(steer_count(s), 5);
+	assert_int_equal(kernel_app(s, &base[0]), 1);
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(kernel_app(s, &want[5 + i]), -1);
+
+	/* room again: the same sync goes through */
+	cnt = (__u32)nf;
+	assert_int_equal(bpf_map_delete_batch(steer_rules_fd(s), fk, &cnt, NULL), 0);
+	assert_int_equal(steer_sync(s, want, 25, &st), 0);
+	expect_stats(&st, 21, 0, 4);
+	assert_int_equal(kernel_count(s), 25);
+	assert_int_equal(kernel_app(s, &base[0]), 9);
+	free(fk);
+	free(fv);
+	steer_close(s);
+}
+
+/* A sync from a full map to another full map that shares half its keys
+ * must delete before it writes, or the map would overflow in between. */
+static void test_sync_full_map(void **state)
+{
+	(void)state;
+	const size_t n = PANDIT_STEER_MAX_ENTRIES;
+	struct steer_entry *e = calloc(n, sizeof(*e));
+	struct steer_sync_stats st;
+	struct steer *s;
+
+	assert_non_null(e);
+	assert_int_equal(steer_open_flags(-1, STEER_NO_ATTACH, &s), 0);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t a[16] = { 0xfd, 0x01 };
+		uint32_t be = htonl((uint32_t)i);
+		memcpy(&a[12], &be, 4);
+		steer_key_init(&e[i].key, 443, a, 128);
+		e[i].val = (struct pandit_steer_val){ .app_id = 1, .sock_idx = PANDIT_SOCK_TCP };
+	}
+	assert_int_equal(steer_sync(s, e, n, &st), 0);
+	printf("  sync %zu new entries (full map): %.3f ms\n", n, ms(st.elapsed_ns));
+	for (size_t i = 0; i < n / 2; i++)
+		e[i].key.addr[1] = 0x02;	/* half the keys replaced */
+	assert_int_equal(steer_sync(s, e, n, &st), 0);
+	expect_stats(&st, n / 2, n / 2, n / 2);
+	printf("  sync replacing half of a full map: %.3f ms\n", ms(st.elapsed_ns));
+	assert_int_equal(steer_count(s), n);
+	assert_int_equal(kernel_app(s, &e[0]), 1);
+	assert_int_equal(steer_sync(s, NULL, 0, &st), 0);
+	free(e);
+	steer_close(s);
+}
+
 static struct steer_entry *big_set(size_t n, uint16_t base, uint32_t app0)
 {
 	struct steer_entry *e = calloc(n, sizeof(*e));
@@ -709,11 +837,6 @@ static struct steer_entry *big_set(size_t n, uint16_t base, uint32_t app0)
 	for (size_t i = 0; i < n; i++)
 		e[i] = entry_any((uint16_t)(base + i), app0 + (uint32_t)(i / 4), PANDIT_SOCK_TCP);
 	return e;
-}
-
-static double ms(uint64_t ns)
-{
-	return (double)ns / 1e6;
 }
 
 static void test_sync_large(void **state)
@@ -796,7 +919,12 @@ static void test_sync_large(void **state)
 	e[12345].val.app_id = 1;
 	assert_int_equal(steer_sync(s, e, n, &st), 0);
 	expect_stats(&st, 1, 0, n - 1);
-	printf("  sync one changed entry in %zu: %.3f ms\n", n, ms(st.elapsed_ns));
+	printf("  sync one changed entry in %zu (mirror reordered to want's order): %.3f ms\n", n,
+	       ms(st.elapsed_ns));
+	e[54321].val.app_id = 1;
+	assert_int_equal(steer_sync(s, e, n, &st), 0);
+	expect_stats(&st, 1, 0, n - 1);
+	printf("  sync one changed entry in %zu (again): %.3f ms\n", n, ms(st.elapsed_ns));
 
 	/* more than the map holds is refused up front */
 	struct steer_entry *huge = calloc(PANDIT_STEER_MAX_ENTRIES + 1, sizeof(*huge));
@@ -898,6 +1026,9 @@ int main(void)
 		cmocka_unit_test(test_real_sockets),
 		cmocka_unit_test(test_sync_diff),
 		cmocka_unit_test(test_sync_random),
+		cmocka_unit_test(test_sync_random_no_batch),
+		cmocka_unit_test(test_sync_rollback),
+		cmocka_unit_test(test_sync_full_map),
 		cmocka_unit_test(test_sync_large),
 		cmocka_unit_test(test_sync_without_privileges),
 	};
