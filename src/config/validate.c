@@ -369,8 +369,7 @@ static void verr(struct vctx *c, struct cfg_mark m, const char *fmt, ...)
 	if (c->full)
 		return;
 	if (++c->n_err > CFG_MAX_ERRORS) {
-		c->full = true;
-		cfg_errors_add(c->errs, c->file, m, "too many errors, stopping here");
+		c->full = true;	/* said once, at the end (sort_errors) */
 		return;
 	}
 	char msg[768];
@@ -888,7 +887,7 @@ static uint64_t name_hash(const char *s)
 	return h;
 }
 
-static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
+static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx, size_t pos,
 		      struct name_tab *names)
 {
 	uint32_t v[A_N];
@@ -896,13 +895,13 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 
 	cfg_app_defaults(a);
 	a->mark = nmark(c, i);
-	snprintf(an, sizeof(an), "#%zu", idx + 1);	/* until the name is known */
+	snprintf(an, sizeof(an), "#%zu", pos);	/* until the name is known */
 	map_fields(c, i, app_keys, A_N, v, "in an app");
 
 	if (!v[A_NAME]) {
-		verr(c, nmark(c, i), "app #%zu has no name", idx + 1);
+		verr(c, nmark(c, i), "app #%zu has no name", pos);
 	} else if (N(c, v[A_NAME])->type != Y_SCALAR || is_null(c, v[A_NAME])) {
-		verr(c, nmark(c, v[A_NAME]), "app #%zu: name must be a string, not %s", idx + 1,
+		verr(c, nmark(c, v[A_NAME]), "app #%zu: name must be a string, not %s", pos,
 		     type_name(c, v[A_NAME]));
 	} else {
 		const char *s = S(c, v[A_NAME]);
@@ -1055,6 +1054,15 @@ static void fmt_prefix(const struct cfg_prefix *p, char *buf, size_t len)
 	}
 }
 
+/* "'web'" or, for an app whose name was refused, "at line 12". */
+static void app_label(const struct cfg_app *a, char *buf, size_t len)
+{
+	if (a->name)
+		snprintf(buf, len, "'%s'", a->name);
+	else
+		snprintf(buf, len, "at line %u", a->mark.line);
+}
+
 /* Reports apps x and y sharing port (once per pair); pfx indices or UINT32_MAX. */
 static void conflict(struct sweep *sw, uint32_t x, uint32_t y, uint32_t port, uint32_t px,
 		     uint32_t py)
@@ -1074,18 +1082,20 @@ static void conflict(struct sweep *sw, uint32_t x, uint32_t y, uint32_t port, ui
 	if (sw->n_reported < CFG_MAX_ERRORS + 1)
 		sw->reported[sw->n_reported++] = key;
 	const struct cfg_app *a = &sw->cfg->apps[x], *b = &sw->cfg->apps[y];
-	const char *an = a->name ? a->name : "?", *bn = b->name ? b->name : "?";
+	char an[CFG_MAX_NAME_LEN + 32], bn[CFG_MAX_NAME_LEN + 32];
+	app_label(a, an, sizeof(an));
+	app_label(b, bn, sizeof(bn));
 	if (px == UINT32_MAX) {
 		struct cfg_mark m = range_of(b, port)->mark;
 		verr(sw->c, m,
-		     "port %u of app '%s' is also used by app '%s' (line %u column %u); two apps can share a port only when both have non-overlapping address prefixes",
+		     "port %u of app %s is also used by app %s (line %u column %u); two apps can share a port only when both have non-overlapping address prefixes",
 		     port, bn, an, a->mark.line, a->mark.col);
 	} else {
 		char pa[64], pb[64];
 		fmt_prefix(&a->prefixes[px], pa, sizeof(pa));
 		fmt_prefix(&b->prefixes[py], pb, sizeof(pb));
 		verr(sw->c, b->prefixes[py].mark,
-		     "port %u: address %s of app '%s' overlaps address %s of app '%s' (line %u column %u)",
+		     "port %u: address %s of app %s overlaps address %s of app %s (line %u column %u)",
 		     port, pb, bn, pa, an, a->mark.line, a->mark.col);
 	}
 }
@@ -1249,69 +1259,124 @@ static const struct keydef top_keys[G_N] = {
 	[G_APPS] = { "apps", "Apps" },
 };
 
+struct err_pos {
+	unsigned long line, col;
+	size_t idx;
+	char *msg;
+};
+
+static int cmp_err(const void *x, const void *y)
+{
+	const struct err_pos *a = x, *b = y;
+	if (a->line != b->line)
+		return a->line < b->line ? -1 : 1;
+	if (a->col != b->col)
+		return a->col < b->col ? -1 : 1;
+	return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+/* Puts the messages added since first in file order (they are found in
+ * processing order: globals, apps, then port conflicts). */
+static void sort_errors(struct vctx *c, size_t first)
+{
+	struct cfg_errors *e = c->errs;
+	size_t n = e->n - first, skip = strlen(c->file) + 1;
+	struct err_pos *ep = n > 1 ? malloc(n * sizeof(*ep)) : NULL;
+	if (ep) {
+		for (size_t k = 0; k < n; k++) {
+			char *m = e->msgs[first + k], *end;
+			ep[k] = (struct err_pos){ 0, 0, k, m };
+			if (strlen(m) > skip) {
+				ep[k].line = strtoul(m + skip, &end, 10);
+				if (*end == ':')
+					ep[k].col = strtoul(end + 1, NULL, 10);
+			}
+		}
+		qsort(ep, n, sizeof(*ep), cmp_err);
+		for (size_t k = 0; k < n; k++)
+			e->msgs[first + k] = ep[k].msg;
+		free(ep);
+	}
+	if (c->full)
+		cfg_errors_add(e, c->file, (struct cfg_mark){ 0, 0 },
+			       "too many errors (more than %u), stopped looking", CFG_MAX_ERRORS);
+}
+
+static int from_tree(struct vctx *c);
+
 int cfg_from_tree(const struct ytree *t, const char *file, struct cfg *cfg, struct cfg_errors *errs)
 {
 	struct vctx c = { .t = t, .file = file, .errs = errs, .cfg = cfg };
+	size_t first = errs->n;
+	int r = from_tree(&c);
+	sort_errors(&c, first);
+	return r;
+}
+
+static int from_tree(struct vctx *c)
+{
+	const struct ytree *t = c->t;
+	struct cfg *cfg = c->cfg;
 	uint32_t v[G_N];
 
 	if (cfg_set_defaults(cfg))
 		return -ENOMEM;
 	if (t->n == 0) {
-		verr(&c, (struct cfg_mark){ 1, 1 },
+		verr(c, (struct cfg_mark){ 1, 1 },
 		     "empty config: expected a mapping with an 'apps' list");
 		return -EINVAL;
 	}
-	if (N(&c, 0)->type != Y_MAP) {
-		verr(&c, nmark(&c, 0), "the top level must be a mapping with an 'apps' list, not %s",
-		     type_name(&c, 0));
+	if (N(c, 0)->type != Y_MAP) {
+		verr(c, nmark(c, 0), "the top level must be a mapping with an 'apps' list, not %s",
+		     type_name(c, 0));
 		return -EINVAL;
 	}
-	map_fields(&c, 0, top_keys, G_N, v, "at the top level");
+	map_fields(c, 0, top_keys, G_N, v, "at the top level");
 
 	if (v[G_ADMIN])
-		parse_admin(&c, v[G_ADMIN]);
+		parse_admin(c, v[G_ADMIN]);
 	if (v[G_USER])
-		parse_user(&c, v[G_USER]);
+		parse_user(c, v[G_USER]);
 	if (v[G_WORKERS])
-		get_uint(&c, v[G_WORKERS], "workers", 0, 1024, &cfg->workers);
+		get_uint(c, v[G_WORKERS], "workers", 0, 1024, &cfg->workers);
 	if (v[G_BUFSIZE]) {
-		const char *s = want_scalar(&c, v[G_BUFSIZE], "buffer_size"), *why = NULL;
+		const char *s = want_scalar(c, v[G_BUFSIZE], "buffer_size"), *why = NULL;
 		uint32_t sz;
 		if (s && cfg_parse_size(s, &sz, &why) == 0 && (sz < 1024 || sz > (64u << 20)))
 			why = "buffer_size must be from 1k to 64m";
 		if (s && why) {
 			char b[64];
-			verr(&c, nmark(&c, v[G_BUFSIZE]), "buffer_size '%s': %s",
-			     show(&c, v[G_BUFSIZE], b, sizeof(b)), why);
+			verr(c, nmark(c, v[G_BUFSIZE]), "buffer_size '%s': %s",
+			     show(c, v[G_BUFSIZE], b, sizeof(b)), why);
 		} else if (s) {
 			cfg->buffer_size = sz;
 		}
 	}
 	if (v[G_LOGLEVEL]) {
-		const char *s = want_scalar(&c, v[G_LOGLEVEL], "log_level");
+		const char *s = want_scalar(c, v[G_LOGLEVEL], "log_level");
 		if (s && log_level_parse(s, &cfg->log_level)) {
 			char b[64];
-			verr(&c, nmark(&c, v[G_LOGLEVEL]),
+			verr(c, nmark(c, v[G_LOGLEVEL]),
 			     "log_level '%s' is not one of error, warn, info, debug",
-			     show(&c, v[G_LOGLEVEL], b, sizeof(b)));
+			     show(c, v[G_LOGLEVEL], b, sizeof(b)));
 		}
 	}
 	if (v[G_RESOLVE])
-		get_duration(&c, v[G_RESOLVE], "resolve_interval", 1, &cfg->resolve_interval_ms);
+		get_duration(c, v[G_RESOLVE], "resolve_interval", 1, &cfg->resolve_interval_ms);
 	if (v[G_HEALTH])
-		parse_health(&c, v[G_HEALTH]);
+		parse_health(c, v[G_HEALTH]);
 
 	if (!v[G_APPS]) {
-		verr(&c, nmark(&c, 0), "no 'apps' list in the config");
-	} else if (is_null(&c, v[G_APPS])) {
+		verr(c, nmark(c, 0), "no 'apps' list in the config");
+	} else if (is_null(c, v[G_APPS])) {
 		/* "apps:" with nothing: a config that proxies nothing */
-	} else if (N(&c, v[G_APPS])->type != Y_SEQ) {
-		verr(&c, nmark(&c, v[G_APPS]), "apps must be a list, not %s", type_name(&c, v[G_APPS]));
-	} else if (N(&c, v[G_APPS])->len > CFG_MAX_APPS) {
-		verr(&c, nmark(&c, v[G_APPS]), "%u apps; at most %u are allowed",
-		     N(&c, v[G_APPS])->len, CFG_MAX_APPS);
-	} else if (N(&c, v[G_APPS])->len) {
-		size_t n = N(&c, v[G_APPS])->len, cap = 16;
+	} else if (N(c, v[G_APPS])->type != Y_SEQ) {
+		verr(c, nmark(c, v[G_APPS]), "apps must be a list, not %s", type_name(c, v[G_APPS]));
+	} else if (N(c, v[G_APPS])->len > CFG_MAX_APPS) {
+		verr(c, nmark(c, v[G_APPS]), "%u apps; at most %u are allowed",
+		     N(c, v[G_APPS])->len, CFG_MAX_APPS);
+	} else if (N(c, v[G_APPS])->len) {
+		size_t n = N(c, v[G_APPS])->len, cap = 16;
 		while (cap < n * 2)
 			cap *= 2;
 		struct name_tab names = { calloc(cap, sizeof(uint32_t)), cap - 1 };
@@ -1320,22 +1385,22 @@ int cfg_from_tree(const struct ytree *t, const char *file, struct cfg *cfg, stru
 			free(names.slot);
 			return -ENOMEM;
 		}
-		uint32_t it = N(&c, v[G_APPS])->first;
-		for (size_t k = 0; k < n && !c.full && !c.oom; k++, it = N(&c, it)->next) {
-			if (N(&c, it)->type != Y_MAP) {
-				verr(&c, nmark(&c, it),
+		uint32_t it = N(c, v[G_APPS])->first;
+		for (size_t k = 0; k < n && !c->full && !c->oom; k++, it = N(c, it)->next) {
+			if (N(c, it)->type != Y_MAP) {
+				verr(c, nmark(c, it),
 				     "app #%zu must be a mapping (name, ports, targets, ...), not %s", k + 1,
-				     type_name(&c, it));
+				     type_name(c, it));
 				continue;
 			}
-			parse_app(&c, it, &cfg->apps[cfg->n_apps], cfg->n_apps, &names);
+			parse_app(c, it, &cfg->apps[cfg->n_apps], cfg->n_apps, k + 1, &names);
 			cfg->n_apps++;
 		}
 		free(names.slot);
-		if (!c.oom && !c.full)
-			check_ports(&c, cfg);
+		if (!c->oom && !c->full)
+			check_ports(c, cfg);
 	}
-	if (c.oom)
+	if (c->oom)
 		return -ENOMEM;
-	return c.n_err ? -EINVAL : 0;
+	return c->n_err ? -EINVAL : 0;
 }
