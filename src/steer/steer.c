@@ -49,8 +49,7 @@ struct steer {
 	struct steer_bpf *skel;
 	struct bpf_link *link;
 	int rules_fd, socks_fd, stats_fd;
-	int ncpu;
-	uint64_t *percpu;	/* ncpu values, for steer_read_counters */
+	int ncpu;	/* possible CPUs: the per-CPU map's value count */
 	bool no_batch_upd, no_batch_del;	/* kernel refused batch ops: per-element fallback */
 
 	struct mentry *m;
@@ -706,12 +705,6 @@ int steer_open_flags(int listen_fd, unsigned flags, struct steer **out)
 		log_err("steer: libbpf_num_possible_cpus() failed: %s", strerror(-err));
 		goto fail;
 	}
-	s->percpu = calloc((size_t)s->ncpu, sizeof(*s->percpu));
-	if (!s->percpu) {
-		err = -ENOMEM;
-		log_err("steer: calloc() of %d per-CPU counters failed", s->ncpu);
-		goto fail;
-	}
 
 	if (listen_fd >= 0) {
 		err = steer_set_listener(s, listen_fd);
@@ -752,19 +745,29 @@ int steer_open(int listen_fd, struct steer **out)
 	return steer_open_flags(listen_fd, 0, out);
 }
 
+/* Touches only the stats map fd, so it may run on another thread (admin)
+ * while the control thread syncs. */
 int steer_read_counters(struct steer *s, struct steer_counters *out)
 {
+	uint64_t *percpu = calloc((size_t)s->ncpu, sizeof(*percpu));
+	int err = 0;
+
 	memset(out, 0, sizeof(*out));
+	if (!percpu) {
+		log_err("steer: calloc() of %d per-CPU counters failed", s->ncpu);
+		return -ENOMEM;
+	}
 	for (__u32 k = 0; k < PANDIT_STEER_STAT_MAX; k++) {
-		int err = bpf_map_lookup_elem(s->stats_fd, &k, s->percpu);
+		err = bpf_map_lookup_elem(s->stats_fd, &k, percpu);
 		if (err) {
 			log_err("bpf_map_lookup_elem(steer_stats, %u) failed: %s", k, strerror(-err));
-			return err;
+			break;
 		}
 		for (int c = 0; c < s->ncpu; c++)
-			out->v[k] += s->percpu[c];
+			out->v[k] += percpu[c];
 	}
-	return 0;
+	free(percpu);
+	return err;
 }
 
 void steer_test_no_batch(struct steer *s)
@@ -794,7 +797,6 @@ void steer_close(struct steer *s)
 		return;
 	bpf_link__destroy(s->link);	/* detaches from the netns */
 	steer_bpf__destroy(s->skel);
-	free(s->percpu);
 	free(s->m);
 	free(s->idx);
 	free(s->uk);

@@ -62,7 +62,9 @@ void steer_test_no_batch(struct steer *s);
 int steer_sync(struct steer *s, const struct steer_entry *want, size_t n,
 	       struct steer_sync_stats *stats);
 
-/* Sums the per-CPU counters of the steering program. */
+/* Sums the per-CPU counters of the steering program. Safe to call from
+ * another thread than the one calling steer_sync(); everything else here
+ * belongs to one thread at a time. */
 int steer_read_counters(struct steer *s, struct steer_counters *out);
 
 /* Detaches and frees everything. */
