@@ -133,6 +133,58 @@ def cpu_ticks(root):
     return total
 
 
+NETNS_INO = os.stat("/proc/self/ns/net").st_ino
+
+
+def busy_ticks():
+    """(all CPUs' busy ticks incl. steal, ticks of this benchmark's processes).
+    The benchmark's are the processes in this network namespace, with the
+    children they reaped (the iperf3 and sockperf clients)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    total = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]   # user nice system irq softirq steal
+    ours = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{d}/ns/net").st_ino != NETNS_INO:
+                continue
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fl = st[st.rindex(")") + 2:].split()
+        ours += int(fl[11]) + int(fl[12]) + int(fl[13]) + int(fl[14])
+    return total, ours
+
+
+class Background:
+    """CPU used by processes outside the benchmark during a window, in % of one CPU."""
+
+    def __enter__(self):
+        self.t0, (self.b0, self.o0) = time.monotonic(), busy_ticks()
+        return self
+
+    def __exit__(self, *exc):
+        b1, o1 = busy_ticks()
+        dt = time.monotonic() - self.t0
+        self.pct = max(0.0, ((b1 - self.b0) - (o1 - self.o0)) / CLK_TCK / dt * 100) if dt > 0 else 0.0
+        return False
+
+
+def wait_quiet(max_s, limit_pct=15.0):
+    """Waits (at most max_s) for other processes on the machine to use less
+    than limit_pct of one CPU over a second; returns the last reading."""
+    t0 = time.monotonic()
+    while True:
+        with Background() as bg:
+            time.sleep(1)
+        if bg.pct < limit_pct or time.monotonic() - t0 >= max_s:
+            return bg.pct
+        log(f"  machine busy ({bg.pct:.0f}% of a CPU used outside the benchmark), waiting")
+
+
 def run(argv, timeout, cpu=CPU_LOAD, check=True):
     r = subprocess.run(["taskset", "-c", cpu] + argv, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
@@ -170,6 +222,8 @@ def pandit_yaml(apps, admin="127.0.0.1:9900"):
         lines.append(f"  - name: {name}")
         lines.append(f"    ports: [{', '.join(str(p) for p in ports)}]")
         lines.append(f"    targets: [{', '.join(json.dumps(t) for t in targets)}]")
+        # like the HAProxy and NGINX configs here: no active checks
+        lines.append("    health_check: false")
     return "\n".join(lines) + "\n"
 
 
@@ -298,14 +352,18 @@ def measure_setup(kind, procs, tmp, secs, tag):
     try:
         for streams in (1, 8):
             c0 = cpu_ticks(p.pid) if p else 0
-            it = iperf(ports[0], streams, secs)
+            with Background() as bg:
+                it = iperf(ports[0], streams, secs)
             c1 = cpu_ticks(p.pid) if p else 0
             it["cpu_s"] = (c1 - c0) / CLK_TCK if p else None
+            it["background_pct"] = bg.pct
             res[f"iperf{streams}"] = it
         c0 = cpu_ticks(p.pid) if p else 0
-        sp = sockperf(ports[1], secs)
+        with Background() as bg:
+            sp = sockperf(ports[1], secs)
         c1 = cpu_ticks(p.pid) if p else 0
         sp["cpu_s"] = (c1 - c0) / CLK_TCK if p else None
+        sp["background_pct"] = bg.pct
         res["sockperf"] = sp
         if p and p.poll() is not None:
             raise RuntimeError(f"{kind} exited during the run: {tail(p.bench_log)}")
@@ -333,6 +391,8 @@ def summarize(runs):
     rts = sum(r["sockperf"]["round_trips"] for r in runs)
     s["cpu_per_100k_rt"] = sum(cpu) / (rts / 1e5) if cpu[0] is not None else None
     s["round_trips"] = rts
+    bg = [r[k]["background_pct"] for r in runs for k in ("iperf1", "iperf8", "sockperf")]
+    s["background_pct_median"], s["background_pct_max"] = statistics.median(bg), max(bg)
     return s
 
 
@@ -451,6 +511,8 @@ def main():
     ap.add_argument("--reload-rounds", type=int, default=3)
     ap.add_argument("--only", default="", help="comma list of setups (debugging)")
     ap.add_argument("--skip-reload", action="store_true")
+    ap.add_argument("--quiet-wait", type=float, default=120,
+                    help="seconds in all to wait for other processes on the machine to go quiet")
     a = ap.parse_args()
 
     # as many fds as we may have (HAProxy binds one per port)
@@ -486,11 +548,16 @@ def main():
         time.sleep(0.5)   # iperf3 and sockperf servers listening
 
         runs = {s: [] for s in setups}
+        quiet_budget = a.quiet_wait
         for rep in range(a.repeat):
             for s in list(setups):
                 if s in results["not_run"]:
                     continue
                 log(f"run {rep + 1}/{a.repeat}: {s}")
+                if quiet_budget > 0:
+                    t = time.monotonic()
+                    wait_quiet(min(20, quiet_budget))
+                    quiet_budget -= time.monotonic() - t
                 try:
                     r = measure_setup(s, procs, a.tmp, a.secs, f"r{rep}")
                 except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -498,7 +565,8 @@ def main():
                     results["not_run"][s] = str(e)
                     continue
                 log(f"  {s}: {r['iperf1']['gbps']:.2f} / {r['iperf8']['gbps']:.2f} Gbit/s, "
-                    f"p50 {r['sockperf']['p50']} us")
+                    f"p50 {r['sockperf']['p50']} us; background CPU "
+                    f"{max(r[k]['background_pct'] for k in ('iperf1', 'iperf8', 'sockperf')):.0f}%")
                 runs[s].append(r)
         results["raw"] = runs
         for s in setups:

@@ -76,6 +76,7 @@ def main():
     w("- Each proxy is pinned to CPU 1 (`taskset -c 1`) with one worker: pandit `workers: 1`, HAProxy "
       "`nbthread 1`, NGINX `worker_processes 1`. iperf3, sockperf (clients and servers) and the echo backends "
       "are pinned to CPU 0. Proxies run one at a time, each with its own config in a scratch directory; "
+      "active health checks are off everywhere (pandit `health_check: false`, HAProxy servers without `check`); "
       "every setting not named here is the proxy's default (HAProxy and NGINX without tuning).")
     w(f"- Throughput: `iperf3 -c 127.0.0.1 -p PROXYPORT -t {r['secs']} -P N` (control and data connections "
       "both through the proxy), Gbit/s as received by the server.")
@@ -87,12 +88,17 @@ def main():
     w(f"- Each setup was measured {r['repeat']} time{'s' if r['repeat'] != 1 else ''}, interleaved with the others; the table shows the median "
       "(all throughput runs are listed below it); CPU figures are totals over all repetitions divided by the "
       "total bytes or round trips.")
+    w("- The machine is shared: the last column is the CPU that processes outside the benchmark used during "
+      "the measurements (busy time from /proc/stat, steal included, minus the benchmark's own processes), "
+      "as a hint of how much the numbers may be disturbed. Before each setup the run waits (bounded) for "
+      "that load to drop below 15% of a CPU.")
     w("")
     w("## Throughput, latency, CPU")
     w("")
     w("| setup | iperf3 1 stream (Gbit/s) | iperf3 8 streams (Gbit/s) | RTT p50 (us) | p99 (us) | p99.9 (us) "
-      "| added p50 vs direct (us) | proxy CPU s per GB (1 / 8 streams) | proxy CPU s per 100k round trips |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "| added p50 vs direct (us) | proxy CPU s per GB (1 / 8 streams) | proxy CPU s per 100k round trips "
+      "| other load on the machine, % of a CPU (median / max) |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     dat = ["# setup gbps1 gbps8 p50 p99 p999"]
     for s in ORDER:
         if s in S:
@@ -100,10 +106,11 @@ def main():
             added = f(x["p50"] - d["p50"], 1) if d and s != "direct" else "-"
             cpu = "-" if x["cpu_per_gb1"] is None else f"{f(x['cpu_per_gb1'], 3)} / {f(x['cpu_per_gb8'], 3)}"
             w(f"| {LABELS[s]} | {f(x['gbps1'])} | {f(x['gbps8'])} | {f(x['p50'], 1)} | {f(x['p99'], 1)} | "
-              f"{f(x['p999'], 1)} | {added} | {cpu} | {f(x['cpu_per_100k_rt'], 3)} |")
+              f"{f(x['p999'], 1)} | {added} | {cpu} | {f(x['cpu_per_100k_rt'], 3)} | "
+              f"{f(x['background_pct_median'], 0)} / {f(x['background_pct_max'], 0)} |")
             dat.append(f"\"{s}\" {x['gbps1']:.3f} {x['gbps8']:.3f} {x['p50']:.3f} {x['p99']:.3f} {x['p999']:.3f}")
         elif s in r["not_run"]:
-            w(f"| {LABELS[s]} | not run | | | | | | | |")
+            w(f"| {LABELS[s]} | not run | | | | | | | | |")
     w("")
     for s in ORDER:
         if s in S:
