@@ -166,6 +166,8 @@ static void index_put(struct steer *s, size_t i)
 
 static void index_rebuild(struct steer *s)
 {
+	if (!s->h_cap)
+		return;
 	memset(s->idx, 0, s->h_cap * sizeof(*s->idx));
 	for (size_t i = 0; i < s->m_n; i++)
 		index_put(s, i);

@@ -926,6 +926,36 @@ static void test_sync_large(void **state)
 	expect_stats(&st, 1, 0, n - 1);
 	printf("  sync one changed entry in %zu (again): %.3f ms\n", n, ms(st.elapsed_ns));
 
+	/* cost of one steering decision with the trie this full (printed only) */
+	int l6 = tcp_listener(AF_INET6, 0, false);
+	assert_int_equal(steer_set_listener(s, l6), 0);
+	const struct fixture probes[] = {
+		{ "IPv4, /24 rule", AF_INET, IPPROTO_TCP, "10.20.30.40", 44444, SK_PASS,
+		  PANDIT_STEER_ASSIGNED, true },
+		{ "IPv6, /64 rule", AF_INET6, IPPROTO_TCP, "fd00:1:2:3::9", 44444, SK_PASS,
+		  PANDIT_STEER_ASSIGNED, true },
+		{ "IPv4, any-address rule", AF_INET, IPPROTO_TCP, "127.0.0.1", 44444, SK_PASS,
+		  PANDIT_STEER_ASSIGNED, true },
+	};
+	for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+		struct bpf_sk_lookup in;
+		memset(&in, 0, sizeof(in));
+		in.family = (uint32_t)probes[i].family;
+		in.protocol = IPPROTO_TCP;
+		in.local_port = probes[i].local_port;
+		in.remote_port = htons(40000);
+		if (in.family == AF_INET)
+			inet_pton(AF_INET, probes[i].local_ip, &in.local_ip4);
+		else
+			inet_pton(AF_INET6, probes[i].local_ip, in.local_ip6);
+		LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &in, .ctx_size_in = sizeof(in),
+			    .repeat = 100000);
+		assert_int_equal(bpf_prog_test_run_opts(steer_prog_fd(s), &o), 0);
+		assert_int_equal(o.retval, SK_PASS);
+		printf("  one lookup in %zu entries (%s): %u ns\n", n, probes[i].desc, o.duration);
+	}
+	close(l6);
+
 	/* more than the map holds is refused up front */
 	struct steer_entry *huge = calloc(PANDIT_STEER_MAX_ENTRIES + 1, sizeof(*huge));
 	assert_non_null(huge);
