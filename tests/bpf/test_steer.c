@@ -1009,6 +1009,14 @@ static int unprivileged_child(struct steer *s, struct steer_entry *e, size_t n)
 		return 14;
 	if (steer_read_counters(s, &c))
 		return 15;
+	/* replacing the listener (say, a worker restarted) needs no privilege either */
+	int l = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = in6addr_any };
+	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 16))
+		return 16;
+	if (steer_set_listener(s, l) || steer_set_listener(s, -1))
+		return 17;
+	close(l);
 	return 0;
 }
 
