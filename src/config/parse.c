@@ -482,12 +482,33 @@ static int j_value(struct jrd *j)
 	}
 }
 
+/* Sizes the arrays once from the input length (every scalar is shorter
+ * than its text plus a delimiter; a node takes at least two bytes of
+ * text), so big files are read without reallocating. */
+static int reserve(struct ytree *t, size_t len)
+{
+	size_t nodes = len / 6 + 16, strs = len + 16;
+	if (nodes > UINT32_MAX || strs > UINT32_MAX)
+		return -ENOMEM;
+	t->nodes = malloc(nodes * sizeof(*t->nodes));
+	t->strs = malloc(strs);
+	if (!t->nodes || !t->strs) {
+		ytree_free(t);
+		return -ENOMEM;
+	}
+	t->cap = nodes;
+	t->scap = strs;
+	return 0;
+}
+
 int ytree_parse_json(struct ytree *t, const char *buf, size_t len)
 {
 	struct jrd j = { .t = t, .p = buf, .end = buf + len, .line = 1, .line_start = buf };
 	j_ws(&j);
 	int r = J_GIVE_UP;
 	if (j.p < j.end && *j.p == '{') {
+		if (reserve(t, len))
+			return -ENOMEM;
 		r = j_container(&j, true);
 		if (r == 0) {
 			j_ws(&j);

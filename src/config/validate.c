@@ -895,7 +895,17 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 
 	cfg_app_defaults(a);
 	a->mark = nmark(c, i);
-	snprintf(an, sizeof(an), "#%zu", pos);	/* until the name is known */
+	/* "#pos" until the name is known (by hand: snprintf is slow in this loop) */
+	{
+		char digits[24];
+		size_t nd = 0, o = 0;
+		for (size_t p = pos; p || !nd; p /= 10)
+			digits[nd++] = (char)('0' + p % 10);
+		an[o++] = '#';
+		while (nd)
+			an[o++] = digits[--nd];
+		an[o] = '\0';
+	}
 	map_fields(c, i, app_keys, A_N, v, "in an app");
 
 	if (!v[A_NAME]) {
