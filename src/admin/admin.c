@@ -202,35 +202,48 @@ static void client_error(struct admin_client *c, int status, bool head_only)
 	client_respond(c, status, "text/plain; charset=utf-8", body, (size_t)n, head_only);
 }
 
-/* Frames c->body as one chunk of a chunked body into c->out (the last
- * chunk also gets the terminating zero-length chunk). */
-static void frame_chunk(struct admin_client *c, bool last)
+/* Frames c->body as one chunk of a chunked body into c->out. */
+static void frame_chunk(struct admin_client *c)
 {
-	if (c->body.len)
-		sbuf_printf(&c->out, "%zx\r\n", c->body.len);
+	if (!c->body.len)
+		return;	/* a zero-length chunk would end the body */
+	sbuf_printf(&c->out, "%zx\r\n", c->body.len);
 	sbuf_append(&c->out, c->body.data, c->body.len);
-	if (c->body.len)
-		sbuf_puts(&c->out, "\r\n");
-	if (last)
-		sbuf_puts(&c->out, "0\r\n\r\n");
+	sbuf_puts(&c->out, "\r\n");
 }
 
-/* Renders the next step of a streamed body into c->out. Returns false on
+/* Renders the next step of a streamed body straight into c->out, behind a
+ * fixed-width chunk-size line patched afterwards (leading zeros are valid
+ * chunk-size digits), so a client holds one buffer. Returns false on
  * allocation failure. */
 static bool client_refill(struct admin_client *c)
 {
+	static const char placeholder[] = "00000000\r\n";
+	const size_t ph = sizeof(placeholder) - 1;
 	sbuf_reset(&c->out);
-	sbuf_reset(&c->body);
 	c->out_off = 0;
-	bool done = stats_render_step(&c->render, &c->body, ADMIN_CHUNK);
-	if (done && c->json)
-		sbuf_puts(&c->body, "\n");
-	if (c->body.oom)
-		return false;
 	if (c->chunked)
-		frame_chunk(c, done);
-	else
-		sbuf_append(&c->out, c->body.data, c->body.len);
+		sbuf_append(&c->out, placeholder, ph);
+	size_t start = c->out.len;
+	bool done = stats_render_step(&c->render, &c->out, start + ADMIN_CHUNK);
+	if (done && c->json)
+		sbuf_puts(&c->out, "\n");
+	if (c->out.oom)
+		return false;
+	if (c->chunked) {
+		size_t n = c->out.len - start;
+		if (n) {
+			if (n >> 32)
+				return false;	/* cannot happen: a step is far below 4 GiB */
+			for (size_t i = ph - 2; i-- > 0; n >>= 4)
+				c->out.data[i] = "0123456789abcdef"[n & 15];
+			sbuf_puts(&c->out, "\r\n");
+		} else {
+			c->out.len = 0;
+		}
+		if (done)
+			sbuf_puts(&c->out, "0\r\n\r\n");
+	}
 	if (done)
 		client_release_render(c);
 	return !c->out.oom;
@@ -279,9 +292,10 @@ static void client_stats(struct admin_client *c, const struct http_req *req, boo
 		return;
 	c->streaming = true;
 	if (c->chunked)
-		frame_chunk(c, false);
+		frame_chunk(c);
 	else
 		sbuf_append(&c->out, c->body.data, c->body.len);
+	sbuf_free(&c->body);	/* the next steps render into c->out */
 }
 
 static const char index_page[] =
@@ -369,6 +383,8 @@ static void client_start_linger(struct admin_client *c)
 		return;
 	}
 	c->state = CLIENT_LINGER;
+	sbuf_free(&c->out);
+	sbuf_free(&c->body);
 	client_arm(c, a->loop.now + (uint64_t)a->opts.linger_ms * 1000000ull);
 	client_linger_drain(c);
 }
@@ -417,9 +433,8 @@ static void client_flush(struct admin_client *c)
 
 static void client_read(struct admin_client *c)
 {
-	for (;;) {
-		if (c->in_len == sizeof(c->in))
-			break;	/* full: the parser decides below (414 or 431) */
+	bool eof = false;
+	while (c->in_len < sizeof(c->in)) {	/* when full, the parser decides (414 or 431) */
 		ssize_t n = recv(c->io.fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
 		if (n > 0) {
 			c->in_len += (size_t)n;
@@ -429,14 +444,20 @@ static void client_read(struct admin_client *c)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
-		/* EOF or reset before a whole head: nobody to answer */
-		client_close(c);
-		return;
+		if (n < 0) {
+			client_close(c);	/* reset: nobody to answer */
+			return;
+		}
+		eof = true;	/* a client may send its request and shut its side */
+		break;
 	}
 	struct http_req req;
 	int r = http_req_parse(c->in, c->in_len, &req);
-	if (r == -EAGAIN)
+	if (r == -EAGAIN) {
+		if (eof)
+			client_close(c);	/* the head will never be complete */
 		return;
+	}
 	ev_timer_stop(&c->adm->loop, &c->timer);
 	if (r > 0)
 		client_error(c, r, false);

@@ -513,6 +513,19 @@ static void test_admin_routes(void **state)
 		resp_free(&r);
 	}
 
+	/* a client that shuts its side right after the request is still answered */
+	{
+		int fd = dial(w->port);
+		send_all(fd, "GET / HTTP/1.0\r\n\r\n", 18);
+		assert_int_equal(shutdown(fd, SHUT_WR), 0);
+		memset(&r, 0, sizeof(r));
+		assert_int_equal(read_all(fd, &r.raw, 65536), 0);
+		close(fd);
+		resp_parse(&r);
+		assert_int_equal(r.status, 200);
+		resp_free(&r);
+	}
+
 	/* a head over 8 KiB */
 	char *big = head_of_size(HTTP_REQ_MAX_HEAD + 500);
 	exchange(w->port, big, 0, &r, 65536);
