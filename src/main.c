@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin/admin.h"
 #include "config/config.h"
 #include "control/control.h"
 #include "core/log.h"
@@ -125,6 +126,18 @@ static int parse_args(int argc, char **argv, struct options *o)
 	return 0;
 }
 
+/* admin_source callbacks: the admin thread reads what the control thread owns */
+static struct rt_snapshot *admin_snapshot_get(void *ctx)
+{
+	return control_snapshot(ctx);
+}
+
+static int admin_steer_counters(void *ctx, struct steer_counters *out)
+{
+	struct control *c = ctx;
+	return c->steer ? steer_read_counters(c->steer, out) : -ENOENT;
+}
+
 static int load_config(const struct options *o, struct cfg **cfg)
 {
 	struct cfg_errors errs = { 0 };
@@ -188,6 +201,8 @@ int main(int argc, char **argv)
 	struct rt_snapshot *snap = NULL;
 	struct control ctl;
 	bool ctl_ready = false;
+	int admin_fd = -1;
+	struct admin *admin = NULL;
 	uint32_t started = 0, inited = 0;
 	if (!fds || !workers)
 		goto out;
@@ -219,6 +234,11 @@ int main(int argc, char **argv)
 		goto out;
 	ctl_ready = true;
 	atomic_store(&stats_global.generation, snap->generation);
+	if (cfg->admin_len) {
+		admin_fd = admin_listen((const struct sockaddr *)&cfg->admin, cfg->admin_len);
+		if (admin_fd < 0)
+			goto out;
+	}
 
 	if (user && priv_drop(user) < 0)
 		goto out;
@@ -227,6 +247,18 @@ int main(int argc, char **argv)
 
 	if (target_threads_start() < 0)
 		goto out;
+	if (admin_fd >= 0) {
+		struct admin_source src = {
+			.snapshot_get = admin_snapshot_get,
+			.snapshot_put = rt_snapshot_put,
+			.steer_counters = admin_steer_counters,
+			.ctx = &ctl,
+		};
+		int fd = admin_fd;
+		admin_fd = -1;	/* admin_start owns it, also on failure */
+		if (admin_start(fd, &src, NULL, &admin) < 0)
+			goto out;
+	}
 	for (; started < n_workers; started++)
 		if (worker_start(&workers[started]) < 0)
 			goto out;
@@ -236,6 +268,10 @@ int main(int argc, char **argv)
 	snap = NULL;
 	rc = control_run(&ctl) < 0 ? 1 : 0;
 out:
+	if (admin)
+		admin_stop(admin);
+	if (admin_fd >= 0)
+		close(admin_fd);
 	for (uint32_t i = 0; i < started; i++)
 		worker_stop(&workers[i]);
 	target_threads_stop();

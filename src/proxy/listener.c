@@ -37,8 +37,12 @@ static int listener_group_open_family(uint32_t n, int *fds, int family)
 	memset(&ss, 0, sizeof(ss));
 	if (family == AF_INET6) {
 		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+		/* [::] with IPV6_V6ONLY off: the one kind of socket sk_lookup may
+		 * assign both IPv4 and IPv6 connections to (a socket bound to
+		 * [::1] counts as IPv6-only). Connections made to its own
+		 * ephemeral port match no app and are closed. */
 		in6->sin6_family = AF_INET6;
-		in6->sin6_addr = in6addr_loopback;
+		in6->sin6_addr = in6addr_any;
 		len = sizeof(*in6);
 	} else {
 		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
@@ -71,7 +75,7 @@ int listener_group_open(uint32_t n, int *fds)
 	int err = listener_group_open_family(n, fds, AF_INET6);
 	if (err == 0)
 		return 0;
-	log_info("no IPv6 loopback listener (%s), using 127.0.0.1: IPv6 clients will not be steered",
+	log_info("no dual-stack IPv6 listener (%s), using 127.0.0.1: IPv6 clients will not be steered",
 		 strerror(-err));
 	err = listener_group_open_family(n, fds, AF_INET);
 	if (err < 0)
