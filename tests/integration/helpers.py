@@ -544,20 +544,25 @@ class Pandit:
     directory (world-readable: the daemon reads it again after dropping to
     nobody). stderr goes to a log file, stdout lines (SIGUSR1) to a queue."""
 
-    def __init__(self, ns, config, fmt="yaml", admin=("127.0.0.1", 9900), args=()):
+    def __init__(self, ns, config, fmt="yaml", admin=("127.0.0.1", 9900), args=(), relative=False):
+        """config None: no -c (quick mode, args say the rest); relative: run
+        in the config's directory and name the file without a directory."""
         self.ns = ns
         self.dir = Path(tempfile.mkdtemp(prefix="pandit-it-"))
         os.chmod(self.dir, 0o755)
         self.fmt = fmt
         self.path = self.dir / ("pandit.yaml" if fmt == "yaml" else "pandit.json")
         self.admin = admin
-        self.write_file(self.path, self.render(config))
+        cfg_args = []
+        if config is not None:
+            self.write_file(self.path, self.render(config))
+            cfg_args = ["-c", self.path.name if relative else str(self.path)]
         self.log_path = self.dir / "pandit.log"
         self.log_file = open(self.log_path, "wb")
         self.lines = queue.Queue()
-        argv = ns.exec_argv([str(PANDIT), "-c", str(self.path), *args])
+        argv = ns.exec_argv([str(PANDIT), *cfg_args, *args])
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self.log_file)
+                                     stderr=self.log_file, cwd=self.dir)
         self.pid = self.proc.pid  # `ip netns exec` execs the command in place
         self.expect_exit = False
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)
@@ -612,7 +617,8 @@ class Pandit:
         def ready():
             self._check_alive()
             return self.stats()
-        wait_until(ready, timeout, 0.1, "pandit's admin endpoint")
+        if self.admin is not None:
+            wait_until(ready, timeout, 0.1, "pandit's admin endpoint")
         for port in probe_ports:
             def up(port=port):
                 self._check_alive()

@@ -138,3 +138,22 @@ def test_no_target_up_closes_the_client(ns, start_pandit):
     wait_until(lambda: failed("alldead") >= 10 and failed("unres") >= 5, 10,
                what="the failed counters to count the closed clients")
     assert (failed("alldead"), failed("unres")) == (10, 5)
+
+
+def test_failover_past_a_target_that_does_not_answer(ns, backends, start_pandit):
+    """A target whose SYNs go unanswered (an address behind a veth nobody
+    answers ARP on): the connect times out and the next target serves."""
+    import secrets
+    x = secrets.randbelow(200) + 20
+    ns.ip("link", "add", "bh0", "type", "veth", "peer", "name", "bh1")
+    ns.ip("addr", "add", f"10.{x}.77.1/24", "dev", "bh0")
+    ns.ip("link", "set", "bh0", "up")
+    ns.ip("link", "set", "bh1", "up")
+    silent = f"10.{x}.77.5:80"
+    good = backends.add("answers", "banner")
+    p = start_pandit(base_config([app("slow", [13300], [silent, good], connect_timeout="300ms",
+                                      connect_attempts=2)]))
+    got = collections.Counter(banner_of(ns, "127.0.0.1", 13300, timeout=15) for _ in range(6))
+    assert got == {"answers": 6}, got
+    t = find_target(find_app(p.stats(), "slow"), silent)
+    assert t["failed"] >= 1 and t["connections"] == 0, t

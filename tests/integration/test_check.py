@@ -176,3 +176,13 @@ def test_flyio_file_serves(ns, backends, start_pandit):
     assert seen == {"fly1", "fly2"}
     assert banner_of(ns, "127.0.0.1", 18002) == "fly2"
     assert sorted(a["name"] for a in p.stats()["apps"]) == ["fly", "other"]
+
+
+def test_quick_mode_proxies_one_port(ns, backends, start_pandit):
+    b = backends.add("quick", "banner")
+    start_pandit(None, args=["--listen", ":18100", "--forward", b.target], admin=None,
+                 probe_ports=[18100])
+    assert {banner_of(ns, "127.0.0.1", 18100) for _ in range(3)} == {"quick"}
+    assert banner_of(ns, "::1", 18100) == "quick"
+    with pytest.raises(ConnectionRefusedError):
+        banner_of(ns, "127.0.0.1", 18101)

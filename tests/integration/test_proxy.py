@@ -117,3 +117,31 @@ def test_idle_timeout_closes_silent_connections(ns, backends, start_pandit):
             assert s.recv(1) == b""  # closed by pandit after being idle
         except ConnectionResetError:
             pass
+
+
+def _ss(ns):
+    import subprocess
+    r = subprocess.run(ns.exec_argv(["ss", "-tnoH", "state", "established"]), capture_output=True,
+                       text=True, timeout=10, check=True)
+    return r.stdout.splitlines()
+
+
+def test_keepalive_is_set_on_both_sides(ns, backends, start_pandit):
+    b = backends.add("ka", "banner")
+    start_pandit(base_config([app("ka", [17400], [b], keepalive={"idle": "7s", "interval": "3s", "count": 4}),
+                              app("noka", [17401], [b], keepalive=False)]))
+    with ns.connect("127.0.0.1", 17400) as s, ns.connect("127.0.0.1", 17401) as s2:
+        assert recv_line(s) == "ka" and recv_line(s2) == "ka"
+        cport, cport2 = s.getsockname()[1], s2.getsockname()[1]
+        lines = _ss(ns)
+        # pandit's accepted socket: local :17400, peer the client's port
+        # (a dual-stack listener shows it as [::ffff:127.0.0.1]:17400)
+        acc = [ln for ln in lines if ln.split()[2].endswith(":17400") and ln.split()[3].endswith(f":{cport}")]
+        assert len(acc) == 1, lines
+        assert "keepalive" in acc[0], acc[0]
+        acc2 = [ln for ln in lines if ln.split()[2].endswith(":17401") and ln.split()[3].endswith(f":{cport2}")]
+        assert len(acc2) == 1 and "keepalive" not in acc2[0], acc2
+        # pandit's upstream sockets: peer is the backend; the one with keepalive exists
+        up = [ln for ln in lines if ln.split()[3] == b.target and ln.split()[2] != f"127.0.0.1:{cport}"]
+        assert len(up) >= 2, up  # (a health check may be connected too)
+        assert sum("keepalive" in ln for ln in up) == 1, up

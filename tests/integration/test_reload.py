@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import (app, banner_of, base_config, echo_check, recv_all, recv_line,
+from helpers import (app, banner_of, base_config, config_apps, echo_check, recv_all, recv_line, stats_apps,
                      wait_until)
 
 
@@ -280,3 +280,52 @@ def test_reload_moves_ports_between_apps(ns, backends, start_pandit):
     assert banner_of(ns, "127.0.0.1", 14800) == "B"
     assert banner_of(ns, "127.0.0.1", 14801) == "A"
     assert {banner_of(ns, "127.0.0.1", port) for port in range(14810, 14820)} == {"B"}
+
+
+def test_reload_with_a_relative_config_path(ns, backends, start_pandit):
+    """-c pandit.yaml (no directory): the watch is on the working directory."""
+    b1, b2 = backends.add("rel1", "banner"), backends.add("rel2", "banner")
+    p = start_pandit(base_config([app("rel", [14900], [b1])]), relative=True, probe_ports=[14900])
+    p.write_config(base_config([app("rel", [14900], [b2])]), how="rename")
+    assert banner_of(ns, "127.0.0.1", 14900) == "rel2"
+    p.write_config(base_config([app("rel", [14900], [b1]), app("rel2", [14901], [b2])]), how="inplace")
+    assert banner_of(ns, "127.0.0.1", 14900) == "rel1"
+    assert banner_of(ns, "127.0.0.1", 14901) == "rel2"
+
+
+def test_a_storm_of_writes_ends_on_the_last_config(ns, backends, start_pandit):
+    """30 writes without waiting, by rename and in place: whatever pandit
+    makes of the ones in between, it settles on the last one and lives."""
+    bs = [backends.add(f"s{i}", "banner") for i in range(3)]
+    p = start_pandit(base_config([app("storm", [14950], [bs[0]])]), probe_ports=[14950])
+    last = None
+    for i in range(30):
+        last = base_config([app("storm", [14950], [bs[i % 3]]), app(f"extra{i}", [14960 + i % 5], [bs[0]])])
+        p.write_config(last, how="rename" if i % 2 else "inplace", expect=None)
+    wait_until(lambda: stats_apps(p.stats()) == config_apps(last), 15, 0.1,
+               what="pandit to settle on the last config")
+    assert banner_of(ns, "127.0.0.1", 14950) == bs[29 % 3].name
+    assert banner_of(ns, "127.0.0.1", 14960 + 29 % 5) == "s0"
+
+
+def test_reload_changes_an_apps_limit(ns, backends, start_pandit):
+    b = backends.add("lim", "banner")
+    p = start_pandit(base_config([app("lim", [14990], [b], max_connections=1)]), probe_ports=[14990])
+    held = [ns.connect("127.0.0.1", 14990)]
+    try:
+        assert recv_line(held[0]) == "lim"
+        extra = ns.connect("127.0.0.1", 14990, timeout=15)
+        try:
+            assert extra.recv(10) == b""
+        except ConnectionResetError:
+            pass
+        extra.close()
+        p.write_config(base_config([app("lim", [14990], [b], max_connections=3)]))
+        for _ in range(2):
+            s = ns.connect("127.0.0.1", 14990)
+            held.append(s)
+            assert recv_line(s) == "lim"
+        echo_check(held[0], b"the first one is still there\n")
+    finally:
+        for s in held:
+            s.close()
