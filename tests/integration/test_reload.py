@@ -311,6 +311,8 @@ def test_a_storm_of_writes_ends_on_the_last_config(ns, backends, start_pandit):
 def test_reload_changes_an_apps_limit(ns, backends, start_pandit):
     b = backends.add("lim", "banner")
     p = start_pandit(base_config([app("lim", [14990], [b], max_connections=1)]), probe_ports=[14990])
+    # the probe's slot is given back once pandit has seen its close
+    wait_until(lambda: p.stats()["connections"]["active"] == 0, 10, what="the probe to be closed")
     held = [ns.connect("127.0.0.1", 14990)]
     try:
         assert recv_line(held[0]) == "lim"
