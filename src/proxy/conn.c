@@ -2,6 +2,7 @@
 #include "proxy/conn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -54,14 +55,12 @@ static bool io_would_block(int err)
 	return err == EAGAIN || err == EWOULDBLOCK;
 }
 
-/* Moves bytes from `from` to `to` through buf until neither side can make
- * progress. Returns PUMP_ABORT on a socket error (reset, EPIPE...). */
-static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn_side *to,
-			     struct conn_buf *buf, _Atomic uint64_t *app_bytes,
-			     _Atomic uint64_t *target_bytes)
+/* Copy path: recv() into the buffer, send() from it, until neither side
+ * can make progress. Returns 0, or -1 on a socket error (reset, EPIPE...). */
+static int move_copy(struct conn *c, struct conn_side *from, struct conn_side *to,
+		     struct conn_buf *buf, uint64_t *moved)
 {
 	struct buf_pool *pool = &c->w->pool;
-	uint64_t moved = 0;
 	for (;;) {
 		bool progress = false;
 		if (buf->tail > buf->head && to->writable) {
@@ -69,23 +68,20 @@ static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn
 					 MSG_NOSIGNAL | MSG_DONTWAIT);
 			if (n > 0) {
 				buf->head += (uint32_t)n;
-				moved += (uint64_t)n;
+				*moved += (uint64_t)n;
 				progress = true;
 				if (buf->head == buf->tail)
 					buf->head = buf->tail = 0;
 			} else if (n < 0 && io_would_block(errno)) {
 				to->writable = false;
 			} else if (n < 0 && errno != EINTR) {
-				goto abort;
+				return -1;
 			}
 		}
 		if (!from->eof && from->readable) {
-			if (!buf->data) {
-				buf->data = buf_pool_get(pool);
-				if (!buf->data) {
-					log_warn("out of memory for a connection buffer");
-					goto abort;
-				}
+			if (!buf->data && !(buf->data = buf_pool_get(pool))) {
+				log_warn("out of memory for a connection buffer");
+				return -1;
 			}
 			if (buf->tail == pool->size && buf->head > 0) {
 				memmove(buf->data, buf->data + buf->head, buf->tail - buf->head);
@@ -104,37 +100,111 @@ static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn
 				} else if (io_would_block(errno)) {
 					from->readable = false;
 				} else if (errno != EINTR) {
-					goto abort;
+					return -1;
 				}
 			}
 		}
 		if (!progress)
-			break;
+			return 0;
 	}
+}
+
+/* Splice path: the bytes go socket -> pipe -> socket inside the kernel,
+ * never copied to userspace. Same contract as move_copy. */
+static int move_splice(struct conn *c, struct conn_side *from, struct conn_side *to,
+		       struct conn_buf *buf, uint64_t *moved)
+{
+	struct pipe_pool *pipes = &c->w->pipes;
+	const unsigned flags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+	for (;;) {
+		bool progress = false;
+		if (buf->pipe_len && to->writable) {
+			ssize_t n = splice(buf->pipe[0], NULL, to->io.fd, NULL, buf->pipe_len, flags);
+			if (n > 0) {
+				buf->pipe_len -= (uint32_t)n;
+				*moved += (uint64_t)n;
+				progress = true;
+			} else if (n < 0 && io_would_block(errno)) {
+				to->writable = false;
+			} else if (n < 0 && errno != EINTR) {
+				return -1;
+			}
+		}
+		if (!from->eof && from->readable && buf->pipe_len < pipes->size) {
+			if (buf->pipe[0] < 0 && pipe_pool_get(pipes, buf->pipe) < 0) {
+				log_warn("pipe2() failed: %s", strerror(errno));
+				return -1;
+			}
+			ssize_t n = splice(from->io.fd, NULL, buf->pipe[1], NULL,
+					   pipes->size - buf->pipe_len, flags);
+			if (n > 0) {
+				buf->pipe_len += (uint32_t)n;
+				progress = true;
+			} else if (n == 0) {
+				from->eof = true;
+				progress = true;
+			} else if (io_would_block(errno)) {
+				/* With bytes in the pipe, EAGAIN may mean the pipe ran out
+				 * of slots rather than the socket of data: keep the side
+				 * readable and try again once the pipe drained. */
+				if (!buf->pipe_len)
+					from->readable = false;
+			} else if (errno != EINTR) {
+				return -1;
+			}
+		}
+		if (!progress)
+			return 0;
+	}
+}
+
+static bool conn_buf_empty(const struct conn_buf *b)
+{
+	return b->tail == b->head && b->pipe_len == 0;
+}
+
+/* Gives an empty buffer or pipe back to the worker's pools. */
+static void conn_buf_release(struct worker *w, struct conn_buf *b)
+{
+	if (b->data && b->tail == b->head) {
+		buf_pool_put(&w->pool, b->data);
+		b->data = NULL;
+		b->head = b->tail = 0;
+	}
+	if (b->pipe[0] >= 0 && b->pipe_len == 0)
+		pipe_pool_put(&w->pipes, b->pipe);
+}
+
+/* Moves what can be moved from `from` to `to` through buf and, once the
+ * connection is up, passes a FIN on after the last byte before it. While
+ * connecting, `to` is not writable: this only reads ahead (bounded). */
+static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn_side *to,
+			     struct conn_buf *buf, _Atomic uint64_t *app_bytes,
+			     _Atomic uint64_t *target_bytes)
+{
+	uint64_t moved = 0;
+	/* bytes read ahead by copy stay on the copy path until written */
+	bool use_splice = c->w->splice && !buf->data;
+	int r = use_splice ? move_splice(c, from, to, buf, &moved)
+			   : move_copy(c, from, to, buf, &moved);
 	if (moved) {
 		stats_add(app_bytes, moved);
 		stats_add(target_bytes, moved);
 		c->last_active = c->w->loop.now;
 	}
-	if (buf->data && buf->tail == buf->head) {
-		buf_pool_put(pool, buf->data);
-		buf->data = NULL;
-		buf->head = buf->tail = 0;
+	if (r < 0) {
+		log_debug("app %s: connection aborted: %s", c->app->cfg->name, strerror(errno));
+		return PUMP_ABORT;
 	}
-	/* the peer's FIN is passed on once everything before it was written */
-	if (from->eof && !buf->data && !to->shut) {
+	conn_buf_release(c->w, buf);
+	if (c->state != CONN_RELAY)
+		return PUMP_OK;
+	if (from->eof && conn_buf_empty(buf) && !to->shut) {
 		if (shutdown(to->io.fd, SHUT_WR) < 0 && errno != ENOTCONN)
-			goto abort;
+			return PUMP_ABORT;
 		to->shut = true;
 	}
 	return (from->eof && to->shut) ? PUMP_DONE : PUMP_OK;
-abort:
-	if (moved) {
-		stats_add(app_bytes, moved);
-		stats_add(target_bytes, moved);
-	}
-	log_debug("app %s: connection aborted: %s", c->app->cfg->name, strerror(errno));
-	return PUMP_ABORT;
 }
 
 /* Runs both directions; frees the connection when it is over. */
@@ -155,29 +225,6 @@ static void conn_relay(struct conn *c)
 	}
 	if (a == PUMP_DONE && b == PUMP_DONE)
 		conn_free(c, false);
-}
-
-/* While connecting upstream, the client's first bytes are read ahead into
- * c2u (bounded by the buffer): they are sent once the upstream is up. */
-static bool conn_read_ahead(struct conn *c)
-{
-	struct conn_side *cli = &c->cli;
-	struct buf_pool *pool = &c->w->pool;
-	while (!cli->eof && cli->readable && c->c2u.tail < pool->size) {
-		if (!c->c2u.data && !(c->c2u.data = buf_pool_get(pool)))
-			return false;
-		ssize_t n = recv(cli->io.fd, c->c2u.data + c->c2u.tail, pool->size - c->c2u.tail,
-				 MSG_DONTWAIT);
-		if (n > 0)
-			c->c2u.tail += (uint32_t)n;
-		else if (n == 0)
-			cli->eof = true;
-		else if (io_would_block(errno))
-			cli->readable = false;
-		else if (errno != EINTR)
-			return false;
-	}
-	return true;
 }
 
 /* --- timers ----------------------------------------------------------------- */
@@ -269,7 +316,10 @@ static void conn_cli_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 	struct conn *c = container_of(io, struct conn, cli.io);
 	side_mark(&c->cli, events);
 	if (c->state == CONN_CONNECTING) {
-		if (!conn_read_ahead(c))
+		/* read ahead, bounded by the buffer, until the upstream is up */
+		struct rt_app_target *at = conn_target(c);
+		if (pump(c, &c->cli, &c->up, &c->c2u, &c->app->stats->bytes_in,
+			 &at->stats->bytes_in) == PUMP_ABORT)
 			conn_free(c, true);
 		return;
 	}
@@ -345,6 +395,7 @@ void conn_accept(struct worker *w, int fd, struct rt_app *app)
 	c->cli.io.cb = conn_cli_cb;
 	c->cli.readable = true;	/* bytes may have arrived before we registered */
 	c->up.io.fd = -1;
+	c->c2u.pipe[0] = c->c2u.pipe[1] = c->u2c.pipe[0] = c->u2c.pipe[1] = -1;
 	ev_timer_init(&c->timer, conn_timer_cb);
 	set_sock_opts(fd, app->cfg);
 	stats_add(&app->stats->accepted, 1);
@@ -377,10 +428,17 @@ static void conn_free(struct conn *c, bool reset)
 			set_reset_on_close(sides[i]->io.fd);
 		close(sides[i]->io.fd);
 	}
-	if (c->c2u.data)
-		buf_pool_put(&w->pool, c->c2u.data);
-	if (c->u2c.data)
-		buf_pool_put(&w->pool, c->u2c.data);
+	struct conn_buf *bufs[2] = { &c->c2u, &c->u2c };
+	for (int i = 0; i < 2; i++) {
+		if (bufs[i]->data)
+			buf_pool_put(&w->pool, bufs[i]->data);
+		if (bufs[i]->pipe[0] >= 0 && bufs[i]->pipe_len == 0) {
+			pipe_pool_put(&w->pipes, bufs[i]->pipe);
+		} else if (bufs[i]->pipe[0] >= 0) {
+			close(bufs[i]->pipe[0]);
+			close(bufs[i]->pipe[1]);
+		}
+	}
 	struct rt_app_target *at = conn_target(c);
 	if (at && c->state == CONN_RELAY)
 		stats_sub(&at->stats->active, 1);

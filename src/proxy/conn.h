@@ -11,10 +11,13 @@
 
 struct worker;
 
-/* Bytes read from one side not yet written to the other: data[head, tail). */
+/* Bytes read from one side not yet written to the other: data[head, tail)
+ * on the copy path, or pipe_len bytes in a pipe on the splice path. */
 struct conn_buf {
 	char *data;	/* from the worker's pool; NULL while empty */
 	uint32_t head, tail;
+	int pipe[2];	/* splice path: from the worker's pool; -1 while empty */
+	uint32_t pipe_len;
 };
 
 struct conn_side {

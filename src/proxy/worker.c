@@ -2,6 +2,7 @@
 #include "proxy/worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,46 @@ void buf_pool_put(struct buf_pool *p, char *buf)
 		return;
 	}
 	free(buf);
+}
+
+int pipe_pool_get(struct pipe_pool *p, int fds[2])
+{
+	if (p->n) {
+		p->n--;
+		fds[0] = p->free[p->n][0];
+		fds[1] = p->free[p->n][1];
+		return 0;
+	}
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -errno;
+	/* a bigger pipe moves more per splice() call; best effort */
+	if (p->size)
+		fcntl(fds[0], F_SETPIPE_SZ, (int)p->size);
+	return 0;
+}
+
+void pipe_pool_put(struct pipe_pool *p, int fds[2])
+{
+	if (p->n < p->cap) {
+		p->free[p->n][0] = fds[0];
+		p->free[p->n][1] = fds[1];
+		p->n++;
+	} else {
+		close(fds[0]);
+		close(fds[1]);
+	}
+	fds[0] = fds[1] = -1;
+}
+
+static void pipe_pool_destroy(struct pipe_pool *p)
+{
+	while (p->n) {
+		p->n--;
+		close(p->free[p->n][0]);
+		close(p->free[p->n][1]);
+	}
+	free(p->free);
+	p->free = NULL;
 }
 
 static void buf_pool_destroy(struct buf_pool *p)
@@ -107,7 +148,7 @@ static void worker_accept_retry_cb(struct ev_loop *loop, struct ev_timer *t)
 	worker_accept(container_of(t, struct worker, accept_retry));
 }
 
-int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_size,
+int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_size, bool splice,
 		struct rt_snapshot *snap)
 {
 	memset(w, 0, sizeof(*w));
@@ -119,7 +160,13 @@ int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_si
 	w->pool.size = buffer_size;
 	w->pool.cap = BUF_POOL_KEEP;
 	w->pool.free = calloc(BUF_POOL_KEEP, sizeof(char *));
-	if (!w->pool.free) {
+	w->splice = splice;
+	w->pipes.size = buffer_size;
+	w->pipes.cap = BUF_POOL_KEEP;
+	w->pipes.free = calloc(BUF_POOL_KEEP, sizeof(*w->pipes.free));
+	if (!w->pool.free || !w->pipes.free) {
+		free(w->pool.free);
+		free(w->pipes.free);
 		ev_destroy(&w->loop);
 		return -ENOMEM;
 	}
@@ -129,6 +176,7 @@ int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_si
 	err = ev_add(&w->loop, &w->listen_io, EPOLLIN | EPOLLET);
 	if (err) {
 		free(w->pool.free);
+		free(w->pipes.free);
 		ev_destroy(&w->loop);
 		return err;
 	}
@@ -216,5 +264,6 @@ void worker_stop(struct worker *w)
 		rt_snapshot_put(w->prev_snap);
 	rt_snapshot_put(w->snap);
 	buf_pool_destroy(&w->pool);
+	pipe_pool_destroy(&w->pipes);
 	ev_destroy(&w->loop);
 }

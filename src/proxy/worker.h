@@ -3,6 +3,7 @@
 #define PANDIT_WORKER_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/ev.h"
@@ -17,6 +18,13 @@ struct buf_pool {
 	uint32_t size;	/* bytes per buffer */
 };
 
+/* Free (empty) pipes kept for the splice path. */
+struct pipe_pool {
+	int (*free)[2];
+	uint32_t n, cap;
+	uint32_t size;	/* F_SETPIPE_SZ asked for */
+};
+
 struct worker {
 	uint32_t id;
 	pthread_t thread;
@@ -28,12 +36,15 @@ struct worker {
 	struct rt_snapshot *snap;
 	struct rt_snapshot *prev_snap;
 	struct buf_pool pool;
+	struct pipe_pool pipes;
+	bool splice;			/* relay with splice(2) through pipes, zero copy */
 	struct conn *conns;		/* every open connection (doubly linked) */
 	uint64_t n_conns;
 };
 
-/* Sets up w (loop, listener registration) with a reference to snap taken. */
-int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_size,
+/* Sets up w (loop, listener registration) with a reference to snap taken.
+ * splice: relay through pipes with splice(2) instead of copying. */
+int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_size, bool splice,
 		struct rt_snapshot *snap);
 int worker_start(struct worker *w);
 /* Makes every worker use snap for new connections; returns once all of them
@@ -42,8 +53,12 @@ void workers_publish(struct worker *ws, uint32_t n, struct rt_snapshot *snap);
 /* Stops the loop, closes every connection, joins the thread. */
 void worker_stop(struct worker *w);
 
-/* Buffer pool, used by connections. */
+/* Buffer and pipe pools, used by connections. */
 char *buf_pool_get(struct buf_pool *p);
 void buf_pool_put(struct buf_pool *p, char *buf);
+/* Fills fds with an empty non-blocking pipe; returns 0 or a negative errno. */
+int pipe_pool_get(struct pipe_pool *p, int fds[2]);
+/* Takes back an empty pipe (closes it when the pool is full). */
+void pipe_pool_put(struct pipe_pool *p, int fds[2]);
 
 #endif
