@@ -38,17 +38,20 @@ struct ytree {
 	size_t slen, scap;
 };
 
-/* Parses buf (YAML, or JSON which YAML contains) into t. Compact JSON goes
- * through a fast exact JSON reader first; anything it is not sure about is
- * parsed by libyaml. Returns 0, or -EINVAL with errors added to errs, or
+/* Parses buf (YAML, or JSON which YAML contains) into t. Plain JSON and
+ * everyday block YAML go through fast exact readers; anything they are not
+ * sure about is parsed by libyaml. Returns 0, or -EINVAL with errors added to errs, or
  * -ENOMEM. Anchors, aliases, tags and several documents are refused. */
 int ytree_parse(struct ytree *t, const char *file, const char *buf, size_t len,
 		struct cfg_errors *errs);
-/* The two readers, exposed for the fuzzer's differential check. ytree_json
+/* The readers, exposed for the fuzzer's differential check. ytree_parse_json
  * returns 1 when it does not handle the input (t is then empty). */
 int ytree_parse_yaml(struct ytree *t, const char *file, const char *buf, size_t len,
 		     struct cfg_errors *errs);
 int ytree_parse_json(struct ytree *t, const char *buf, size_t len);
+/* The fast reader for a strict subset of block YAML; 1 when it does not
+ * handle the input. */
+int ytree_parse_block(struct ytree *t, const char *buf, size_t len);
 void ytree_free(struct ytree *t);
 
 static inline const char *ytree_str(const struct ytree *t, const struct ynode *n)

@@ -522,11 +522,412 @@ int ytree_parse_json(struct ytree *t, const char *buf, size_t len)
 	return r;
 }
 
+/* --- fast block-YAML reader ------------------------------------------------ */
+
+/* The same idea for the everyday block style of config files: a strict
+ * subset (ASCII only, no tabs or CR, keys are plain words, values are
+ * plain words, quoted strings without fancy escapes, or one-line flow
+ * lists/maps; no multi-line scalars, no null values, no anchors, tags or
+ * directives) is read directly. Anything outside the subset, valid YAML
+ * or not, goes to libyaml, which then decides and reports. The fuzzer
+ * checks that whatever this reader accepts libyaml accepts too, with the
+ * identical tree. */
+struct brd {
+	struct ytree *t;
+	const char *buf, *end;
+	const char *p;		/* cursor */
+	const char *ls;		/* start of the current line */
+	uint32_t line;
+	uint32_t indent;	/* of the current line */
+	bool eof;
+	uint32_t stack[CFG_MAX_DEPTH];
+	size_t depth;
+};
+
+static uint32_t b_col(const struct brd *b)
+{
+	return (uint32_t)(b->p - b->ls) + 1;
+}
+
+static bool b_eol(const struct brd *b)
+{
+	return b->p >= b->end || *b->p == '\n';
+}
+
+static void b_spaces(struct brd *b)
+{
+	while (b->p < b->end && *b->p == ' ')
+		b->p++;
+}
+
+/* Moves to the first non-space byte of the next line with content,
+ * skipping blank and comment-only lines. Sets eof at the end. */
+static void b_next_line(struct brd *b)
+{
+	while (b->p < b->end && *b->p != '\n')
+		b->p++;
+	for (;;) {
+		if (b->p >= b->end) {
+			b->eof = true;
+			return;
+		}
+		b->p++;	/* the newline */
+		b->line++;
+		b->ls = b->p;
+		b_spaces(b);
+		if (b->p >= b->end) {
+			b->eof = true;
+			return;
+		}
+		if (*b->p != '\n' && *b->p != '#')
+			break;
+		while (b->p < b->end && *b->p != '\n')
+			b->p++;
+	}
+	b->indent = (uint32_t)(b->p - b->ls);
+}
+
+/* After a value: only spaces, then end of line or a comment. */
+static int b_rest(struct brd *b)
+{
+	const char *s = b->p;
+	b_spaces(b);
+	if (b_eol(b))
+		return 0;
+	if (*b->p == '#' && b->p > s)
+		return 0;
+	return J_GIVE_UP;
+}
+
+static int b_push(struct brd *b, uint8_t type)
+{
+	if (b->depth == CFG_MAX_DEPTH)
+		return J_GIVE_UP;
+	long idx = node_new(b->t, type, b->line, b_col(b));
+	if (idx < 0)
+		return -ENOMEM;
+	attach(b->t, b->stack, b->depth, (uint32_t)idx);
+	b->stack[b->depth++] = (uint32_t)idx;
+	return 0;
+}
+
+static int b_scalar(struct brd *b, const char *s, size_t len, bool plain, uint32_t col)
+{
+	long idx = node_new(b->t, Y_SCALAR, b->line, col);
+	if (idx < 0)
+		return -ENOMEM;
+	long off = str_add(b->t, s, len);
+	if (off < 0)
+		return -ENOMEM;
+	struct ynode *n = &b->t->nodes[idx];
+	n->first = (uint32_t)off;
+	n->len = (uint32_t)len;
+	n->plain = plain;
+	attach(b->t, b->stack, b->depth, (uint32_t)idx);
+	return 0;
+}
+
+static bool b_word(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* Bytes of a plain scalar in this subset; ':' only in block context
+ * (where "h:1" is one scalar) and never last. */
+static bool b_plain_char(char c, bool flow)
+{
+	return b_word(c) || c == '.' || c == '/' || c == '-' || c == '+' || c == '~' || c == '@' ||
+	       (!flow && c == ':');
+}
+
+/* A key: a word, then ':' and a space or the end of the line. */
+static size_t b_key_len(const struct brd *b)
+{
+	const char *q = b->p;
+	if (q >= b->end || !b_word(*q))
+		return 0;
+	while (q < b->end && (b_word(*q) || *q == '-'))
+		q++;
+	if (q >= b->end || *q != ':')
+		return 0;
+	if (q + 1 < b->end && q[1] != ' ' && q[1] != '\n')
+		return 0;
+	return (size_t)(q - b->p);
+}
+
+static int b_plain(struct brd *b, bool flow)
+{
+	const char *s = b->p;
+	uint32_t col = b_col(b);
+	char c = *s;
+	/* indicators cannot start a plain scalar; '-' only before a word byte */
+	if (!(b_word(c) || c == '.' || c == '/' || c == '+' || c == '~' ||
+	      (c == '-' && s + 1 < b->end && b_plain_char(s[1], flow))))
+		return J_GIVE_UP;
+	while (b->p < b->end && b_plain_char(*b->p, flow))
+		b->p++;
+	if (b->p[-1] == ':')
+		return J_GIVE_UP;
+	return b_scalar(b, s, (size_t)(b->p - s), true, col);
+}
+
+/* "..." with the escapes JSON has (bar \u), or '...' without ''. */
+static int b_quoted(struct brd *b)
+{
+	uint32_t col = b_col(b);
+	char q = *b->p++;
+	const char *s = b->p;
+	size_t n = 0;
+	bool esc = false;
+	for (; b->p < b->end && *b->p != q; b->p++) {
+		if (*b->p == '\n')
+			return J_GIVE_UP;
+		if (*b->p == '\\' && q == '"') {
+			esc = true;
+			b->p++;
+			if (b->p >= b->end || !*b->p || !strchr("\"\\/bfnrt", *b->p))
+				return J_GIVE_UP;
+		}
+		n++;
+	}
+	if (b->p >= b->end)
+		return J_GIVE_UP;
+	b->p++;
+	if (b->p < b->end && *b->p == q)
+		return J_GIVE_UP;	/* '' inside single quotes */
+	if (!esc)
+		return b_scalar(b, s, n, false, col);
+	/* unescape into the string area directly */
+	long idx = node_new(b->t, Y_SCALAR, b->line, col);
+	if (idx < 0)
+		return -ENOMEM;
+	long off = str_add(b->t, s, n);	/* reserves n + 1 bytes */
+	if (off < 0)
+		return -ENOMEM;
+	char *d = b->t->strs + off;
+	for (const char *x = s; *x != '"'; x++) {
+		if (*x != '\\') {
+			*d++ = *x;
+			continue;
+		}
+		switch (*++x) {
+		case 'b': *d++ = '\b'; break;
+		case 'f': *d++ = '\f'; break;
+		case 'n': *d++ = '\n'; break;
+		case 'r': *d++ = '\r'; break;
+		case 't': *d++ = '\t'; break;
+		default: *d++ = *x; break;
+		}
+	}
+	*d = '\0';
+	struct ynode *nd = &b->t->nodes[idx];
+	nd->first = (uint32_t)off;
+	nd->len = (uint32_t)(d - (b->t->strs + off));
+	nd->plain = false;
+	attach(b->t, b->stack, b->depth, (uint32_t)idx);
+	return 0;
+}
+
+/* After a flow item: spaces, then ',' or the closing bracket. */
+static bool b_flow_after(struct brd *b, char close)
+{
+	b_spaces(b);
+	return b->p < b->end && (*b->p == ',' || *b->p == close);
+}
+
+static int b_flow(struct brd *b);
+
+static int b_flow_item(struct brd *b, char close)
+{
+	int r;
+	if (b->p >= b->end)
+		return J_GIVE_UP;
+	if (*b->p == '[' || *b->p == '{')
+		r = b_flow(b);
+	else if (*b->p == '"' || *b->p == '\'')
+		r = b_quoted(b);
+	else
+		r = b_plain(b, true);
+	if (r)
+		return r;
+	return b_flow_after(b, close) ? 0 : J_GIVE_UP;
+}
+
+/* A flow list or map that closes on the same line. */
+static int b_flow(struct brd *b)
+{
+	bool map = *b->p == '{';
+	char close = map ? '}' : ']';
+	int r = b_push(b, map ? Y_MAP : Y_SEQ);
+	if (r)
+		return r;
+	b->p++;
+	b_spaces(b);
+	if (b->p < b->end && *b->p == close) {
+		b->p++;
+		b->depth--;
+		return 0;
+	}
+	for (;;) {
+		if (map) {
+			size_t kl = b_key_len(b);
+			if (!kl || b->p + kl + 1 >= b->end || b->p[kl + 1] != ' ')
+				return J_GIVE_UP;
+			if ((r = b_scalar(b, b->p, kl, true, b_col(b))))
+				return r;
+			b->p += kl + 1;
+			b_spaces(b);
+		}
+		if ((r = b_flow_item(b, close)))
+			return r;
+		if (*b->p == close)
+			break;
+		b->p++;	/* ',' */
+		b_spaces(b);
+		if (b->p < b->end && (*b->p == close || *b->p == ','))
+			return J_GIVE_UP;	/* trailing or double comma */
+	}
+	b->p++;
+	b->depth--;
+	return 0;
+}
+
+/* A value on the same line as its key or dash. */
+static int b_inline(struct brd *b)
+{
+	int r;
+	if (*b->p == '[' || *b->p == '{')
+		r = b_flow(b);
+	else if (*b->p == '"' || *b->p == '\'')
+		r = b_quoted(b);
+	else
+		r = b_plain(b, false);
+	if (r)
+		return r;
+	if ((r = b_rest(b)))
+		return r;
+	b_next_line(b);
+	return 0;
+}
+
+static int b_seq(struct brd *b, uint32_t indent);
+
+/* A block mapping whose keys sit at column indent (0-based); the cursor is
+ * on its first key, possibly after a "- " on the same line. */
+static int b_map(struct brd *b, uint32_t indent)
+{
+	int r = b_push(b, Y_MAP);
+	if (r)
+		return r;
+	for (;;) {
+		size_t kl = b_key_len(b);
+		if (!kl)
+			return J_GIVE_UP;
+		if ((r = b_scalar(b, b->p, kl, true, b_col(b))))
+			return r;
+		b->p += kl + 1;
+		if (b_rest(b) == 0) {
+			/* the value is a block on the next lines */
+			b_next_line(b);
+			if (b->eof)
+				return J_GIVE_UP;	/* null value */
+			if (b->indent > indent) {
+				uint32_t in = b->indent;
+				if (*b->p == '-' && b->p + 1 < b->end && (b->p[1] == ' ' || b->p[1] == '\n'))
+					r = b_seq(b, in);
+				else
+					r = b_map(b, in);
+			} else if (b->indent == indent && *b->p == '-' && b->p + 1 < b->end &&
+				   b->p[1] == ' ') {
+				r = b_seq(b, indent);	/* "key:\n- item" */
+			} else {
+				return J_GIVE_UP;	/* null value */
+			}
+		} else {
+			b_spaces(b);
+			r = b_inline(b);
+		}
+		if (r)
+			return r;
+		if (b->eof || b->indent < indent)
+			break;
+		if (b->indent > indent || *b->p == '-')
+			return J_GIVE_UP;
+	}
+	b->depth--;
+	return 0;
+}
+
+static int b_seq(struct brd *b, uint32_t indent)
+{
+	int r = b_push(b, Y_SEQ);
+	if (r)
+		return r;
+	for (;;) {
+		if (*b->p != '-' || b->p + 1 >= b->end || b->p[1] != ' ')
+			return J_GIVE_UP;
+		b->p++;
+		b_spaces(b);
+		if (b_eol(b) || *b->p == '#' || *b->p == '-' || *b->p == '?' || *b->p == ':')
+			return J_GIVE_UP;
+		if (b_key_len(b))
+			r = b_map(b, (uint32_t)(b->p - b->ls));
+		else
+			r = b_inline(b);
+		if (r)
+			return r;
+		if (b->eof || b->indent < indent)
+			break;
+		if (b->indent > indent)
+			return J_GIVE_UP;
+		if (*b->p != '-')
+			break;	/* the parent mapping's next key ("key:\n- item") */
+	}
+	b->depth--;
+	return 0;
+}
+
+int ytree_parse_block(struct ytree *t, const char *buf, size_t len)
+{
+	/* the subset is printable ASCII, spaces and newlines */
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)buf[i];
+		if ((c < 0x20 && c != '\n') || c > 0x7e)
+			return J_GIVE_UP;
+	}
+	struct brd b = { .t = t, .buf = buf, .end = buf + len, .p = buf, .ls = buf, .line = 1 };
+	int r = J_GIVE_UP;
+	/* find the first content line */
+	b_spaces(&b);
+	if (b.p < b.end && (*b.p == '\n' || *b.p == '#')) {
+		b_next_line(&b);
+	} else {
+		b.indent = (uint32_t)(b.p - b.ls);
+	}
+	if (b.eof || b.indent != 0 || b.p >= b.end)
+		goto out;
+	/* directives, document markers and anything but a key: libyaml */
+	if (!b_key_len(&b))
+		goto out;
+	if ((r = reserve(t, len)))
+		return r;
+	r = b_map(&b, 0);
+	if (r == 0 && !b.eof)
+		r = J_GIVE_UP;
+out:
+	if (r)
+		ytree_free(t);
+	return r;
+}
+
 int ytree_parse(struct ytree *t, const char *file, const char *buf, size_t len,
 		struct cfg_errors *errs)
 {
 	memset(t, 0, sizeof(*t));
 	int r = ytree_parse_json(t, buf, len);
+	if (r <= 0)
+		return r;
+	r = ytree_parse_block(t, buf, len);
 	if (r <= 0)
 		return r;
 	return ytree_parse_yaml(t, file, buf, len, errs);

@@ -358,6 +358,7 @@ struct vctx {
 	const char *file;
 	struct cfg_errors *errs;
 	struct cfg *cfg;
+	const char *app;	/* label of the app being read, for messages; NULL: globals */
 	size_t n_err;
 	bool full;	/* CFG_MAX_ERRORS reached: stop looking */
 	bool oom;
@@ -394,6 +395,16 @@ static struct cfg_mark nmark(const struct vctx *c, uint32_t i)
 static const char *S(const struct vctx *c, uint32_t i)
 {
 	return ytree_str(c->t, N(c, i));
+}
+
+/* what, prefixed with the app being read ("app 'web': connect_timeout");
+ * built only when a message needs it. */
+static const char *W(const struct vctx *c, const char *what, char *buf, size_t len)
+{
+	if (!c->app)
+		return what;
+	snprintf(buf, len, "app '%s': %s", c->app, what);
+	return buf;
 }
 
 static bool is_null(const struct vctx *c, uint32_t i)
@@ -442,8 +453,9 @@ static const char *show(const struct vctx *c, uint32_t i, char *buf, size_t len)
 /* The scalar text of node i, or NULL (with an error) when it is not a scalar. */
 static const char *want_scalar(struct vctx *c, uint32_t i, const char *what)
 {
+	char wb[96 + CFG_MAX_NAME_LEN];
 	if (N(c, i)->type != Y_SCALAR || is_null(c, i)) {
-		verr(c, nmark(c, i), "%s must be a value, not %s", what, type_name(c, i));
+		verr(c, nmark(c, i), "%s must be a value, not %s", W(c, what, wb, sizeof(wb)), type_name(c, i));
 		return NULL;
 	}
 	return S(c, i);
@@ -451,6 +463,7 @@ static const char *want_scalar(struct vctx *c, uint32_t i, const char *what)
 
 static int get_bool(struct vctx *c, uint32_t i, const char *what, bool *out)
 {
+	char wb[96 + CFG_MAX_NAME_LEN];
 	const char *s = want_scalar(c, i, what);
 	if (!s)
 		return -EINVAL;
@@ -466,25 +479,26 @@ static int get_bool(struct vctx *c, uint32_t i, const char *what, bool *out)
 		}
 	}
 	char b[64];
-	verr(c, nmark(c, i), "%s must be true or false, not '%s'", what, show(c, i, b, sizeof(b)));
+	verr(c, nmark(c, i), "%s must be true or false, not '%s'", W(c, what, wb, sizeof(wb)), show(c, i, b, sizeof(b)));
 	return -EINVAL;
 }
 
 static int get_uint(struct vctx *c, uint32_t i, const char *what, uint32_t min, uint32_t max,
 		    uint32_t *out)
 {
+	char wb[96 + CFG_MAX_NAME_LEN];
 	const char *s = want_scalar(c, i, what);
 	uint64_t v;
 	if (!s)
 		return -EINVAL;
 	if (!all_digits(s, N(c, i)->len)) {
 		char b[64];
-		verr(c, nmark(c, i), "%s must be a whole number, not '%s'", what,
+		verr(c, nmark(c, i), "%s must be a whole number, not '%s'", W(c, what, wb, sizeof(wb)),
 		     show(c, i, b, sizeof(b)));
 		return -EINVAL;
 	}
 	if (!parse_dec(s, N(c, i)->len, max, &v) || v < min) {
-		verr(c, nmark(c, i), "%s must be from %u to %u", what, min, max);
+		verr(c, nmark(c, i), "%s must be from %u to %u", W(c, what, wb, sizeof(wb)), min, max);
 		return -EINVAL;
 	}
 	*out = (uint32_t)v;
@@ -494,17 +508,18 @@ static int get_uint(struct vctx *c, uint32_t i, const char *what, uint32_t min, 
 static int get_duration(struct vctx *c, uint32_t i, const char *what, uint32_t min_ms,
 			uint32_t *out)
 {
+	char wb[96 + CFG_MAX_NAME_LEN];
 	const char *s = want_scalar(c, i, what), *why = NULL;
 	uint32_t v;
 	if (!s)
 		return -EINVAL;
 	if (cfg_parse_duration(s, &v, &why)) {
 		char b[64];
-		verr(c, nmark(c, i), "%s: '%s': %s", what, show(c, i, b, sizeof(b)), why);
+		verr(c, nmark(c, i), "%s: '%s': %s", W(c, what, wb, sizeof(wb)), show(c, i, b, sizeof(b)), why);
 		return -EINVAL;
 	}
 	if (v < min_ms) {
-		verr(c, nmark(c, i), "%s must be at least %u ms", what, min_ms);
+		verr(c, nmark(c, i), "%s must be at least %u ms", W(c, what, wb, sizeof(wb)), min_ms);
 		return -EINVAL;
 	}
 	*out = v;
@@ -515,11 +530,12 @@ static int get_duration(struct vctx *c, uint32_t i, const char *what, uint32_t m
 static int get_seconds(struct vctx *c, uint32_t i, const char *what, uint32_t min, uint32_t max,
 		       uint32_t *out)
 {
+	char wb[96 + CFG_MAX_NAME_LEN];
 	uint32_t ms;
 	if (get_duration(c, i, what, 0, &ms))
 		return -EINVAL;
 	if (ms % 1000 || ms / 1000 < min || ms / 1000 > max) {
-		verr(c, nmark(c, i), "%s must be a whole number of seconds from %us to %us", what,
+		verr(c, nmark(c, i), "%s must be a whole number of seconds from %us to %us", W(c, what, wb, sizeof(wb)),
 		     min, max);
 		return -EINVAL;
 	}
@@ -848,8 +864,7 @@ static void parse_keepalive(struct vctx *c, uint32_t i, struct cfg_app *a, const
 {
 	char what[64 + CFG_MAX_NAME_LEN];
 	if (N(c, i)->type == Y_SCALAR) {
-		snprintf(what, sizeof(what), "app '%s': keepalive", an);
-		get_bool(c, i, what, &a->keepalive.enabled);
+		get_bool(c, i, "keepalive", &a->keepalive.enabled);
 		return;
 	}
 	if (N(c, i)->type != Y_MAP) {
@@ -862,15 +877,12 @@ static void parse_keepalive(struct vctx *c, uint32_t i, struct cfg_app *a, const
 	map_fields(c, i, ka_keys, K_N, v, what);
 	a->keepalive.enabled = true;
 	/* Linux limits: TCP_KEEPIDLE/TCP_KEEPINTVL <= 32767 s, TCP_KEEPCNT <= 127 */
-	snprintf(what, sizeof(what), "app '%s': keepalive idle", an);
 	if (v[K_IDLE])
-		get_seconds(c, v[K_IDLE], what, 1, 32767, &a->keepalive.idle_s);
-	snprintf(what, sizeof(what), "app '%s': keepalive interval", an);
+		get_seconds(c, v[K_IDLE], "keepalive idle", 1, 32767, &a->keepalive.idle_s);
 	if (v[K_INTERVAL])
-		get_seconds(c, v[K_INTERVAL], what, 1, 32767, &a->keepalive.interval_s);
-	snprintf(what, sizeof(what), "app '%s': keepalive count", an);
+		get_seconds(c, v[K_INTERVAL], "keepalive interval", 1, 32767, &a->keepalive.interval_s);
 	if (v[K_COUNT])
-		get_uint(c, v[K_COUNT], what, 1, 127, &a->keepalive.count);
+		get_uint(c, v[K_COUNT], "keepalive count", 1, 127, &a->keepalive.count);
 }
 
 /* Name hash table for duplicate detection: open addressing over app indices. */
@@ -891,7 +903,7 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 		      struct name_tab *names)
 {
 	uint32_t v[A_N];
-	char an[CFG_MAX_NAME_LEN + 8], what[64 + CFG_MAX_NAME_LEN], b[64];
+	char an[CFG_MAX_NAME_LEN + 8], b[64];
 
 	cfg_app_defaults(a);
 	a->mark = nmark(c, i);
@@ -945,6 +957,7 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 		}
 	}
 
+	c->app = an;	/* for messages of the value helpers */
 	if (!v[A_PORTS]) {
 		verr(c, nmark(c, i), "app '%s' has no ports", an);
 	} else {
@@ -963,8 +976,7 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 	}
 
 	if (v[A_BALANCE]) {
-		snprintf(what, sizeof(what), "app '%s': balance", an);
-		const char *s = want_scalar(c, v[A_BALANCE], what);
+		const char *s = want_scalar(c, v[A_BALANCE], "balance");
 		if (s) {
 			if (strcmp(s, "round_robin") == 0)
 				a->policy = LB_ROUND_ROBIN;
@@ -979,27 +991,23 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 		}
 	}
 	if (v[A_CTIMEOUT]) {
-		snprintf(what, sizeof(what), "app '%s': connect_timeout", an);
-		get_duration(c, v[A_CTIMEOUT], what, 1, &a->connect_timeout_ms);
+		get_duration(c, v[A_CTIMEOUT], "connect_timeout", 1, &a->connect_timeout_ms);
 	}
 	if (v[A_ITIMEOUT]) {
-		snprintf(what, sizeof(what), "app '%s': idle_timeout", an);
-		get_duration(c, v[A_ITIMEOUT], what, 0, &a->idle_timeout_ms);
+		get_duration(c, v[A_ITIMEOUT], "idle_timeout", 0, &a->idle_timeout_ms);
 	}
 	if (v[A_ATTEMPTS]) {
-		snprintf(what, sizeof(what), "app '%s': connect_attempts", an);
-		get_uint(c, v[A_ATTEMPTS], what, 1, 100, &a->connect_attempts);
+		get_uint(c, v[A_ATTEMPTS], "connect_attempts", 1, 100, &a->connect_attempts);
 	}
 	if (v[A_MAXCONN]) {
-		snprintf(what, sizeof(what), "app '%s': max_connections", an);
-		get_uint(c, v[A_MAXCONN], what, 0, UINT32_MAX, &a->max_connections);
+		get_uint(c, v[A_MAXCONN], "max_connections", 0, UINT32_MAX, &a->max_connections);
 	}
 	if (v[A_KEEPALIVE])
 		parse_keepalive(c, v[A_KEEPALIVE], a, an);
 	if (v[A_HEALTH]) {
-		snprintf(what, sizeof(what), "app '%s': health_check", an);
-		get_bool(c, v[A_HEALTH], what, &a->health_check);
+		get_bool(c, v[A_HEALTH], "health_check", &a->health_check);
 	}
+	c->app = NULL;
 	cfg_app_normalize(a);
 }
 

@@ -1,5 +1,6 @@
 /* fuzz_config.c - libFuzzer harness for the config loader: any bytes must load or be refused cleanly, with no leak. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,15 +9,20 @@
 #include "config/diff.h"
 #include "config/internal.h"
 
-/* Differential check: when the fast JSON reader accepts the input and
- * libyaml does too, both must build the same tree. */
-static void check_json_reader(const char *buf, size_t len)
+/* Differential check: when a fast reader accepts the input, libyaml must
+ * build the same tree. The block-YAML reader must never accept what
+ * libyaml refuses; the JSON reader may (JSON allows tabs and long keys
+ * where YAML does not). */
+static void check_reader(const char *buf, size_t len, bool block)
 {
 	struct ytree a = { 0 }, b = { 0 };
 	struct cfg_errors e = { 0 };
-	if (ytree_parse_json(&a, buf, len) != 0)
+	if ((block ? ytree_parse_block(&a, buf, len) : ytree_parse_json(&a, buf, len)) != 0)
 		return;
-	if (ytree_parse_yaml(&b, "f", buf, len, &e) == 0) {
+	int r = ytree_parse_yaml(&b, "f", buf, len, &e);
+	if (r == -EINVAL && block)
+		abort();
+	if (r == 0) {
 		if (a.n != b.n)
 			abort();
 		for (size_t i = 0; i < a.n; i++) {
@@ -76,6 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	cfg_free(cfg);
 	cfg_errors_free(&errs);
-	check_json_reader((const char *)data, size);
+	check_reader((const char *)data, size, false);
+	check_reader((const char *)data, size, true);
 	return 0;
 }

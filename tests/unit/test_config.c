@@ -925,12 +925,14 @@ static void test_json_yaml_same(void **state)
 	cfg_free(j);
 }
 
-/* The fast JSON reader must build exactly the tree libyaml builds. */
-static void tree_equal(const char *text)
+/* The fast JSON (or block YAML) reader must build exactly the tree libyaml builds. */
+static void tree_equal_by(const char *text, bool block)
 {
 	struct ytree a = { 0 }, b = { 0 };
 	struct cfg_errors e = { 0 };
-	assert_int_equal(ytree_parse_json(&a, text, strlen(text)), 0);
+	int ra = block ? ytree_parse_block(&a, text, strlen(text)) : ytree_parse_json(&a, text, strlen(text));
+	if (ra)
+		fail_msg("fast reader gave up on: %s", text);
 	int r = ytree_parse_yaml(&b, "t", text, strlen(text), &e);
 	if (r)
 		fail_msg("libyaml refused %s: %s", text, e.n ? e.msgs[0] : "?");
@@ -952,6 +954,47 @@ static void tree_equal(const char *text)
 	ytree_free(&a);
 	ytree_free(&b);
 	cfg_errors_free(&e);
+}
+
+static void tree_equal(const char *text)
+{
+	tree_equal_by(text, false);
+}
+
+static void test_block_tree_matches_libyaml(void **state)
+{
+	(void)state;
+	static const char *const docs[] = {
+		"a: 1\n",
+		"apps:\n  - name: web\n    ports: [8080, \"9000-9099\"]\n    targets: [\"127.0.0.1:9001\", \"[::1]:9002\"]\n",
+		"# comment\n\nadmin: 127.0.0.1:9900   # trailing\nuser: ''\nworkers: 0\nbuffer_size: 64k\n",
+		"apps:\n- name: a\n  ports:\n  - 1\n  - \"2-3\"\n  targets:\n    - h:1\n- name: b\n  ports: 5\n  targets: h:2\n",
+		"health_check: {interval: 5s, timeout: 1s, rise: 2}\nk: {}\nl: []\nm: [[1, 2], {a: b}, 'x y', \"q\\\"\\n\"]\n",
+		"apps:\n  -   name: spaced\n      ports: 1\n\n\n  - name: x\n    keepalive: off\n    idle_timeout: 0\n",
+		"a:\n  b:\n    c: -1\n    d: ~\n    e: 10.0.0.0/8\n  f: .5\nz: +1\n",
+		"Apps:\n  - Name: a\n    Ports: [1,2]\n    Targets: [\"h:1\"]\n",
+		"a: 'it is # not a comment'\nb: \"also # not\"\nc: x # but this is\n",
+		"a: [ 1 , 2 ]\nb: { x: 1 , y: [ 2 ] }\n",
+		"x: user@host\ny: a-b_c.d/e~f+g\n",
+	};
+	for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++)
+		tree_equal_by(docs[i], true);
+	/* outside the subset: left to libyaml */
+	static const char *const other[] = {
+		"a: |\n  text\n",	"a: >\n  text\n",	   "a: &x 1\n",	  "a: !!str 1\n",
+		"a:\n",		"a: b\n  c\n",	   "- a\n",		  "---\na: 1\n",
+		"a: [1,\n 2]\n",	"a: \"\\u0041\"\n",   "a:\tb\n",	  "a: 1\r\n",
+		"'a': 1\n",		"a: b: c\n",		   "a: x#y\n",	  "a: 'it''s'\n",
+		"a: [1, 2,]\n",	"a: {b:1}\n",		   "a: [h:1]\n",	  " a: 1\n",
+		"a: 1\n b: 2\n",	"a: caf\xc3\xa9\n",	   "a: -\n",		  "a: [1] x\n",
+		"a: 1\n...\n",	"a:\n- 1\nb\n",	   "a: \"x\ny\"\n",	  "",
+	};
+	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+		struct ytree t = { 0 };
+		if (ytree_parse_block(&t, other[i], strlen(other[i])) != 1)
+			fail_msg("block reader took: %s", other[i]);
+		assert_int_equal(t.n, 0);
+	}
 }
 
 static void test_json_tree_matches_libyaml(void **state)
@@ -1065,6 +1108,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_app_dup_equal, teardown),
 		cmocka_unit_test_teardown(test_json_yaml_same, teardown),
 		cmocka_unit_test_teardown(test_json_tree_matches_libyaml, teardown),
+		cmocka_unit_test_teardown(test_block_tree_matches_libyaml, teardown),
 		cmocka_unit_test_teardown(test_big_config, teardown),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
