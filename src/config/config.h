@@ -56,9 +56,9 @@ struct cfg_health {
 
 struct cfg_app {
 	char *name;
-	struct cfg_port_range *ports;
+	struct cfg_port_range *ports;	/* sorted by lo; the loader merges overlapping and adjacent ranges */
 	size_t n_ports;
-	struct cfg_prefix *prefixes;	/* empty: every local address */
+	struct cfg_prefix *prefixes;	/* empty: every local address; sorted, no duplicates */
 	size_t n_prefixes;
 	struct cfg_target *targets;
 	size_t n_targets;
