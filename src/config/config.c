@@ -21,6 +21,10 @@ void cfg_errors_add(struct cfg_errors *errs, const char *file, struct cfg_mark m
 	char msg[1024];
 	va_list ap;
 	int n;
+	if (!errs)
+		return;
+	if (!file)
+		file = "config";
 	if (mark.line)
 		n = snprintf(msg, sizeof(msg), "%s:%u:%u: ", file, mark.line, mark.col);
 	else
@@ -284,6 +288,12 @@ int cfg_load_buffer(const char *name, const char *buf, size_t len, struct cfg **
 	struct ytree t;
 	int r;
 	*out = NULL;
+	if (!name)
+		name = "config";
+	if (!buf) {
+		buf = "";	/* libyaml asserts on a NULL input */
+		len = 0;
+	}
 	if (len > CFG_MAX_FILE_SIZE) {
 		cfg_errors_add(errs, name, (struct cfg_mark){ 0, 0 },
 			       "config is %zu bytes; the limit is %u MiB", len, CFG_MAX_FILE_SIZE >> 20);
