@@ -551,8 +551,6 @@ def main():
         quiet_budget = a.quiet_wait
         for rep in range(a.repeat):
             for s in list(setups):
-                if s in results["not_run"]:
-                    continue
                 log(f"run {rep + 1}/{a.repeat}: {s}")
                 if quiet_budget > 0:
                     t = time.monotonic()
@@ -562,7 +560,7 @@ def main():
                     r = measure_setup(s, procs, a.tmp, a.secs, f"r{rep}")
                 except (RuntimeError, subprocess.TimeoutExpired) as e:
                     log(f"{s} failed: {e}")
-                    results["not_run"][s] = str(e)
+                    results["errors"].append({"setup": s, "repeat": rep + 1, "error": str(e)[-500:]})
                     continue
                 log(f"  {s}: {r['iperf1']['gbps']:.2f} / {r['iperf8']['gbps']:.2f} Gbit/s, "
                     f"p50 {r['sockperf']['p50']} us; background CPU "
@@ -570,8 +568,10 @@ def main():
                 runs[s].append(r)
         results["raw"] = runs
         for s in setups:
-            if runs[s] and s not in results["not_run"]:
+            if runs[s]:
                 results["setups"][s] = summarize(runs[s])
+            elif s not in results["not_run"] and a.repeat > 0:
+                results["not_run"][s] = "every run failed (see errors)"
 
         if not a.skip_reload:
             if "pandit" in results["not_run"] or "pandit" not in setups:

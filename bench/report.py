@@ -114,9 +114,13 @@ def main():
     w("")
     for s in ORDER:
         if s in S:
-            w(f"- {LABELS[s]}: iperf3 runs, 1 stream {S[s]['gbps1_all']} Gbit/s, 8 streams {S[s]['gbps8_all']} Gbit/s")
+            w(f"- {LABELS[s]}: {len(S[s]['gbps1_all'])} runs, iperf3 1 stream {S[s]['gbps1_all']} Gbit/s, "
+              f"8 streams {S[s]['gbps8_all']} Gbit/s")
     for s, why in r["not_run"].items():
         w(f"- {LABELS.get(s, s)} not run: {why}")
+    for e in r["errors"]:
+        w(f"- {LABELS.get(e['setup'], e['setup'])}, repetition {e['repeat']} failed and is not counted: "
+          f"{' '.join(e['error'].split())}")
     w("")
 
     w("## Reload cost")
