@@ -313,6 +313,23 @@ static int j_string(struct jrd *j)
 {
 	uint32_t line = j->line, col = j_col(j);
 	j->p++;
+	/* fast path: no escapes, the string is copied straight from the input */
+	const char *s = j->p;
+	while (j->p < j->end) {
+		unsigned char c = (unsigned char)*j->p;
+		if (c == '"')
+			break;
+		if (c == '\\' || c < 0x20 || c >= 0x80)
+			break;
+		j->p++;
+	}
+	if (j->p >= j->end)
+		return J_GIVE_UP;
+	if (*j->p == '"') {
+		j->p++;
+		return j_scalar(j, s, (size_t)(j->p - 1 - s), false, line, col);
+	}
+	j->p = s;
 	size_t n = 0;
 	while (j->p < j->end) {
 		unsigned char c = (unsigned char)*j->p;

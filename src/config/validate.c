@@ -39,18 +39,28 @@ static bool all_digits(const char *s, size_t len)
 	return true;
 }
 
+/* Digits with optional spaces around them, 1-65535; one pass (hot: every port). */
 static int parse_port(const char *s, size_t len, uint16_t *port, const char **why)
 {
-	uint64_t v;
-	while (len && s[0] == ' ')
-		s++, len--;
-	while (len && s[len - 1] == ' ')
-		len--;
-	if (!all_digits(s, len)) {
+	size_t i = 0, digits = 0;
+	uint32_t v = 0;
+	bool big = false;
+	while (i < len && s[i] == ' ')
+		i++;
+	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
+		v = v * 10 + (uint32_t)(s[i] - '0');
+		if (v > 65535) {
+			big = true;
+			v = 65536;
+		}
+	}
+	while (i < len && s[i] == ' ')
+		i++;
+	if (!digits || i != len) {
 		*why = "a port must be a number from 1 to 65535";
 		return -EINVAL;
 	}
-	if (!parse_dec(s, len, 65535, &v) || v == 0) {
+	if (big || v == 0) {
 		*why = "port out of range (1-65535)";
 		return -EINVAL;
 	}
