@@ -5,6 +5,8 @@ import re
 import socket
 import struct
 
+import pytest
+
 from helpers import app, banner_of, base_config, echo_check, find_app, recv_line, wait_until
 from test_stats import parse_prometheus
 
@@ -17,29 +19,39 @@ def _reset(s):
     s.close()
 
 
-def test_client_resets_and_abandons_leave_nothing_behind(ns, backends, start_pandit):
-    b = backends.add("rst", "banner")
-    p = start_pandit(base_config([app("rst", [19000], [b])]), probe_ports=[19000])
-    for i in range(20):
-        s = ns.connect("127.0.0.1", 19000)
-        if i % 4 == 0:
-            _reset(s)                      # RST before reading anything
-        elif i % 4 == 1:
-            recv_line(s)
-            s.sendall(b"x" * 100000)
-            _reset(s)                      # RST with data in flight
-        elif i % 4 == 2:
-            s.close()                      # FIN without a word
-        else:
-            recv_line(s)
-            s.shutdown(socket.SHUT_RDWR)
-            s.close()
-    wait_until(lambda: find_app(p.stats(), "rst")["active"] == 0, 15,
+def _rst_at_once(s):
+    _reset(s)                      # RST, likely before pandit has its upstream
+
+
+def _rst_with_data_in_flight(s):
+    recv_line(s)
+    s.sendall(b"x" * 200000)       # echoed back while the client is gone: EPIPE/ECONNRESET
+    _reset(s)
+
+
+def _fin_at_once(s):
+    s.close()                      # FIN without a word
+
+
+def _fin_after_banner(s):
+    recv_line(s)
+    s.shutdown(socket.SHUT_RDWR)
+    s.close()
+
+
+@pytest.mark.parametrize("how", [_rst_at_once, _rst_with_data_in_flight, _fin_at_once, _fin_after_banner],
+                         ids=["rst-at-once", "rst-with-data-in-flight", "fin-at-once", "fin-after-banner"])
+def test_clients_that_go_away_leave_nothing_behind(ns, backends, start_pandit, how):
+    b = backends.add("gone", "banner")
+    p = start_pandit(base_config([app("gone", [19000], [b])]), probe_ports=[19000])
+    for _ in range(20):
+        how(ns.connect("127.0.0.1", 19000))
+    wait_until(lambda: find_app(p.stats(), "gone")["active"] == 0, 15,
                what="pandit to close every connection of the app")
     wait_until(lambda: b.active == 0, 15, what="the backend to see every connection closed")
     assert p.stats()["connections"]["active"] == 0
     # and it still serves
-    assert banner_of(ns, "127.0.0.1", 19000) == "rst"
+    assert banner_of(ns, "127.0.0.1", 19000) == "gone"
 
 
 def test_backend_reset_reaches_the_client(ns, backends, start_pandit):
