@@ -681,7 +681,10 @@ static int b_plain(struct brd *b, bool flow)
 	if (!(b_word(c) || c == '.' || c == '/' || c == '+' || c == '~' ||
 	      (c == '-' && s + 1 < b->end && b_plain_char(s[1], flow))))
 		return J_GIVE_UP;
-	while (b->p < b->end && b_plain_char(*b->p, flow))
+	/* in a flow list ':' is kept only before a word byte ("[h:1]"), where
+	 * YAML reads it as part of the scalar too */
+	while (b->p < b->end && (b_plain_char(*b->p, flow) ||
+				 (flow && *b->p == ':' && b->p + 1 < b->end && b_word(b->p[1]))))
 		b->p++;
 	if (b->p[-1] == ':')
 		return J_GIVE_UP;

@@ -976,6 +976,7 @@ static void test_block_tree_matches_libyaml(void **state)
 		"a: 'it is # not a comment'\nb: \"also # not\"\nc: x # but this is\n",
 		"a: [ 1 , 2 ]\nb: { x: 1 , y: [ 2 ] }\n",
 		"x: user@host\ny: a-b_c.d/e~f+g\n",
+		"targets: [127.0.0.1:9001, h:2, a.b:c:d]\n",
 	};
 	for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++)
 		tree_equal_by(docs[i], true);
@@ -985,7 +986,7 @@ static void test_block_tree_matches_libyaml(void **state)
 		"a:\n",		"a: b\n  c\n",	   "- a\n",		  "---\na: 1\n",
 		"a: [1,\n 2]\n",	"a: \"\\u0041\"\n",   "a:\tb\n",	  "a: 1\r\n",
 		"'a': 1\n",		"a: b: c\n",		   "a: x#y\n",	  "a: 'it''s'\n",
-		"a: [1, 2,]\n",	"a: {b:1}\n",		   "a: [h:1]\n",	  " a: 1\n",
+		"a: [1, 2,]\n",	"a: {b:1}\n",		   "a: [h:]\n",	  " a: 1\n",
 		"a: 1\n b: 2\n",	"a: caf\xc3\xa9\n",	   "a: -\n",		  "a: [1] x\n",
 		"a: 1\n...\n",	"a:\n- 1\nb\n",	   "a: \"x\ny\"\n",	  "",
 	};
