@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PANDIT, banner_of, to_yaml
+from helpers import PANDIT, REPO, banner_of, to_yaml
 
 
 @pytest.fixture
@@ -186,3 +186,11 @@ def test_quick_mode_proxies_one_port(ns, backends, start_pandit):
     assert banner_of(ns, "::1", 18100) == "quick"
     with pytest.raises(ConnectionRefusedError):
         banner_of(ns, "127.0.0.1", 18101)
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples").glob("*")
+                                           if p.suffix in (".yaml", ".yml", ".json")))
+def test_shipped_examples_are_valid(ns, example):
+    path = REPO / "examples" / example
+    r = _pandit(ns, "--check", "-c", str(path))
+    assert r.returncode == 0, r.stderr
