@@ -283,6 +283,8 @@ static void conn_established(struct conn *c)
 static void conn_up_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 {
 	struct conn *c = container_of(io, struct conn, up.io);
+	if (c->dead)
+		return;
 	if (c->state == CONN_CONNECTING) {
 		int err = 0;
 		socklen_t len = sizeof(err);
@@ -314,6 +316,8 @@ static void conn_cli_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 {
 	(void)loop;
 	struct conn *c = container_of(io, struct conn, cli.io);
+	if (c->dead)
+		return;
 	side_mark(&c->cli, events);
 	if (c->state == CONN_CONNECTING) {
 		/* read ahead, bounded by the buffer, until the upstream is up */
@@ -454,7 +458,19 @@ static void conn_free(struct conn *c, bool reset)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->n_conns--;
-	free(c);
+	c->dead = true;
+	c->app = NULL;
+	c->next = w->dead;
+	w->dead = c;
+}
+
+void conn_reap(struct worker *w)
+{
+	while (w->dead) {
+		struct conn *c = w->dead;
+		w->dead = c->next;
+		free(c);
+	}
 }
 
 void conn_close(struct conn *c)

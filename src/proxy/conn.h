@@ -43,6 +43,7 @@ struct conn {
 	struct ev_timer timer;		/* connect timeout, then idle timeout */
 	uint64_t connect_start;
 	uint64_t last_active;
+	bool dead;			/* closed; freed after the current batch of events */
 };
 
 /* Takes a freshly accepted client fd for app (reference passed in) and
@@ -50,5 +51,9 @@ struct conn {
 void conn_accept(struct worker *w, int fd, struct rt_app *app);
 /* Closes the connection at once (worker shutdown). */
 void conn_close(struct conn *c);
+/* Frees the connections closed during the last batch of events: an event
+ * for one socket of a connection may still be queued in the batch after a
+ * callback for its other socket closed it. */
+void conn_reap(struct worker *w);
 
 #endif

@@ -148,6 +148,11 @@ static void worker_accept_retry_cb(struct ev_loop *loop, struct ev_timer *t)
 	worker_accept(container_of(t, struct worker, accept_retry));
 }
 
+static void worker_before_sleep(struct ev_loop *loop)
+{
+	conn_reap(loop->data);
+}
+
 int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_size, bool splice,
 		struct rt_snapshot *snap)
 {
@@ -157,6 +162,7 @@ int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_si
 	if (err)
 		return err;
 	w->loop.data = w;
+	w->loop.before_sleep = worker_before_sleep;
 	w->pool.size = buffer_size;
 	w->pool.cap = BUF_POOL_KEEP;
 	w->pool.free = calloc(BUF_POOL_KEEP, sizeof(char *));
@@ -258,6 +264,7 @@ void worker_stop(struct worker *w)
 	pthread_join(w->thread, NULL);
 	while (w->conns)
 		conn_close(w->conns);
+	conn_reap(w);
 	ev_del(&w->loop, &w->listen_io);
 	ev_timer_stop(&w->loop, &w->accept_retry);
 	if (w->prev_snap)

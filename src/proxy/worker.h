@@ -39,6 +39,7 @@ struct worker {
 	struct pipe_pool pipes;
 	bool splice;			/* relay with splice(2) through pipes, zero copy */
 	struct conn *conns;		/* every open connection (doubly linked) */
+	struct conn *dead;		/* closed in this batch, freed before the next wait */
 	uint64_t n_conns;
 };
 
