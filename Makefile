@@ -41,7 +41,7 @@ FUZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZ_BINS := $(FUZ_SRCS:tests/fuzz/%.c=$(FUZ)/%)
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps test run bench fuzz fuzz-smoke unit unit-san bpf-test integration clean
+.PHONY: all deps test run bench fuzz fuzz-smoke unit unit-san bpf-test integration integration-san clean
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/pandit $(TOOL_BINS)
@@ -88,6 +88,9 @@ $(SAN)/libpandit.a: $(SAN_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(SAN)/pandit: $(SAN)/obj/src/main.o $(SAN)/libpandit.a
+	$(CLANG) $(CFLAGS) $(SANFLAGS) $^ -o $@ $(LDLIBS)
+
 $(SAN)/tests/%: $(SAN)/obj/tests/unit/%.o $(SAN)/libpandit.a
 	@mkdir -p $(dir $@)
 	$(CLANG) $(CFLAGS) $(SANFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
@@ -122,9 +125,14 @@ fuzz: $(FUZ_BINS)
 integration: all
 	@scripts/run-integration.sh
 
+# the integration suite once more against the daemon built with ASan + UBSan
+integration-san: all $(SAN)/pandit
+	@PANDIT_BIN=$(abspath $(SAN)/pandit) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 scripts/run-integration.sh
+
 test: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory unit unit-san bpf-test fuzz-smoke integration
+	@$(MAKE) --no-print-directory unit unit-san bpf-test fuzz-smoke integration integration-san
 
 run: deps
 	@$(MAKE) --no-print-directory all
