@@ -13,6 +13,9 @@
 /* Deeper nesting than any valid config needs is refused (the tree builder
  * and the validator walk it, and a bound keeps both cheap). */
 #define CFG_MAX_DEPTH		32u
+/* Values (scalars, lists, mappings) in one file: bounds the tree at
+ * 128 MiB whatever the file holds (100,000 apps need about 2 million). */
+#define CFG_MAX_NODES		(4u << 20)
 /* After this many messages the loader stops collecting (one more says so). */
 #define CFG_MAX_ERRORS		200u
 
@@ -44,8 +47,9 @@ struct ytree {
  * -ENOMEM. Anchors, aliases, tags and several documents are refused. */
 int ytree_parse(struct ytree *t, const char *file, const char *buf, size_t len,
 		struct cfg_errors *errs);
-/* The readers, exposed for the fuzzer's differential check. ytree_parse_json
- * returns 1 when it does not handle the input (t is then empty). */
+/* The readers, exposed for the fuzzer's differential check. The fast ones
+ * return 1 when they do not handle the input, -E2BIG past CFG_MAX_NODES,
+ * -ENOMEM (t is then empty). */
 int ytree_parse_yaml(struct ytree *t, const char *file, const char *buf, size_t len,
 		     struct cfg_errors *errs);
 int ytree_parse_json(struct ytree *t, const char *buf, size_t len);

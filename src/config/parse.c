@@ -16,6 +16,8 @@ void ytree_free(struct ytree *t)
 /* Appends a node; returns its index or -ENOMEM. */
 static long node_new(struct ytree *t, uint8_t type, uint32_t line, uint32_t col)
 {
+	if (t->n >= CFG_MAX_NODES)
+		return -E2BIG;
 	if (t->n == t->cap) {
 		size_t cap = t->cap ? t->cap * 2 : 256;
 		if (cap > UINT32_MAX)
@@ -139,6 +141,16 @@ static int check_props(const yaml_char_t *anchor, const yaml_char_t *tag, const 
 	return 0;
 }
 
+/* -E2BIG from node_new: a config error, not an allocation failure. */
+static int too_big(long err, const char *file, yaml_mark_t m, struct cfg_errors *errs)
+{
+	if (err != -E2BIG)
+		return -ENOMEM;
+	cfg_errors_add(errs, file, ymark(m), "too many values in one file (more than %u)",
+		       CFG_MAX_NODES);
+	return -EINVAL;
+}
+
 int ytree_parse_yaml(struct ytree *t, const char *file, const char *buf, size_t len,
 		     struct cfg_errors *errs)
 {
@@ -196,7 +208,7 @@ int ytree_parse_yaml(struct ytree *t, const char *file, const char *buf, size_t 
 				}
 			}
 			if (idx < 0)
-				ret = -ENOMEM;
+				ret = too_big(idx, file, ev.start_mark, errs);
 			else
 				attach(t, stack, depth, (uint32_t)idx);
 			break;
@@ -218,7 +230,7 @@ int ytree_parse_yaml(struct ytree *t, const char *file, const char *buf, size_t 
 			idx = node_new(t, seq ? Y_SEQ : Y_MAP, (uint32_t)ev.start_mark.line + 1,
 				       (uint32_t)ev.start_mark.column + 1);
 			if (idx < 0) {
-				ret = -ENOMEM;
+				ret = too_big(idx, file, ev.start_mark, errs);
 				break;
 			}
 			attach(t, stack, depth, (uint32_t)idx);
@@ -297,7 +309,7 @@ static int j_scalar(struct jrd *j, const char *s, size_t len, bool plain, uint32
 {
 	long idx = node_new(j->t, Y_SCALAR, line, col);
 	if (idx < 0)
-		return -ENOMEM;
+		return (int)idx;	/* -ENOMEM or -E2BIG */
 	long off = str_add(j->t, s, len);
 	if (off < 0)
 		return -ENOMEM;
@@ -441,7 +453,7 @@ static int j_container(struct jrd *j, bool obj)
 		return J_GIVE_UP;
 	long idx = node_new(j->t, obj ? Y_MAP : Y_SEQ, j->line, j_col(j));
 	if (idx < 0)
-		return -ENOMEM;
+		return (int)idx;	/* -ENOMEM or -E2BIG */
 	attach(j->t, j->stack, j->depth, (uint32_t)idx);
 	j->stack[j->depth++] = (uint32_t)idx;
 	j->p++;
@@ -504,7 +516,9 @@ static int j_value(struct jrd *j)
  * text), so big files are read without reallocating. */
 static int reserve(struct ytree *t, size_t len)
 {
-	size_t nodes = len / 6 + 16, strs = len + 16;
+	size_t nodes = len / 8 + 16, strs = len + 16;
+	if (nodes > CFG_MAX_NODES)
+		nodes = CFG_MAX_NODES;
 	if (nodes > UINT32_MAX || strs > UINT32_MAX)
 		return -ENOMEM;
 	t->nodes = malloc(nodes * sizeof(*t->nodes));
@@ -622,7 +636,7 @@ static int b_push(struct brd *b, uint8_t type)
 		return J_GIVE_UP;
 	long idx = node_new(b->t, type, b->line, b_col(b));
 	if (idx < 0)
-		return -ENOMEM;
+		return (int)idx;	/* -ENOMEM or -E2BIG */
 	attach(b->t, b->stack, b->depth, (uint32_t)idx);
 	b->stack[b->depth++] = (uint32_t)idx;
 	return 0;
@@ -632,7 +646,7 @@ static int b_scalar(struct brd *b, const char *s, size_t len, bool plain, uint32
 {
 	long idx = node_new(b->t, Y_SCALAR, b->line, col);
 	if (idx < 0)
-		return -ENOMEM;
+		return (int)idx;	/* -ENOMEM or -E2BIG */
 	long off = str_add(b->t, s, len);
 	if (off < 0)
 		return -ENOMEM;
@@ -720,7 +734,7 @@ static int b_quoted(struct brd *b)
 	/* unescape into the string area directly */
 	long idx = node_new(b->t, Y_SCALAR, b->line, col);
 	if (idx < 0)
-		return -ENOMEM;
+		return (int)idx;	/* -ENOMEM or -E2BIG */
 	long off = str_add(b->t, s, n);	/* reserves n + 1 bytes */
 	if (off < 0)
 		return -ENOMEM;
@@ -945,10 +959,16 @@ int ytree_parse(struct ytree *t, const char *file, const char *buf, size_t len,
 {
 	memset(t, 0, sizeof(*t));
 	int r = ytree_parse_json(t, buf, len);
-	if (r <= 0)
-		return r;
-	r = ytree_parse_block(t, buf, len);
-	if (r <= 0)
-		return r;
-	return ytree_parse_yaml(t, file, buf, len, errs);
+	if (r == 1)
+		r = ytree_parse_block(t, buf, len);
+	if (r == 1)
+		return ytree_parse_yaml(t, file, buf, len, errs);
+	if (r == -E2BIG) {
+		/* refused whatever else is wrong with it: say so without
+		 * making libyaml build the same millions of nodes again */
+		cfg_errors_add(errs, file, (struct cfg_mark){ 0, 0 },
+			       "too many values in one file (more than %u)", CFG_MAX_NODES);
+		r = -EINVAL;
+	}
+	return r;
 }

@@ -765,6 +765,22 @@ static void test_size_limit(void **state)
 	assert_non_null(strstr(errs.msgs[0], "limit is 64 MiB"));
 }
 
+static void test_node_limit(void **state)
+{
+	(void)state;
+	/* a small file can hold millions of values; the tree is bounded */
+	size_t n = CFG_MAX_NODES + 10, len = 4 + 2 * n + 2;
+	char *text = malloc(len + 1);
+	assert_non_null(text);
+	memcpy(text, "a: [", 4);
+	for (size_t i = 0; i < n; i++)
+		memcpy(text + 4 + 2 * i, "1,", 2);
+	memcpy(text + 4 + 2 * n - 1, "]\n", 3);
+	text[len] = '\0';
+	expect_error(text, NULL, "too many values", NULL, NULL);
+	free(text);
+}
+
 static void test_load_file(void **state)
 {
 	(void)state;
@@ -1104,6 +1120,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_every_error_collected, teardown),
 		cmocka_unit_test_teardown(test_error_cap, teardown),
 		cmocka_unit_test_teardown(test_size_limit, teardown),
+		cmocka_unit_test_teardown(test_node_limit, teardown),
 		cmocka_unit_test_teardown(test_load_file, teardown),
 		cmocka_unit_test_teardown(test_quick, teardown),
 		cmocka_unit_test_teardown(test_app_dup_equal, teardown),
