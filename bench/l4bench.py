@@ -30,6 +30,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # backends (all on CPU_LOAD)
 IPERF_PORT, SOCKPERF_PORT, ECHO_PORT = 5201, 5111, 5000
+# reference without proxy: servers on CPU_PROXY, clients on CPU_LOAD, so the
+# cost of crossing CPUs (wake-ups, cache) shows on its own
+XCPU_IPERF_PORT, XCPU_SOCKPERF_PORT = 5202, 5112
 RELOAD_BACKENDS = [5001, 5002, 5003, 5004]
 # front ports of each proxy: (iperf, sockperf, echo probe)
 FRONTS = {
@@ -342,6 +345,8 @@ def measure_setup(kind, procs, tmp, secs, tag):
     p = None
     if kind == "direct":
         ports = (IPERF_PORT, SOCKPERF_PORT, ECHO_PORT)
+    elif kind == "direct-xcpu":
+        ports = (XCPU_IPERF_PORT, XCPU_SOCKPERF_PORT, ECHO_PORT)
     else:
         ports = FRONTS[kind]
         p = start_proxy(kind, procs, tmp, bench_apps(ports), tag)
@@ -385,6 +390,9 @@ def summarize(runs):
         cpu = [r[key]["cpu_s"] for r in runs]
         byts = sum(r[key]["bytes"] for r in runs)
         s[f"cpu_per_gb{streams}"] = sum(cpu) / (byts / 1e9) if cpu[0] is not None else None
+        # share of its CPU the proxy used while iperf3 ran
+        s[f"cpu_util{streams}"] = (sum(cpu) / sum(r[key]["seconds"] for r in runs) * 100
+                                   if cpu[0] is not None else None)
     for k in ("p50", "p99", "p999"):
         s[k] = statistics.median(r["sockperf"][k] for r in runs)
     cpu = [r["sockperf"]["cpu_s"] for r in runs]
@@ -468,6 +476,11 @@ def reload_test(kind, procs, tmp, n_apps, rounds):
                 break
     finally:
         procs.stop(p, wait=10)
+    if kind == "pandit":
+        # pandit's own account of each reload, when its log has one
+        with open(p.bench_log, errors="replace") as f:
+            res["pandit_log"] = [{"parse_build_ms": float(m.group(1)), "apply_ms": float(m.group(2))}
+                                 for m in re.finditer(r"parse\+build ([0-9.]+) ms, apply ([0-9.]+) ms", f.read())]
     return res
 
 
@@ -508,7 +521,7 @@ def main():
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--reload-apps", type=int, default=10000)
-    ap.add_argument("--reload-rounds", type=int, default=3)
+    ap.add_argument("--reload-rounds", type=int, default=5)
     ap.add_argument("--only", default="", help="comma list of setups (debugging)")
     ap.add_argument("--skip-reload", action="store_true")
     ap.add_argument("--quiet-wait", type=float, default=120,
@@ -530,7 +543,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    setups = ["direct", "pandit", "haproxy", "haproxy-splice", "nginx"]
+    setups = ["direct", "direct-xcpu", "pandit", "haproxy", "haproxy-splice", "nginx"]
     if a.only:
         setups = [s for s in setups if s in a.only.split(",")]
     why = pandit_unavailable()
@@ -542,6 +555,9 @@ def main():
         procs.start("iperf3-server", ["iperf3", "-s", "-p", str(IPERF_PORT)], CPU_LOAD)
         procs.start("sockperf-server", ["sockperf", "server", "--tcp", "-i", "127.0.0.1", "-p", str(SOCKPERF_PORT)],
                     CPU_LOAD)
+        procs.start("iperf3-server-xcpu", ["iperf3", "-s", "-p", str(XCPU_IPERF_PORT)], CPU_PROXY)
+        procs.start("sockperf-server-xcpu", ["sockperf", "server", "--tcp", "-i", "127.0.0.1", "-p",
+                                             str(XCPU_SOCKPERF_PORT)], CPU_PROXY)
         procs.start("echo", [L4TOOL, "echo", str(ECHO_PORT)] + [str(p) for p in RELOAD_BACKENDS], CPU_LOAD)
         if wait_port(ECHO_PORT, 5000) is None:
             raise RuntimeError("echo backend did not start")

@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LABELS = {"direct": "direct (no proxy)", "pandit": "pandit", "haproxy": "HAProxy (mode tcp)",
+LABELS = {"direct": "direct (no proxy)", "direct-xcpu": "direct, servers on CPU 1 (no proxy, reference)", "pandit": "pandit", "haproxy": "HAProxy (mode tcp)",
           "haproxy-splice": "HAProxy (mode tcp, option splice-auto)", "nginx": "NGINX (stream proxy_pass)"}
-ORDER = ["direct", "pandit", "haproxy", "haproxy-splice", "nginx"]
+ORDER = ["direct", "direct-xcpu", "pandit", "haproxy", "haproxy-splice", "nginx"]
 
 
 def cmd(argv):
@@ -88,6 +88,9 @@ def main():
     w(f"- Each setup was measured {r['repeat']} time{'s' if r['repeat'] != 1 else ''}, interleaved with the others; the table shows the median "
       "(all throughput runs are listed below it); CPU figures are totals over all repetitions divided by the "
       "total bytes or round trips.")
+    w("- The row \"direct, servers on CPU 1\" has no proxy: the iperf3 and sockperf servers run on the proxies' "
+      "CPU and the clients on CPU 0. It shows what crossing CPUs alone costs; a proxied round trip crosses "
+      "CPUs four times (client to proxy, proxy to server, and back), a direct cross-CPU one twice.")
     w("- The machine is shared: the last column is the CPU that processes outside the benchmark used during "
       "the measurements (busy time from /proc/stat, steal included, minus the benchmark's own processes), "
       "as a hint of how much the numbers may be disturbed. Before each setup the run waits (bounded) for "
@@ -96,21 +99,22 @@ def main():
     w("## Throughput, latency, CPU")
     w("")
     w("| setup | iperf3 1 stream (Gbit/s) | iperf3 8 streams (Gbit/s) | RTT p50 (us) | p99 (us) | p99.9 (us) "
-      "| added p50 vs direct (us) | proxy CPU s per GB (1 / 8 streams) | proxy CPU s per 100k round trips "
-      "| other load on the machine, % of a CPU (median / max) |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "| added p50 vs direct (us) | proxy CPU s per GB (1 / 8 streams) | proxy CPU busy during iperf3, % (1 / 8 streams) "
+      "| proxy CPU s per 100k round trips | other load on the machine, % of a CPU (median / max) |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     dat = ["# setup gbps1 gbps8 p50 p99 p999"]
     for s in ORDER:
         if s in S:
             x = S[s]
             added = f(x["p50"] - d["p50"], 1) if d and s != "direct" else "-"
             cpu = "-" if x["cpu_per_gb1"] is None else f"{f(x['cpu_per_gb1'], 3)} / {f(x['cpu_per_gb8'], 3)}"
+            util = "-" if x.get("cpu_util1") is None else f"{f(x['cpu_util1'], 0)} / {f(x['cpu_util8'], 0)}"
             w(f"| {LABELS[s]} | {f(x['gbps1'])} | {f(x['gbps8'])} | {f(x['p50'], 1)} | {f(x['p99'], 1)} | "
-              f"{f(x['p999'], 1)} | {added} | {cpu} | {f(x['cpu_per_100k_rt'], 3)} | "
+              f"{f(x['p999'], 1)} | {added} | {cpu} | {util} | {f(x['cpu_per_100k_rt'], 3)} | "
               f"{f(x['background_pct_median'], 0)} / {f(x['background_pct_max'], 0)} |")
             dat.append(f"\"{s}\" {x['gbps1']:.3f} {x['gbps8']:.3f} {x['p50']:.3f} {x['p99']:.3f} {x['p999']:.3f}")
         elif s in r["not_run"]:
-            w(f"| {LABELS[s]} | not run | | | | | | | | |")
+            w(f"| {LABELS[s]} | not run | | | | | | | | | |")
     w("")
     for s in ORDER:
         if s in S:
@@ -159,6 +163,9 @@ def main():
             x = rl[key]
             if "not_run" in x:
                 w(f"- {key} reload not run: {x['not_run']}")
+            if x.get("pandit_log"):
+                steps = "; ".join(f"{l['parse_build_ms']:.1f} + {l['apply_ms']:.1f}" for l in x["pandit_log"])
+                w(f"- pandit with {x['apps']} apps, its own log per reload (parse+build ms + apply ms): {steps}")
             for fs in x.get("failed_sizes", []):
                 w(f"- HAProxy with {fs['apps']} apps / {fs['apps'] * 4} ports could not run here: {fs['error']}")
         if "nofile" in rl:
