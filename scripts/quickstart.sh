@@ -28,8 +28,9 @@ if [ "$kmaj" -lt 5 ] || { [ "$kmaj" -eq 5 ] && [ "${kmin%%[!0-9]*}" -lt 9 ]; }; 
 	echo "quickstart: warning: kernel $(uname -r) is older than 5.9, which pandit needs (BPF sk_lookup)" >&2
 fi
 
-# pandit rereads the file as user nobody on reload: if nobody cannot reach it
-# (say the clone lives under /root, mode 700), run on a copy it can read.
+# pandit rereads the file as user nobody on reload, by the same relative path
+# (so a clone under /root, mode 700, is fine). If nobody cannot read it (a
+# umask of 077, say), run on a copy it can read.
 work=$(mktemp -d /tmp/pandit-quickstart.XXXXXX)
 chmod 755 "$work"
 if ! runuser -u nobody -- test -r "$cfg" 2>/dev/null; then
