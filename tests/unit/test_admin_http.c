@@ -655,6 +655,35 @@ static void test_admin_large(void **state)
 	world_free(w);
 }
 
+/* A client that asks for a large page and never reads is cut off after
+ * the stall time, and its snapshot reference is returned. */
+static void test_admin_write_stall(void **state)
+{
+	(void)state;
+	struct world *w = world_make(10000);
+	struct admin_opts o = { .write_stall_ms = 200 };
+	world_start(w, &o);
+	int fd = dial(w->port);
+	send_all(fd, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 35);
+	/* wait (bounded) until admin took the snapshot and then gave it back */
+	int i;
+	for (i = 0; i < 2000 && atomic_load(&w->gets) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&w->gets), 1);
+	for (i = 0; i < 2000 && atomic_load(&w->refs) != 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&w->refs), 0);
+	/* what was sent before the cut, then the end: never the whole page */
+	struct sbuf got;
+	sbuf_init(&got);
+	int rc = read_all(fd, &got, 65536);
+	assert_true(rc == 0 || rc == -ECONNRESET);
+	assert_true(got.len < 4 * 1024 * 1024);
+	sbuf_free(&got);
+	close(fd);
+	world_free(w);
+}
+
 int main(void)
 {
 	if (getenv("ADMIN_TEST_DEBUG"))
@@ -666,6 +695,7 @@ int main(void)
 		cmocka_unit_test(test_admin_slowloris),
 		cmocka_unit_test(test_admin_client_limit),
 		cmocka_unit_test(test_admin_large),
+		cmocka_unit_test(test_admin_write_stall),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
