@@ -18,8 +18,11 @@ set ylabel "Gbit/s"
 plot datafile using 2:xtic(1) title "1 stream" lc rgb "#4477aa", \
      '' using 3 title "8 streams" lc rgb "#66ccee"
 
-set title "sockperf ping-pong round trip, 64 B (lower is better)"
+set title "sockperf ping-pong round trip, 64 B (lower is better, log scale)"
 set ylabel "microseconds"
+set logscale y
+set yrange [1:*]
+set key top left
 plot datafile using 4:xtic(1) title "p50" lc rgb "#228833", \
      '' using 5 title "p99" lc rgb "#ccbb44", \
      '' using 6 title "p99.9" lc rgb "#ee6677"
