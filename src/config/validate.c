@@ -938,7 +938,9 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 	} else {
 		const char *s = S(c, v[A_NAME]);
 		size_t len = N(c, v[A_NAME])->len;
-		if (len > CFG_MAX_NAME_LEN) {
+		if (len == 0) {
+			verr(c, nmark(c, v[A_NAME]), "app #%zu: empty name", pos);
+		} else if (len > CFG_MAX_NAME_LEN) {
 			verr(c, nmark(c, v[A_NAME]), "app name '%s' is longer than %u bytes",
 			     show(c, v[A_NAME], b, sizeof(b)), CFG_MAX_NAME_LEN);
 		} else if (has_ctl(s, len)) {

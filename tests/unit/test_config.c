@@ -628,6 +628,7 @@ static void test_err_names(void **state)
 	long_name[CFG_MAX_NAME_LEN] = '\0';
 	snprintf(text, sizeof(text), "apps:\n  - name: %s\n    ports: 1\n" APP_TAIL, long_name);
 	cfg_free(load_ok(text));
+	expect_error("apps:\n  - name: \"\"\n    ports: 1\n" APP_TAIL, "2:11", "app #1: empty name", NULL, NULL);
 	expect_error("apps:\n  - name: \"a\\tb\"\n    ports: 1\n" APP_TAIL, "2:11", "control characters", NULL, NULL);
 	expect_error("apps:\n  - name: \"a\\0b\"\n    ports: 1\n" APP_TAIL, "2:11", "control characters", NULL, NULL);
 	expect_error("apps:\n  - name: web\n    ports: 1\n" APP_TAIL "  - name: web\n    ports: 2\n" APP_TAIL,
