@@ -264,6 +264,12 @@ int ytree_parse_yaml(struct ytree *t, const char *file, const char *buf, size_t 
  * gives up (returns 1) on anything unusual: non-ASCII bytes, \u escapes,
  * syntax errors. libyaml then parses the file and reports the errors, so
  * every message comes from one place. */
+/* Bytes that end a run inside quotes: quotes, backslash, controls
+ * (newline included) and anything outside printable ASCII. */
+static const uint8_t q_stop[256] = {
+	[0 ... 0x1f] = 1, ['"'] = 1, ['\''] = 1, ['\\'] = 1, [0x7f ... 0xff] = 1,
+};
+
 struct jrd {
 	struct ytree *t;
 	const char *p, *end;
@@ -327,13 +333,13 @@ static int j_string(struct jrd *j)
 	j->p++;
 	/* fast path: no escapes, the string is copied straight from the input */
 	const char *s = j->p;
-	while (j->p < j->end) {
-		unsigned char c = (unsigned char)*j->p;
-		if (c == '"')
+	for (;;) {
+		while (j->p < j->end && !q_stop[(unsigned char)*j->p])
+			j->p++;
+		if (j->p < j->end && *j->p == '\'')
+			j->p++;	/* an ordinary byte in JSON */
+		else
 			break;
-		if (c == '\\' || c < 0x20 || c >= 0x80)
-			break;
-		j->p++;
 	}
 	if (j->p >= j->end)
 		return J_GIVE_UP;
@@ -571,6 +577,7 @@ struct brd {
 	uint32_t line;
 	uint32_t indent;	/* of the current line */
 	bool eof;
+	bool bad;		/* a byte outside the subset was skipped in a comment */
 	uint32_t stack[CFG_MAX_DEPTH];
 	size_t depth;
 };
@@ -593,10 +600,19 @@ static void b_spaces(struct brd *b)
 
 /* Moves to the first non-space byte of the next line with content,
  * skipping blank and comment-only lines. Sets eof at the end. */
+/* Skips to the end of the line (a comment), noting bytes outside the subset. */
+static void b_skip_comment(struct brd *b)
+{
+	while (b->p < b->end && *b->p != '\n') {
+		unsigned char c = (unsigned char)*b->p++;
+		if (c < 0x20 || c > 0x7e)
+			b->bad = true;
+	}
+}
+
 static void b_next_line(struct brd *b)
 {
-	while (b->p < b->end && *b->p != '\n')
-		b->p++;
+	b_skip_comment(b);
 	for (;;) {
 		if (b->p >= b->end) {
 			b->eof = true;
@@ -612,8 +628,7 @@ static void b_next_line(struct brd *b)
 		}
 		if (*b->p != '\n' && *b->p != '#')
 			break;
-		while (b->p < b->end && *b->p != '\n')
-			b->p++;
+		b_skip_comment(b);
 	}
 	b->indent = (uint32_t)(b->p - b->ls);
 }
@@ -713,15 +728,23 @@ static int b_quoted(struct brd *b)
 	const char *s = b->p;
 	size_t n = 0;
 	bool esc = false;
-	for (; b->p < b->end && *b->p != q; b->p++) {
-		if (*b->p == '\n')
-			return J_GIVE_UP;
+	for (;;) {
+		/* runs of ordinary bytes in one tight loop */
+		const char *r = b->p;
+		while (b->p < b->end && !q_stop[(unsigned char)*b->p])
+			b->p++;
+		n += (size_t)(b->p - r);
+		if (b->p >= b->end || *b->p == q)
+			break;
 		if (*b->p == '\\' && q == '"') {
 			esc = true;
 			b->p++;
 			if (b->p >= b->end || !*b->p || !strchr("\"\\/bfnrt", *b->p))
 				return J_GIVE_UP;
+		} else if (*b->p != '"' && *b->p != '\'' && *b->p != '\\') {
+			return J_GIVE_UP;	/* control, newline or non-ASCII byte */
 		}
+		b->p++;
 		n++;
 	}
 	if (b->p >= b->end)
@@ -923,12 +946,8 @@ static int b_seq(struct brd *b, uint32_t indent)
 
 int ytree_parse_block(struct ytree *t, const char *buf, size_t len)
 {
-	/* the subset is printable ASCII, spaces and newlines */
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)buf[i];
-		if ((c < 0x20 && c != '\n') || c > 0x7e)
-			return J_GIVE_UP;
-	}
+	/* the subset is printable ASCII, spaces and newlines: every reader
+	 * below accepts only those, and comments are checked as skipped */
 	struct brd b = { .t = t, .buf = buf, .end = buf + len, .p = buf, .ls = buf, .line = 1 };
 	int r = J_GIVE_UP;
 	/* find the first content line */
@@ -946,7 +965,7 @@ int ytree_parse_block(struct ytree *t, const char *buf, size_t len)
 	if ((r = reserve(t, len)))
 		return r;
 	r = b_map(&b, 0);
-	if (r == 0 && !b.eof)
+	if (r == 0 && (!b.eof || b.bad))
 		r = J_GIVE_UP;
 out:
 	if (r)

@@ -212,7 +212,7 @@ int cfg_parse_hostport(const char *s, char **host, uint16_t *port, const char **
 			return -EINVAL;
 		}
 	} else {
-		const char *colon = strrchr(s, ':');
+		const char *colon = memrchr(s, ':', len);
 		if (!colon) {
 			*why = "missing port (expected host:port)";
 			return -EINVAL;
@@ -220,11 +220,23 @@ int cfg_parse_hostport(const char *s, char **host, uint16_t *port, const char **
 		h = s;
 		hlen = (size_t)(colon - s);
 		ps = colon + 1;
-		if (memchr(h, ':', hlen)) {
+		/* one pass over the host: every target goes through here */
+		bool numeric = true, other_colon = false, bracket = false;
+		for (size_t i = 0; i < hlen; i++) {
+			char ch = h[i];
+			if ((ch >= '0' && ch <= '9') || ch == '.')
+				continue;
+			numeric = false;
+			if (ch == ':')
+				other_colon = true;
+			else if (ch == ']')
+				bracket = true;
+		}
+		if (other_colon) {
 			*why = "an IPv6 address must be written in brackets, like [::1]:80";
 			return -EINVAL;
 		}
-		if (memchr(h, ']', hlen)) {
+		if (bracket) {
 			*why = "missing '[' before the IPv6 address";
 			return -EINVAL;
 		}
@@ -232,10 +244,6 @@ int cfg_parse_hostport(const char *s, char **host, uint16_t *port, const char **
 			*why = "empty host (expected host:port)";
 			return -EINVAL;
 		}
-		bool numeric = true;
-		for (size_t i = 0; i < hlen; i++)
-			if (!((h[i] >= '0' && h[i] <= '9') || h[i] == '.'))
-				numeric = false;
 		if (numeric) {
 			char buf[INET_ADDRSTRLEN + 1];
 			struct in_addr a;
@@ -258,10 +266,13 @@ int cfg_parse_hostport(const char *s, char **host, uint16_t *port, const char **
 		*why = "missing port (expected host:port)";
 		return -EINVAL;
 	}
-	if (parse_port(ps, strlen(ps), port, why))
+	if (parse_port(ps, len - (size_t)(ps - s), port, why))
 		return -EINVAL;
-	*host = strndup(h, hlen);
-	if (!*host) {
+	*host = malloc(hlen + 1);
+	if (*host) {
+		memcpy(*host, h, hlen);
+		(*host)[hlen] = '\0';
+	} else {
 		*why = "out of memory";
 		return -ENOMEM;
 	}
