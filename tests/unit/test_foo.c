@@ -9,7 +9,11 @@
 
 #include <cmocka.h>
 
+#include <math.h>
+#include <pthread.h>
+
 #include "proto/foo.h"
+#include "proto/foo_stats.h"
 
 /* --- collecting messages ------------------------------------------------------ */
 
@@ -435,6 +439,357 @@ static void test_random_chunks(void **state)
 	free(s);
 }
 
+
+/* --- per-connection accounting ------------------------------------------------------- */
+
+#define US 1000ull
+#define T0 (5000ull * 1000000000ull)
+
+static int c2s(struct foo_conn *c, struct foo_app_stats *s, const char *text, uint64_t now)
+{
+	return foo_conn_data(c, s, FOO_DIR_C2S, text, strlen(text), now);
+}
+
+static int s2c(struct foo_conn *c, struct foo_app_stats *s, const char *text, uint64_t now)
+{
+	return foo_conn_data(c, s, FOO_DIR_S2C, text, strlen(text), now);
+}
+
+/* The example of seed 004, pipelined, with replies 300 us after requests. */
+static void test_conn_seed_example(void **state)
+{
+	(void)state;
+	struct foo_app_stats *s = foo_app_stats_new();
+	assert_non_null(s);
+	struct foo_conn *c = foo_conn_new(0, false, s);
+	assert_non_null(c);
+	uint64_t t = T0;
+	assert_int_equal(c2s(c, s, "REQ 1 Hey\n", t), 0);
+	assert_int_equal(s2c(c, s, "ACK 1 Hello\n", t + 300 * US), 0);
+	assert_int_equal(c2s(c, s, "REQ 2 Hey there\n", t + 1000 * US), 0);
+	assert_int_equal(s2c(c, s, "ACK 2\n", t + 1300 * US), 0);
+	assert_int_equal(c2s(c, s, "REQ 3 Hey\nREQ 4 Hey\nREQ 5 He", t + 2000 * US), 0);
+	assert_int_equal(c2s(c, s, "y\n", t + 2000 * US), 0);
+	assert_int_equal(foo_conn_pending(c), 3);
+	assert_int_equal(s2c(c, s, "ACK 3 What\nACK 4 What do you want\n", t + 2300 * US), 0);
+	assert_int_equal(c2s(c, s, "REQ 6 Hey\n", t + 3000 * US), 0);
+	assert_int_equal(s2c(c, s, "NAK 5 Stop it\nNAK 6 Stop doing that\n", t + 3300 * US), 0);
+	assert_int_equal(foo_conn_pending(c), 0);
+	assert_int_equal(stats_get(&s->msg_req), 6);
+	assert_int_equal(stats_get(&s->msg_ack), 4);
+	assert_int_equal(stats_get(&s->msg_nak), 2);
+	assert_int_equal(stats_get(&s->msg_total), 12);
+	assert_int_equal(stats_get(&s->latency.count), 6);
+	/* every reply came 300 us after its request, REQ 6 too (NAK 5 and 6 in
+	 * one read 300 us after REQ 6; REQ 5 waited 1300 us) */
+	assert_int_equal(stats_get(&s->latency.buckets[3]), 5);	/* (250, 500] us */
+	assert_int_equal(stats_get(&s->latency.buckets[5]), 1);	/* (1000, 2500] us */
+	double p50 = stats_hist_quantile(&s->latency, 0.5);
+	assert_true(p50 > 250 && p50 <= 500);
+	assert_int_equal(stats_get(&s->replies_unmatched), 0);
+	/* rates: 6 REQ within the last second */
+	uint64_t now = t + 3300 * US;
+	assert_true(fabs(stats_win_rate(&s->req_win, now, 1000000000ull) - 6.0) < 1e-9);
+	assert_true(fabs(stats_win_rate(&s->resp_win, now, 10000000000ull) - 0.6) < 1e-9);
+	assert_int_equal(foo_conn_eof(c, s, FOO_DIR_C2S, now), 0);
+	assert_int_equal(foo_conn_eof(c, s, FOO_DIR_S2C, now), 0);
+	foo_conn_free(c, s);
+	assert_int_equal(stats_get(&s->requests_unanswered), 0);
+	assert_int_equal(stats_get(&s->conns), 1);
+	assert_int_equal(stats_get(&s->noncompliant_client) + stats_get(&s->noncompliant_server), 0);
+	foo_app_stats_put(s);
+}
+
+static void test_conn_directions_and_leftovers(void **state)
+{
+	(void)state;
+	struct foo_app_stats *s = foo_app_stats_new();
+	struct foo_conn *c = foo_conn_new(0, false, s);
+	/* wrong directions count apart and are not violations */
+	assert_int_equal(c2s(c, s, "ACK 1\nNAK 2\n", T0), 0);
+	assert_int_equal(s2c(c, s, "REQ 3\n", T0), 0);
+	assert_int_equal(stats_get(&s->msg_wrong_direction), 3);
+	assert_int_equal(stats_get(&s->msg_total), 0);
+	/* a reply nobody asked for */
+	assert_int_equal(s2c(c, s, "ACK 99\n", T0), 0);
+	assert_int_equal(stats_get(&s->replies_unmatched), 1);
+	assert_int_equal(stats_get(&s->msg_ack), 1);
+	/* same Seq twice: two pending, both replies match, latency from the first */
+	assert_int_equal(c2s(c, s, "REQ 7 a\n", T0), 0);
+	assert_int_equal(c2s(c, s, "REQ 7 b\n", T0 + 100 * US), 0);
+	assert_int_equal(stats_get(&s->requests_duplicate), 1);
+	assert_int_equal(foo_conn_pending(c), 2);
+	assert_int_equal(s2c(c, s, "ACK 7\nNAK 7\n", T0 + 400 * US), 0);
+	assert_int_equal(stats_get(&s->latency.count), 2);
+	assert_int_equal(stats_get(&s->latency.buckets[3]), 2);	/* both 400 us */
+	assert_int_equal(s2c(c, s, "ACK 7\n", T0 + 500 * US), 0);
+	assert_int_equal(stats_get(&s->replies_unmatched), 2);
+	/* requests left without replies, one of them as the last line at EOF */
+	assert_int_equal(c2s(c, s, "REQ 10\nREQ 11\nREQ 12 no newline", T0), 0);
+	assert_int_equal(foo_conn_pending(c), 2);
+	assert_int_equal(foo_conn_eof(c, s, FOO_DIR_C2S, T0), 0);
+	assert_int_equal(foo_conn_pending(c), 3);
+	assert_int_equal(stats_get(&s->msg_req), 5);
+	foo_conn_free(c, s);
+	assert_int_equal(stats_get(&s->requests_unanswered), 3);
+	foo_app_stats_put(s);
+}
+
+/* More pending requests than the cap: the rest are untracked, and their
+ * replies are neither unmatched nor timed. */
+static void test_conn_cap(void **state)
+{
+	(void)state;
+	struct foo_app_stats *s = foo_app_stats_new();
+	struct foo_conn *c = foo_conn_new(0, false, s);
+	const unsigned n = FOO_CONN_MAX_OUTSTANDING + 1000;
+	char line[64];
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(line, sizeof(line), "REQ %u\n", i);
+		assert_int_equal(c2s(c, s, line, T0), 0);
+	}
+	assert_int_equal(stats_get(&s->requests_untracked), 1000);
+	assert_int_equal(foo_conn_pending(c), n);
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(line, sizeof(line), "ACK %u\n", i);
+		assert_int_equal(s2c(c, s, line, T0 + 10 * US), 0);
+	}
+	assert_int_equal(stats_get(&s->latency.count), FOO_CONN_MAX_OUTSTANDING);
+	assert_int_equal(stats_get(&s->replies_unmatched), 0);
+	assert_int_equal(foo_conn_pending(c), 0);
+	/* the table works again after draining: random interleaving against a
+	 * reference of what is pending */
+	static bool pend[20000];
+	memset(pend, 0, sizeof(pend));
+	unsigned seed = 7, pending = 0, matched = 0, unmatched = 0;
+	for (int i = 0; i < 200000; i++) {
+		seed = seed * 1103515245u + 12345u;
+		unsigned seq = (seed >> 8) % 20000;
+		bool req = ((seed >> 4) & 3) != 0 && pending < FOO_CONN_MAX_OUTSTANDING;
+		if (req && !pend[seq]) {
+			snprintf(line, sizeof(line), "REQ %u\n", seq);
+			assert_int_equal(c2s(c, s, line, T0), 0);
+			pend[seq] = true;
+			pending++;
+		} else if (!req) {
+			snprintf(line, sizeof(line), "ACK %u\n", seq);
+			assert_int_equal(s2c(c, s, line, T0), 0);
+			if (pend[seq]) {
+				pend[seq] = false;
+				pending--;
+				matched++;
+			} else {
+				unmatched++;
+			}
+		}
+		assert_int_equal(foo_conn_pending(c), pending);
+	}
+	assert_int_equal(stats_get(&s->latency.count), FOO_CONN_MAX_OUTSTANDING + matched);
+	assert_int_equal(stats_get(&s->replies_unmatched), unmatched);
+	assert_int_equal(stats_get(&s->requests_untracked), 1000);
+	foo_conn_free(c, s);
+	assert_int_equal(stats_get(&s->requests_unanswered), pending);
+	foo_app_stats_put(s);
+}
+
+static void test_conn_policies(void **state)
+{
+	(void)state;
+	struct foo_app_stats *s = foo_app_stats_new();
+	/* lenient: an HTTP client; counted, pending requests dropped */
+	struct foo_conn *c = foo_conn_new(0, false, s);
+	assert_int_equal(c2s(c, s, "REQ 1\n", T0), 0);
+	assert_int_equal(c2s(c, s, "GET / HTTP/1.1\r\n", T0), -1);
+	assert_true(foo_conn_failed(c));
+	int dir = -1;
+	assert_int_equal(foo_conn_error(c, &dir), FOO_ERR_HTTP);
+	assert_int_equal(dir, FOO_DIR_C2S);
+	assert_int_equal(s2c(c, s, "ACK 1\n", T0), -1);	/* no longer watched */
+	assert_int_equal(foo_conn_eof(c, s, FOO_DIR_C2S, T0), -1);
+	foo_conn_free(c, s);
+	assert_int_equal(stats_get(&s->msg_req), 1);
+	assert_int_equal(stats_get(&s->msg_ack), 0);
+	assert_int_equal(stats_get(&s->noncompliant_client), 1);
+	assert_int_equal(stats_get(&s->conns_closed_strict), 0);
+	assert_int_equal(stats_get(&s->violations[FOO_ERR_HTTP]), 1);
+	assert_int_equal(stats_get(&s->requests_unanswered), 0);
+	/* strict: an overlong line (limit 32), found before any LF */
+	c = foo_conn_new(32, true, s);
+	assert_int_equal(c2s(c, s, "REQ 1 0123456789012345678901234567890123456789", T0), -1);
+	foo_conn_free(c, s);
+	assert_int_equal(stats_get(&s->noncompliant_client), 2);
+	assert_int_equal(stats_get(&s->conns_closed_strict), 1);
+	assert_int_equal(stats_get(&s->violations[FOO_ERR_LINE_TOO_LONG]), 1);
+	/* a server speaking garbage, and a client cut inside Type at EOF */
+	c = foo_conn_new(0, true, s);
+	assert_int_equal(foo_conn_data(c, s, FOO_DIR_S2C, "\x00\x01\x02", 3, T0), -1);
+	foo_conn_free(c, s);
+	c = foo_conn_new(0, false, s);
+	assert_int_equal(c2s(c, s, "REQ 1\nRE", T0), 0);
+	assert_int_equal(foo_conn_eof(c, s, FOO_DIR_C2S, T0), -1);
+	foo_conn_free(c, s);
+	assert_int_equal(stats_get(&s->noncompliant_server), 1);
+	assert_int_equal(stats_get(&s->noncompliant_client), 3);
+	assert_int_equal(stats_get(&s->violations[FOO_ERR_NUL]), 1);
+	assert_int_equal(stats_get(&s->violations[FOO_ERR_TRUNCATED]), 1);
+	assert_int_equal(stats_get(&s->conns_closed_strict), 2);
+	assert_int_equal(stats_get(&s->conns), 4);
+	/* no stats at all: parse only */
+	c = foo_conn_new(0, false, NULL);
+	assert_int_equal(foo_conn_data(c, NULL, 0, "REQ 1\n", 6, T0), 0);
+	assert_int_equal(foo_conn_data(c, NULL, 0, "x", 1, T0), -1);
+	foo_conn_free(c, NULL);
+	foo_conn_free(NULL, s);
+	foo_app_stats_put(s);
+}
+
+static void test_render(void **state)
+{
+	(void)state;
+	struct foo_app_stats *a = foo_app_stats_new(), *b = foo_app_stats_new();
+	struct foo_conn *ca = foo_conn_new(0, false, a), *cb = foo_conn_new(0, true, b);
+	uint64_t t = T0 + 123 * US;
+	assert_int_equal(c2s(ca, a, "REQ 1\nREQ 2\nREQ 3\n", t), 0);
+	assert_int_equal(s2c(ca, a, "ACK 1\nNAK 2\n", t + 200 * US), 0);
+	assert_int_equal(c2s(cb, b, "REQ 1\n", t), 0);
+	assert_int_equal(s2c(cb, b, "ACK 1\n", t + 2000 * US), 0);
+	assert_int_equal(c2s(cb, b, "\x16\x03", t), -1);
+	foo_conn_free(ca, a);
+	foo_conn_free(cb, b);
+	uint64_t now = t + 5000 * US;
+
+	struct sbuf out;
+	sbuf_init(&out);
+	foo_stats_render_json_fields(&out, a, now);
+	assert_false(out.oom);
+	const char *want_a =
+		"\"msg_total\":5,\"msg_req\":3,\"msg_ack\":1,\"msg_nak\":1,"
+		"\"request_rate_1s\":3.000,\"request_rate_10s\":0.300,"
+		"\"response_rate_1s\":2.000,\"response_rate_10s\":0.200,"
+		"\"latency_us\":{\"count\":2,";
+	if (out.len < strlen(want_a) || memcmp(out.data, want_a, strlen(want_a)) != 0)
+		fail_msg("got %.*s", (int)out.len, out.data);
+	assert_non_null(strstr(out.data, "\"requests_unanswered\":1,"));
+	assert_non_null(strstr(out.data, "\"reasons\":{}}"));
+
+	/* process-wide totals */
+	struct foo_app_stats *sum = malloc(sizeof(*sum));
+	foo_app_stats_init(sum);
+	foo_app_stats_accumulate(sum, a, now);
+	foo_app_stats_accumulate(sum, b, now);
+	sbuf_reset(&out);
+	foo_stats_render_json_fields(&out, sum, now);
+	const char *want_sum =
+		"\"msg_total\":7,\"msg_req\":4,\"msg_ack\":2,\"msg_nak\":1,"
+		"\"request_rate_1s\":4.000,\"request_rate_10s\":0.400,"
+		"\"response_rate_1s\":3.000,\"response_rate_10s\":0.300,"
+		"\"latency_us\":{\"count\":3,";
+	if (out.len < strlen(want_sum) || memcmp(out.data, want_sum, strlen(want_sum)) != 0)
+		fail_msg("got %.*s", (int)out.len, out.data);
+	assert_non_null(strstr(out.data, "\"closed_strict\":1,\"reasons\":{\"type\":1}}"));
+	assert_non_null(strstr(out.data, "\"watched\":2,"));
+	/* the whole thing is one JSON object once wrapped: balanced braces, no newline */
+	int depth = 0;
+	for (size_t i = 0; i < out.len; i++) {
+		depth += out.data[i] == '{';
+		depth -= out.data[i] == '}';
+		assert_true(depth >= 0);
+		assert_true(out.data[i] != '\n');
+	}
+	assert_int_equal(depth, 0);
+
+	sbuf_reset(&out);
+	foo_stats_render_prometheus(&out, "my \\\"app\\\"", sum, now);
+	sbuf_append(&out, "", 1);
+	assert_non_null(strstr(out.data, "# TYPE pandit_foo_messages_total counter\n"));
+	assert_non_null(strstr(out.data, "pandit_foo_messages_total{app=\"my \\\"app\\\"\",type=\"req\"} 4\n"));
+	assert_non_null(strstr(out.data,
+			       "pandit_foo_message_rate{app=\"my \\\"app\\\"\",kind=\"request\",window=\"1s\"} 4.000\n"));
+	assert_non_null(strstr(out.data,
+			       "pandit_foo_reply_latency_seconds_bucket{app=\"my \\\"app\\\"\",le=\"0.00025\"} 2\n"));
+	assert_non_null(strstr(out.data,
+			       "pandit_foo_reply_latency_seconds_bucket{app=\"my \\\"app\\\"\",le=\"+Inf\"} 3\n"));
+	assert_non_null(strstr(out.data, "pandit_foo_reply_latency_seconds_sum{app=\"my \\\"app\\\"\"} 0.0024\n"));
+	assert_non_null(strstr(out.data, "pandit_foo_reply_latency_seconds_count{app=\"my \\\"app\\\"\"} 3\n"));
+	assert_non_null(strstr(out.data, "pandit_foo_violations_total{app=\"my \\\"app\\\"\",reason=\"type\"} 1\n"));
+	assert_non_null(strstr(out.data,
+			       "pandit_foo_connections_noncompliant_total{app=\"my \\\"app\\\"\",side=\"client\"} 1\n"));
+	assert_non_null(strstr(out.data, "pandit_foo_requests_unanswered_total{app=\"my \\\"app\\\"\"} 1\n"));
+	/* every family has its header once */
+	size_t helps = 0;
+	for (const char *p = out.data; (p = strstr(p, "# HELP ")); p++)
+		helps++;
+	assert_int_equal(helps, FOO_PROM_N_FAMILIES);
+	sbuf_free(&out);
+	free(sum);
+	foo_app_stats_put(foo_app_stats_get(a));
+	foo_app_stats_put(a);
+	foo_app_stats_put(b);
+}
+
+/* Workers on several threads counting into one app while another reads. */
+struct worker_arg {
+	struct foo_app_stats *s;
+	int id;
+};
+
+static void *foo_worker(void *arg)
+{
+	struct worker_arg *w = arg;
+	char buf[32 * 12];
+	for (int conn = 0; conn < 50; conn++) {
+		struct foo_conn *c = foo_conn_new(0, false, w->s);
+		for (int round = 0; round < 20; round++) {
+			size_t len = 0;
+			for (int i = 0; i < 10; i++)
+				len += (size_t)snprintf(buf + len, sizeof(buf) - len, "REQ %d x\n",
+							round * 10 + i);
+			uint64_t now = T0 + (uint64_t)(conn * 20 + round) * 1000 * US;
+			assert_int_equal(foo_conn_data(c, w->s, 0, buf, len, now), 0);
+			for (size_t i = 0; i < len; i++)
+				if (buf[i] == 'R')
+					memcpy(buf + i, w->id & 1 ? "NAK" : "ACK", 3);
+			assert_int_equal(foo_conn_data(c, w->s, 1, buf, len, now + 50 * US), 0);
+		}
+		foo_conn_free(c, w->s);
+	}
+	return NULL;
+}
+
+static void test_concurrent_workers(void **state)
+{
+	(void)state;
+	struct foo_app_stats *s = foo_app_stats_new();
+	pthread_t th[4];
+	struct worker_arg args[4];
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct worker_arg){ .s = s, .id = i };
+		assert_int_equal(pthread_create(&th[i], NULL, foo_worker, &args[i]), 0);
+	}
+	struct sbuf out;
+	sbuf_init(&out);
+	for (int i = 0; i < 200; i++) {
+		sbuf_reset(&out);
+		foo_stats_render_json_fields(&out, s, T0 + 500000 * US);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	const uint64_t per = 50 * 20 * 10;
+	assert_int_equal(stats_get(&s->msg_req), 4 * per);
+	assert_int_equal(stats_get(&s->msg_ack), 2 * per);
+	assert_int_equal(stats_get(&s->msg_nak), 2 * per);
+	assert_int_equal(stats_get(&s->msg_total), 8 * per);
+	assert_int_equal(stats_get(&s->latency.count), 4 * per);
+	assert_int_equal(stats_get(&s->latency.buckets[0]), 4 * per);	/* all 50 us */
+	assert_int_equal(stats_get(&s->replies_unmatched) + stats_get(&s->requests_unanswered), 0);
+	/* the last second of the run: 10 rounds of 1 ms... every thread's last
+	 * 1000 ms hold 4 x 1000 ms / 1 ms per round x 10 REQ */
+	uint64_t end = T0 + 1000ull * 1000 * US;
+	assert_true(fabs(stats_win_count(&s->req_win, end, 1000000000ull) - 4.0 * per) < 1e-6);
+	sbuf_free(&out);
+	foo_app_stats_put(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -445,6 +800,12 @@ int main(void)
 		cmocka_unit_test(test_data_pointer),
 		cmocka_unit_test(test_line_limit),
 		cmocka_unit_test(test_random_chunks),
+		cmocka_unit_test(test_conn_seed_example),
+		cmocka_unit_test(test_conn_directions_and_leftovers),
+		cmocka_unit_test(test_conn_cap),
+		cmocka_unit_test(test_conn_policies),
+		cmocka_unit_test(test_render),
+		cmocka_unit_test(test_concurrent_workers),
 	};
 	return cmocka_run_group_tests_name("foo", tests, NULL, NULL);
 }
