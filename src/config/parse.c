@@ -28,11 +28,7 @@ static long node_new(struct ytree *t, uint8_t type, uint32_t line, uint32_t col)
 		t->nodes = n;
 		t->cap = cap;
 	}
-	struct ynode *n = &t->nodes[t->n];
-	memset(n, 0, sizeof(*n));
-	n->type = type;
-	n->line = line;
-	n->col = col;
+	t->nodes[t->n] = (struct ynode){ .type = type, .line = line, .col = col };
 	return (long)t->n++;
 }
 
@@ -673,17 +669,28 @@ static int b_scalar(struct brd *b, const char *s, size_t len, bool plain, uint32
 	return 0;
 }
 
+/* Byte classes of the subset, one table lookup per byte (hot loops). */
+enum { C_WORD = 1, C_PLAIN = 2, C_PLAIN_BLOCK = 4 };
+#define W_ (C_WORD | C_PLAIN | C_PLAIN_BLOCK)
+#define P_ (C_PLAIN | C_PLAIN_BLOCK)
+static const uint8_t b_cls[256] = {
+	['a' ... 'z'] = W_, ['A' ... 'Z'] = W_, ['0' ... '9'] = W_, ['_'] = W_,
+	['.'] = P_, ['/'] = P_, ['-'] = P_, ['+'] = P_, ['~'] = P_, ['@'] = P_,
+	[':'] = C_PLAIN_BLOCK,
+};
+#undef W_
+#undef P_
+
 static bool b_word(char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+	return b_cls[(unsigned char)c] & C_WORD;
 }
 
 /* Bytes of a plain scalar in this subset; ':' only in block context
  * (where "h:1" is one scalar) and never last. */
 static bool b_plain_char(char c, bool flow)
 {
-	return b_word(c) || c == '.' || c == '/' || c == '-' || c == '+' || c == '~' || c == '@' ||
-	       (!flow && c == ':');
+	return b_cls[(unsigned char)c] & (flow ? C_PLAIN : C_PLAIN_BLOCK);
 }
 
 /* A key: a word, then ':' and a space or the end of the line. */
@@ -712,9 +719,15 @@ static int b_plain(struct brd *b, bool flow)
 		return J_GIVE_UP;
 	/* in a flow list ':' is kept only before a word byte ("[h:1]"), where
 	 * YAML reads it as part of the scalar too */
-	while (b->p < b->end && (b_plain_char(*b->p, flow) ||
-				 (flow && *b->p == ':' && b->p + 1 < b->end && b_word(b->p[1]))))
-		b->p++;
+	uint8_t want = flow ? C_PLAIN : C_PLAIN_BLOCK;
+	for (;;) {
+		while (b->p < b->end && (b_cls[(unsigned char)*b->p] & want))
+			b->p++;
+		if (flow && b->p + 1 < b->end && *b->p == ':' && b_word(b->p[1]))
+			b->p++;
+		else
+			break;
+	}
 	if (b->p[-1] == ':')
 		return J_GIVE_UP;
 	return b_scalar(b, s, (size_t)(b->p - s), true, col);
