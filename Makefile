@@ -107,14 +107,14 @@ $(FUZ)/fuzz_%: $(FUZ)/obj/tests/fuzz/fuzz_%.o $(FUZ)/libpandit.a
 	$(CLANG) $(CFLAGS) -fsanitize=fuzzer,address,undefined $^ -o $@ $(LDLIBS)
 
 unit: $(UNIT_BINS)
-	@scripts/run-unit.sh $(UNIT_BINS)
+	@scripts/run-unit.sh unit $(UNIT_BINS)
 
 unit-san: $(SAN_UNIT)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		scripts/run-unit.sh $(SAN_UNIT)
+		scripts/run-unit.sh unit-san $(SAN_UNIT)
 
 bpf-test: $(BPFT_BINS)
-	@scripts/run-unit.sh $(BPFT_BINS)
+	@scripts/run-unit.sh bpf-test $(BPFT_BINS)
 
 fuzz-smoke: $(FUZ_BINS)
 	@scripts/run-fuzz.sh 10 $(FUZ_BINS)
@@ -132,7 +132,8 @@ integration-san: all $(SAN)/pandit
 
 test: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory unit unit-san bpf-test fuzz-smoke integration integration-san
+	@# -k: every suite runs and prints its summary even when an earlier one failed
+	@$(MAKE) -k --no-print-directory unit unit-san bpf-test fuzz-smoke integration integration-san
 
 run: deps
 	@$(MAKE) --no-print-directory all
