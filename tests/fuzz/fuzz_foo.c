@@ -5,6 +5,10 @@
 #include <string.h>
 
 #include "proto/foo.h"
+#include "proto/foo_stats.h"
+
+/* Also drives a foo_conn with the same bytes dealt to both directions and
+ * checks that the accounting adds up. */
 
 /* abort() with the failed condition, which libFuzzer then reports */
 #define check(cond) do { \
@@ -98,6 +102,53 @@ static void on_msg(void *arg, const struct foo_msg *m)
 	}
 }
 
+/* The stream dealt line by line to one connection: lines starting with R
+ * (REQ) to the client side, others to the server side, one in 16 the other
+ * way round, each line in up to two pieces, at growing times. Every reply
+ * must be matched or unmatched, every request answered or still pending. */
+static void check_conn(const char *in, size_t len, uint32_t max_line, unsigned seed)
+{
+	static struct foo_app_stats s;
+	foo_app_stats_init(&s);
+	struct foo_conn *c = foo_conn_new(max_line, seed & 1, &s);
+	check(c != NULL);
+	uint64_t now = 1000000000ull * 1000;
+	size_t at = 0;
+	int r = 0, last_dir = 0;
+	while (at < len && r == 0) {
+		const char *lf = memchr(in + at, '\n', len - at);
+		size_t n = lf ? (size_t)(lf - (in + at)) + 1 : len - at;
+		seed = seed * 1103515245u + 12345u;
+		int dir = (in[at] != 'R') ^ (((seed >> 16) & 15) == 0);
+		size_t cut = n > 1 ? ((seed >> 20) % n) : 0;
+		now += (seed >> 8) % 5000000;
+		if (cut)
+			r = foo_conn_data(c, &s, dir, in + at, cut, now);
+		if (r == 0)
+			r = foo_conn_data(c, &s, dir, in + at + cut, n - cut, now);
+		last_dir = dir;
+		at += n;
+	}
+	if (r == 0)
+		r = foo_conn_eof(c, &s, last_dir, now);
+	if (r == 0)
+		r = foo_conn_eof(c, &s, !last_dir, now);
+	check((r < 0) == foo_conn_failed(c));
+	uint64_t req = stats_get(&s.msg_req), ack = stats_get(&s.msg_ack), nak = stats_get(&s.msg_nak);
+	check(stats_get(&s.msg_total) == req + ack + nak);
+	uint64_t timed = stats_get(&s.latency.count), unmatched = stats_get(&s.replies_unmatched);
+	check(timed + unmatched <= ack + nak);
+	check(timed <= req);
+	uint64_t pending = foo_conn_pending(c);
+	if (!foo_conn_failed(c) && stats_get(&s.requests_untracked) == 0) {
+		check(req == pending + timed);
+		check(ack + nak == timed + unmatched);
+	}
+	check(stats_get(&s.noncompliant_client) + stats_get(&s.noncompliant_server) == (r < 0));
+	foo_conn_free(c, &s);
+	check(stats_get(&s.requests_unanswered) == (r < 0 ? 0 : pending));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 3)
@@ -165,5 +216,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(x->data_hash == y->data_hash);
 		check(x->line_len <= (max_line ? max_line : FOO_MAX_LINE_DEFAULT));
 	}
+	check_conn(in, len, max_line, (unsigned)data[1] << 8 | data[2]);
 	return 0;
 }
