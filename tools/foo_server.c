@@ -37,6 +37,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,7 +50,7 @@
 #define MAX_EVENTS	256
 #define MAX_DATA	1024
 
-enum kind { K_LISTENER, K_CONN, K_SIGNAL };
+enum kind { K_LISTENER, K_CONN, K_SIGNAL, K_TIMER };
 
 struct item {
 	enum kind kind;
@@ -469,17 +470,33 @@ int main(int argc, char **argv)
 	ev.data.ptr = &sitem;
 	epoll_ctl(S.ep, EPOLL_CTL_ADD, sfd, &ev);
 
+	/* --delay-us: a timerfd armed at the earliest reply due (microsecond
+	 * precision, where an epoll_wait timeout would round to milliseconds) */
+	int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	struct item titem = { K_TIMER, tfd };
+	ev.data.ptr = &titem;
+	if (tfd < 0 || epoll_ctl(S.ep, EPOLL_CTL_ADD, tfd, &ev) < 0) {
+		fprintf(stderr, "foo_server: timerfd setup failed: %s\n", strerror(errno));
+		return 1;
+	}
+	uint64_t armed = 0;
+
 	struct epoll_event evs[MAX_EVENTS];
 	for (;;) {
 		int timeout = -1;
 		if (S.delay_ns) {
 			/* the earliest reply due; a scan is fine for a test tool */
-			uint64_t now = now_ns(), next = UINT64_MAX;
+			uint64_t next = UINT64_MAX;
 			for (struct fconn *c = S.conns; c; c = c->next)
 				if (c->q_len && c->q[c->q_head].due_ns < next)
 					next = c->q[c->q_head].due_ns;
-			if (next != UINT64_MAX)
-				timeout = next <= now ? 0 : (int)((next - now + 999999) / 1000000);
+			if (next != UINT64_MAX && next != armed) {
+				struct itimerspec its = {
+					.it_value = { .tv_sec = (time_t)(next / 1000000000ull),
+						      .tv_nsec = (long)(next % 1000000000ull) } };
+				timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL);
+				armed = next;
+			}
 		}
 		int n = epoll_wait(S.ep, evs, MAX_EVENTS, timeout);
 		if (n < 0 && errno != EINTR) {
@@ -490,6 +507,12 @@ int main(int argc, char **argv)
 			struct item *it = evs[i].data.ptr;
 			if (it->kind == K_LISTENER) {
 				do_accept(it);
+			} else if (it->kind == K_TIMER) {
+				uint64_t x;
+				if (read(tfd, &x, sizeof(x)) < 0) {
+					/* EAGAIN: already read */
+				}
+				armed = 0;
 			} else if (it->kind == K_SIGNAL) {
 				struct signalfd_siginfo si;
 				while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
