@@ -176,6 +176,12 @@ def main():
 
     w("## Aims (issue 2)")
     w("")
+    bgs = [x["background_pct_median"] for x in S.values()]
+    if bgs and max(bgs) > 25:
+        w(f"Caution: other processes on this shared machine used up to {max(bgs):.0f}% of a CPU (median over a "
+          "setup's measurements) while this run measured, so the throughput and latency comparisons below "
+          "carry that noise; the reload times include it too.")
+        w("")
     w("| aim | measured | met |")
     w("|---|---|---|")
     p, h = S.get("pandit"), S.get("haproxy")
