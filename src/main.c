@@ -228,7 +228,7 @@ int main(int argc, char **argv)
 	if (err < 0)
 		goto out;
 	for (; inited < n_workers; inited++)
-		if (worker_init(&workers[inited], inited, fds[inited], cfg->buffer_size, true, snap) < 0)
+		if (worker_init(&workers[inited], inited, fds[inited], cfg->buffer_size, cfg->splice, snap) < 0)
 			goto out;
 	if (control_init(&ctl, o.config, rt_snapshot_get(snap), steer, workers, n_workers) < 0)
 		goto out;

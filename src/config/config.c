@@ -91,6 +91,7 @@ int cfg_set_defaults(struct cfg *cfg)
 		return -ENOMEM;
 	cfg->workers = 0;
 	cfg->buffer_size = CFG_DEFAULT_BUFFER_SIZE;
+	cfg->splice = true;
 	cfg->resolve_interval_ms = CFG_DEFAULT_RESOLVE_INTERVAL_MS;
 	cfg->health.interval_ms = CFG_DEFAULT_HC_INTERVAL_MS;
 	cfg->health.timeout_ms = CFG_DEFAULT_HC_TIMEOUT_MS;

@@ -80,6 +80,7 @@ struct cfg {
 	char *user;			/* unprivileged user to switch to; NULL: do not switch */
 	uint32_t workers;		/* 0: one per CPU */
 	uint32_t buffer_size;		/* bytes per direction per connection */
+	bool splice;			/* relay with splice(2) through pipes (default) or by copy */
 	uint32_t resolve_interval_ms;	/* how often target names are resolved again */
 	struct cfg_health health;
 	/* reloadable settings */

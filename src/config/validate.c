@@ -1284,16 +1284,120 @@ out:
 	return ret;
 }
 
+/* --- targets steered back into pandit ----------------------------------------- */
+
+/* The local addresses a target stands for, as far as can be told without
+ * DNS or looking at this machine's interfaces: loopback literals (127/8,
+ * ::1), the unspecified address (connects locally) and localhost. Returns
+ * how many were written to out; 0 for anything else. */
+static int target_local_addrs(const char *host, uint8_t out[2][16])
+{
+	static const uint8_t lo4[16] = { [10] = 0xff, [11] = 0xff, [12] = 127, [15] = 1 };
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (strcmp(host, "localhost") == 0) {
+		memcpy(out[0], lo4, 16);
+		memcpy(out[1], &in6addr_loopback, 16);
+		return 2;
+	}
+	if (inet_pton(AF_INET, host, &a4) == 1) {
+		uint8_t first = ((const uint8_t *)&a4)[0];
+		if (first != 127 && a4.s_addr != INADDR_ANY)
+			return 0;
+		memcpy(out[0], lo4, 12);
+		memcpy(out[0] + 12, &a4, 4);
+		return 1;
+	}
+	if (inet_pton(AF_INET6, host, &a6) == 1 &&
+	    (IN6_IS_ADDR_LOOPBACK(&a6) || IN6_IS_ADDR_UNSPECIFIED(&a6))) {
+		memcpy(out[0], &a6, 16);
+		return 1;
+	}
+	return 0;
+}
+
+static bool prefix_has(const struct cfg_prefix *p, const uint8_t addr[16])
+{
+	uint8_t full = p->plen / 8, rest = p->plen % 8;
+	if (memcmp(addr, p->addr, full) != 0)
+		return false;
+	return !rest || ((addr[full] ^ p->addr[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+static bool app_has_port(const struct cfg_app *a, uint16_t port)
+{
+	for (size_t r = 0; r < a->n_ports; r++)
+		if (port >= a->ports[r].lo && port <= a->ports[r].hi)
+			return true;
+	return false;
+}
+
+/* A target that is itself a steered address:port would hand pandit's own
+ * upstream connection back to pandit, again and again: refuse it. sk_lookup
+ * runs only for connections to this host, so only local targets can loop;
+ * of those, loopback ones are known here (an interface address is not). */
+static int check_loops(struct vctx *c, const struct cfg *cfg)
+{
+	uint32_t *any = calloc(65536, sizeof(*any));	/* app index + 1 steering the port everywhere */
+	size_t *pre = malloc((cfg->n_apps ? cfg->n_apps : 1) * sizeof(*pre));
+	size_t n_pre = 0;
+	if (!any || !pre) {
+		free(any);
+		free(pre);
+		c->oom = true;
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cfg->n_apps; i++) {
+		const struct cfg_app *a = &cfg->apps[i];
+		if (a->n_prefixes) {
+			pre[n_pre++] = i;
+			continue;
+		}
+		for (size_t r = 0; r < a->n_ports; r++)
+			for (uint32_t p = a->ports[r].lo; p <= a->ports[r].hi; p++)
+				any[p] = (uint32_t)i + 1;
+	}
+	for (size_t i = 0; i < cfg->n_apps && !c->full; i++) {
+		const struct cfg_app *a = &cfg->apps[i];
+		for (size_t t = 0; t < a->n_targets; t++) {
+			uint8_t addrs[2][16];
+			int na = target_local_addrs(a->targets[t].host, addrs);
+			uint16_t port = a->targets[t].port;
+			const struct cfg_app *owner = na && any[port] ? &cfg->apps[any[port] - 1] : NULL;
+			for (size_t k = 0; na && !owner && k < n_pre; k++) {
+				const struct cfg_app *b = &cfg->apps[pre[k]];
+				if (!app_has_port(b, port))
+					continue;
+				for (size_t x = 0; x < b->n_prefixes && !owner; x++)
+					for (int y = 0; y < na && !owner; y++)
+						if (prefix_has(&b->prefixes[x], addrs[y]))
+							owner = b;
+			}
+			if (owner) {
+				char tb[300];
+				cfg_target_format(&a->targets[t], tb, sizeof(tb));
+				verr(c, a->targets[t].mark,
+				     "target '%s' of app '%s' is itself steered to pandit by app '%s': its connections would loop back into pandit",
+				     tb, a->name, owner->name);
+			}
+		}
+	}
+	free(any);
+	free(pre);
+	return 0;
+}
+
 /* --- top level --------------------------------------------------------------- */
 
 enum {
-	G_ADMIN, G_USER, G_WORKERS, G_BUFSIZE, G_LOGLEVEL, G_RESOLVE, G_HEALTH, G_APPS, G_N
+	G_ADMIN, G_USER, G_WORKERS, G_BUFSIZE, G_SPLICE, G_LOGLEVEL, G_RESOLVE, G_HEALTH, G_APPS, G_N
 };
 static const struct keydef top_keys[G_N] = {
 	[G_ADMIN] = { "admin", NULL },
 	[G_USER] = { "user", NULL },
 	[G_WORKERS] = { "workers", NULL },
 	[G_BUFSIZE] = { "buffer_size", NULL },
+	[G_SPLICE] = { "splice", NULL },
 	[G_LOGLEVEL] = { "log_level", NULL },
 	[G_RESOLVE] = { "resolve_interval", NULL },
 	[G_HEALTH] = { "health_check", NULL },
@@ -1393,6 +1497,8 @@ static int from_tree(struct vctx *c)
 			cfg->buffer_size = sz;
 		}
 	}
+	if (v[G_SPLICE])
+		get_bool(c, v[G_SPLICE], "splice", &cfg->splice);
 	if (v[G_LOGLEVEL]) {
 		const char *s = want_scalar(c, v[G_LOGLEVEL], "log_level");
 		if (s && log_level_parse(s, &cfg->log_level)) {
@@ -1440,6 +1546,8 @@ static int from_tree(struct vctx *c)
 		free(names.slot);
 		if (!c->oom && !c->full)
 			check_ports(c, cfg);
+		if (!c->oom && !c->full)
+			check_loops(c, cfg);
 	}
 	if (c->oom)
 		return -ENOMEM;

@@ -80,6 +80,8 @@ static void warn_static_changes(const struct cfg *old, const struct cfg *new)
 		log_warn("reload: a change of \"workers\" needs a restart; ignored");
 	if (old->buffer_size != new->buffer_size)
 		log_warn("reload: a change of \"buffer_size\" needs a restart; ignored");
+	if (old->splice != new->splice)
+		log_warn("reload: a change of \"splice\" needs a restart; ignored");
 }
 
 static int control_sync_kernel(struct control *c, struct rt_snapshot *snap,

@@ -194,7 +194,7 @@ static void test_full_yaml(void **state)
 		"  - name: web\n"
 		"    ports: [8080, \"9000-9099\"]\n"
 		"    addresses: [\"127.0.0.0/8\", \"::1/128\", \"10.1.2.3\"]\n"
-		"    targets: [\"127.0.0.1:9001\", \"backend.example:80\", \"[::1]:9002\"]\n"
+		"    targets: [\"127.0.0.1:19001\", \"backend.example:80\", \"[::1]:19002\"]\n"
 		"    balance: least_conn\n"
 		"    connect_timeout: 250ms\n"
 		"    idle_timeout: 0\n"
@@ -681,6 +681,28 @@ static void test_port_conflicts(void **state)
 		     "6:12", "port 65535", "app 'narrow'", "app 'wide'");
 }
 
+/* A loopback target on a steered port would send pandit's own upstream
+ * connection back into pandit; remote addresses and names are fine. */
+static void test_err_target_loops(void **state)
+{
+	(void)state;
+	expect_error("apps:\n  - name: a\n    ports: [7000]\n    targets: [\"127.0.0.1:7000\"]\n",
+		     "4:15", "'127.0.0.1:7000'", "app 'a'", "loop");
+	expect_error("apps:\n  - name: a\n    ports: [7000]\n    targets: [\"10.0.0.1:1\", \"localhost:7001\"]\n"
+		     "  - name: b\n    ports: \"7001-7002\"\n    targets: [\"10.0.0.2:1\"]\n",
+		     "4:29", "'localhost:7001'", "by app 'b'", "loop");
+	expect_error("apps:\n  - name: a\n    ports: [7000]\n    targets: [\"[::1]:7000\"]\n",
+		     "4:15", "'[::1]:7000'", "app 'a'", "loop");
+	/* only the addresses an app is restricted to are steered */
+	expect_error("apps:\n  - name: a\n    ports: [8000]\n    addresses: [\"127.0.0.2\"]\n"
+		     "    targets: [\"10.0.0.1:1\"]\n"
+		     "  - name: b\n    ports: [9000]\n    targets: [\"127.0.0.2:8000\"]\n",
+		     "8:15", "'127.0.0.2:8000'", "by app 'a'", "loop");
+	struct cfg *cfg = load_ok("apps:\n  - name: a\n    ports: [8000]\n    addresses: [\"127.0.0.2\"]\n"
+				  "    targets: [\"127.0.0.3:8000\", \"10.0.0.1:8000\", \"backend:8000\"]\n");
+	cfg_free(cfg);
+}
+
 static void test_anchors_aliases_tags(void **state)
 {
 	(void)state;
@@ -1048,10 +1070,10 @@ static void test_big_config(void **state)
 		unsigned p = 10000 + i * 5;
 		sbuf_printf(&y, "  - name: app%u\n    ports: [%u, %u, \"%u-%u\"]\n"
 				"    targets: [\"127.0.0.1:%u\", \"backend%u.example:80\"]\n",
-			    i, p, p + 2, p + 3, p + 4, 20000 + i % 1000, i);
+			    i, p, p + 2, p + 3, p + 4, 60000 + i % 1000, i);
 		sbuf_printf(&j, "%s{\"Name\":\"app%u\",\"Ports\":[%u,%u,\"%u-%u\"],"
 				"\"Targets\":[\"127.0.0.1:%u\",\"backend%u.example:80\"]}",
-			    i ? "," : "", i, p, p + 2, p + 3, p + 4, 20000 + i % 1000, i);
+			    i ? "," : "", i, p, p + 2, p + 3, p + 4, 60000 + i % 1000, i);
 	}
 	sbuf_puts(&j, "]}");
 	sbuf_append(&y, "", 1);
@@ -1116,6 +1138,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_err_addresses, teardown),
 		cmocka_unit_test_teardown(test_err_names, teardown),
 		cmocka_unit_test_teardown(test_port_conflicts, teardown),
+		cmocka_unit_test_teardown(test_err_target_loops, teardown),
 		cmocka_unit_test_teardown(test_anchors_aliases_tags, teardown),
 		cmocka_unit_test_teardown(test_deep_nesting, teardown),
 		cmocka_unit_test_teardown(test_every_error_collected, teardown),

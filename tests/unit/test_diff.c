@@ -178,7 +178,7 @@ static void test_big_diff(void **state)
 	for (unsigned i = 0; i < 10000; i++) {
 		unsigned p = 10000 + i * 4;
 		sbuf_printf(&a, "%s{\"name\":\"app%u\",\"ports\":[%u,\"%u-%u\"],\"targets\":[\"127.0.0.1:%u\"]}",
-			    i ? "," : "", i, p, p + 1, p + 3, 20000 + i % 1000);
+			    i ? "," : "", i, p, p + 1, p + 3, 50000 + i % 1000);
 	}
 	/* the new file lists the apps in reverse order, without app17, with
 	 * app4242 pointing elsewhere and one more app at the end */
@@ -187,7 +187,7 @@ static void test_big_diff(void **state)
 		if (i == 17)
 			continue;
 		sbuf_printf(&b, "%s{\"name\":\"app%u\",\"ports\":[%u,\"%u-%u\"],\"targets\":[\"127.0.0.1:%u\"]}",
-			    k ? "," : "", i, p, p + 1, p + 3, i == 4242 ? 1 : 20000 + i % 1000);
+			    k ? "," : "", i, p, p + 1, p + 3, i == 4242 ? 1 : 50000 + i % 1000);
 	}
 	sbuf_puts(&b, ",{\"name\":\"newcomer\",\"ports\":[9000],\"targets\":[\"h:1\"]}");
 	sbuf_puts(&a, "]}");
