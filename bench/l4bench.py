@@ -296,6 +296,23 @@ def start_proxy(kind, procs, tmp, apps, tag):
     raise ValueError(kind)
 
 
+def pandit_rev():
+    """The git revision of the tree the benchmark runs, and whether src/ or
+    bpf/ had uncommitted changes (build/pandit is built from the tree)."""
+    def git(*args):
+        r = subprocess.run(["git", "-C", ROOT] + list(args), capture_output=True, text=True, timeout=10)
+        return r.stdout.strip()
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no", "--", "src", "bpf"):
+        rev += " (plus uncommitted changes in src/ or bpf/)"
+    try:
+        built = datetime.datetime.fromtimestamp(os.path.getmtime(PANDIT), datetime.timezone.utc)
+        rev += f", build/pandit built {built.strftime('%Y-%m-%d %H:%M:%S UTC')}"
+    except OSError:
+        pass
+    return rev
+
+
 def pandit_unavailable():
     """None if build/pandit looks runnable, else the reason."""
     if not os.access(PANDIT, os.X_OK):
@@ -535,6 +552,7 @@ def main():
 
     procs = Procs(a.tmp)
     results = {"started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+               "pandit_rev": pandit_rev(),
                "secs": a.secs, "repeat": a.repeat, "setups": {}, "not_run": {}, "errors": [], "reload": {}}
 
     def on_signal(sig, frame):

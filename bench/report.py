@@ -36,10 +36,7 @@ def machine():
     nginx = cmd(["nginx", "-v"]).splitlines()[0]
     iperf = cmd(["iperf3", "-v"]).splitlines()[0]
     sockperf = re.sub(r"\x1b\[[0-9;]*m", "", cmd(["sockperf", "--version"])).splitlines()[0]
-    rev = cmd(["git", "rev-parse", "--short", "HEAD"])
-    dirty = cmd(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "bpf"])
-    if dirty:
-        rev += " (plus uncommitted changes in src/ or bpf/ at run time)"
+    rev = "not recorded"
     return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(), "haproxy": haproxy,
             "nginx": nginx, "iperf3": iperf, "sockperf": sockperf, "pandit": rev}
 
@@ -53,6 +50,7 @@ def main():
     with open(src) as fh:
         r = json.load(fh)
     m = machine()
+    m["pandit"] = r.get("pandit_rev", m["pandit"])
     S = r["setups"]
     d = S.get("direct")
     L = []
