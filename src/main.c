@@ -42,6 +42,8 @@ static void usage(FILE *out)
 		"      --listen ADDR     quick mode: proxy one port without a config file\n"
 		"                        (\":8002\", \"127.0.0.1:8002\", \"[::1]:8002\"; also -listen=)\n"
 		"      --forward TARGET  quick mode: the target, host:port (also -forward=)\n"
+		"      --protocol P      quick mode: tcp (default) or foo (the Foo line protocol,\n"
+		"                        parsed and counted; also -protocol=)\n"
 		"  -w, --workers N       worker threads (overrides the config; 0 = one per CPU)\n"
 		"  -u, --user NAME       user to switch to after start-up (overrides the\n"
 		"                        config; \"\" keeps root, for debugging only)\n"
@@ -62,17 +64,20 @@ struct options {
 	bool check;
 	long workers;	/* -1: from the config */
 	const char *log_level;
+	enum app_protocol protocol;	/* quick mode */
+	bool protocol_set;
 };
 
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
-	enum { OPT_CHECK = 256, OPT_LISTEN, OPT_FORWARD };
+	enum { OPT_CHECK = 256, OPT_LISTEN, OPT_FORWARD, OPT_PROTOCOL };
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check", no_argument, NULL, OPT_CHECK },
 		{ "listen", required_argument, NULL, OPT_LISTEN },
 		{ "forward", required_argument, NULL, OPT_FORWARD },
+		{ "protocol", required_argument, NULL, OPT_PROTOCOL },
 		{ "workers", required_argument, NULL, 'w' },
 		{ "user", required_argument, NULL, 'u' },
 		{ "log-level", required_argument, NULL, 'l' },
@@ -89,6 +94,14 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case OPT_CHECK: o->check = true; break;
 		case OPT_LISTEN: o->listen = optarg; break;
 		case OPT_FORWARD: o->forward = optarg; break;
+		case OPT_PROTOCOL:
+			if (cfg_protocol_parse(optarg, &o->protocol) < 0) {
+				fprintf(stderr, "pandit: --protocol wants tcp or foo, not \"%s\"%s\n", optarg,
+					strcmp(optarg, "http") == 0 ? " (HTTP/1.1 is not implemented yet)" : "");
+				return 2;
+			}
+			o->protocol_set = true;
+			break;
 		case 'w': {
 			char *end;
 			errno = 0;
@@ -119,6 +132,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 		fprintf(stderr, "pandit: -c and --listen/--forward exclude each other\n");
 		return 2;
 	}
+	if (o->protocol_set && o->config) {
+		fprintf(stderr, "pandit: --protocol is for quick mode; in a config file, set 'protocol' per app\n");
+		return 2;
+	}
 	if ((o->listen != NULL) != (o->forward != NULL)) {
 		fprintf(stderr, "pandit: quick mode needs both --listen and --forward\n");
 		return 2;
@@ -143,6 +160,8 @@ static int load_config(const struct options *o, struct cfg **cfg)
 	struct cfg_errors errs = { 0 };
 	int err = o->config ? cfg_load_file(o->config, cfg, &errs)
 			    : cfg_quick(o->listen, o->forward, cfg, &errs);
+	if (!err && !o->config)
+		(*cfg)->apps[0].protocol = o->protocol;
 	for (size_t i = 0; i < errs.n; i++)
 		fprintf(stderr, "%s\n", errs.msgs[i]);
 	if (err && !errs.n)

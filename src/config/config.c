@@ -71,6 +71,25 @@ void cfg_app_defaults(struct cfg_app *a)
 	a->keepalive.interval_s = CFG_DEFAULT_KA_INTERVAL_S;
 	a->keepalive.count = CFG_DEFAULT_KA_COUNT;
 	a->health_check = true;
+	a->protocol = PROTO_TCP;
+	a->foo.strict = false;
+	a->foo.max_line = CFG_DEFAULT_FOO_MAX_LINE;
+}
+
+const char *cfg_protocol_name(enum app_protocol p)
+{
+	return p == PROTO_FOO ? "foo" : "tcp";
+}
+
+int cfg_protocol_parse(const char *s, enum app_protocol *out)
+{
+	if (strcmp(s, "tcp") == 0)
+		*out = PROTO_TCP;
+	else if (strcmp(s, "foo") == 0)
+		*out = PROTO_FOO;
+	else
+		return -EINVAL;
+	return 0;
 }
 
 int cfg_set_defaults(struct cfg *cfg)
@@ -238,7 +257,10 @@ bool cfg_app_equal(const struct cfg_app *a, const struct cfg_app *b)
 	    a->policy != b->policy || a->connect_timeout_ms != b->connect_timeout_ms ||
 	    a->idle_timeout_ms != b->idle_timeout_ms || a->connect_attempts != b->connect_attempts ||
 	    a->max_connections != b->max_connections || a->health_check != b->health_check ||
-	    a->keepalive.enabled != b->keepalive.enabled)
+	    a->keepalive.enabled != b->keepalive.enabled || a->protocol != b->protocol)
+		return false;
+	if (a->protocol == PROTO_FOO &&
+	    (a->foo.strict != b->foo.strict || a->foo.max_line != b->foo.max_line))
 		return false;
 	if (a->keepalive.enabled &&
 	    (a->keepalive.idle_s != b->keepalive.idle_s ||

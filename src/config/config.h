@@ -17,6 +17,17 @@ struct cfg_mark {
 
 enum lb_policy { LB_ROUND_ROBIN = 0, LB_RANDOM, LB_LEAST_CONN };
 
+/* What an app's connections carry: plain bytes, or a protocol pandit parses. */
+enum app_protocol { PROTO_TCP = 0, PROTO_FOO };
+
+/* The Foo line protocol (REQ/ACK/NAK): how a connection that breaks it is
+ * treated. strict: closed and counted; lenient: relayed on, no longer
+ * counted, counted as non-compliant. */
+struct cfg_foo {
+	bool strict;
+	uint32_t max_line;	/* bytes before '\n'; a longer line breaks the protocol */
+};
+
 /* An inclusive port range; a single port has lo == hi. */
 struct cfg_port_range {
 	uint16_t lo, hi;
@@ -69,6 +80,8 @@ struct cfg_app {
 	uint32_t max_connections;	/* 0: unlimited */
 	struct cfg_keepalive keepalive;
 	bool health_check;		/* active checks of this app's targets, default true */
+	enum app_protocol protocol;
+	struct cfg_foo foo;		/* protocol foo */
 	struct cfg_mark mark;
 };
 
@@ -106,6 +119,8 @@ struct cfg {
 #define CFG_DEFAULT_BACKOFF_MIN_MS	1000u
 #define CFG_DEFAULT_BACKOFF_MAX_MS	30000u
 #define CFG_DEFAULT_RESOLVE_INTERVAL_MS	30000u
+#define CFG_DEFAULT_FOO_MAX_LINE	4096u
+#define CFG_MAX_FOO_MAX_LINE		(1u << 20)
 #define CFG_MAX_APPS			100000u
 #define CFG_MAX_TARGETS_PER_APP		1024u
 #define CFG_MAX_NAME_LEN		128u
@@ -130,6 +145,10 @@ void cfg_errors_free(struct cfg_errors *errs);
 void cfg_errors_add(struct cfg_errors *errs, const char *file, struct cfg_mark mark,
 		    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* "tcp", "foo"; and back (0 or -EINVAL). */
+const char *cfg_protocol_name(enum app_protocol p);
+int cfg_protocol_parse(const char *s, enum app_protocol *out);
+
 /* Deep copy of one app (NULL on ENOMEM); freed with cfg_app_free. */
 struct cfg_app *cfg_app_dup(const struct cfg_app *a);
 void cfg_app_free(struct cfg_app *a);
@@ -141,7 +160,8 @@ bool cfg_app_equal(const struct cfg_app *a, const struct cfg_app *b);
 void cfg_target_format(const struct cfg_target *t, char *buf, size_t len);
 
 /* Builds a one-app config in memory for quick mode (--listen/--forward):
- * listen is "[addr]:port" or ":port", forward is "host:port". */
+ * listen is "[addr]:port" or ":port", forward is "host:port". The app's
+ * protocol is tcp; the caller may change it. */
 int cfg_quick(const char *listen, const char *forward, struct cfg **out, struct cfg_errors *errs);
 
 #endif

@@ -733,7 +733,7 @@ static void parse_health(struct vctx *c, uint32_t i)
 
 enum {
 	A_NAME, A_PORTS, A_ADDRS, A_TARGETS, A_BALANCE, A_CTIMEOUT, A_ITIMEOUT, A_ATTEMPTS,
-	A_MAXCONN, A_KEEPALIVE, A_HEALTH, A_N
+	A_MAXCONN, A_KEEPALIVE, A_HEALTH, A_PROTO, A_FOO, A_N
 };
 static const struct keydef app_keys[A_N] = {
 	[A_NAME] = { "name", "Name" },
@@ -747,6 +747,8 @@ static const struct keydef app_keys[A_N] = {
 	[A_MAXCONN] = { "max_connections", NULL },
 	[A_KEEPALIVE] = { "keepalive", NULL },
 	[A_HEALTH] = { "health_check", NULL },
+	[A_PROTO] = { "protocol", NULL },
+	[A_FOO] = { "foo", NULL },
 };
 
 enum { K_IDLE, K_INTERVAL, K_COUNT, K_N };
@@ -906,6 +908,38 @@ static void parse_keepalive(struct vctx *c, uint32_t i, struct cfg_app *a, const
 		get_uint(c, v[K_COUNT], "keepalive count", 1, 127, &a->keepalive.count);
 }
 
+enum { F_POLICY, F_MAXLINE, F_N };
+static const struct keydef foo_keys[F_N] = {
+	[F_POLICY] = { "policy", NULL }, [F_MAXLINE] = { "max_line", NULL },
+};
+
+static void parse_foo(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
+{
+	char what[64 + CFG_MAX_NAME_LEN];
+	if (N(c, i)->type != Y_MAP) {
+		verr(c, nmark(c, i), "app '%s': foo must be a mapping (policy, max_line), not %s", an,
+		     type_name(c, i));
+		return;
+	}
+	uint32_t v[F_N];
+	snprintf(what, sizeof(what), "in foo of app '%s'", an);
+	map_fields(c, i, foo_keys, F_N, v, what);
+	if (v[F_POLICY]) {
+		const char *s = want_scalar(c, v[F_POLICY], "foo policy");
+		if (s && strcmp(s, "strict") == 0) {
+			a->foo.strict = true;
+		} else if (s && strcmp(s, "lenient") == 0) {
+			a->foo.strict = false;
+		} else if (s) {
+			char b[64];
+			verr(c, nmark(c, v[F_POLICY]), "app '%s': foo policy '%s' is not one of strict, lenient",
+			     an, show(c, v[F_POLICY], b, sizeof(b)));
+		}
+	}
+	if (v[F_MAXLINE])
+		get_uint(c, v[F_MAXLINE], "foo max_line", 16, CFG_MAX_FOO_MAX_LINE, &a->foo.max_line);
+}
+
 /* Name hash table for duplicate detection: open addressing over app indices. */
 struct name_tab {
 	uint32_t *slot;	/* app index + 1, 0 = empty */
@@ -1027,6 +1061,19 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 	}
 	if (v[A_KEEPALIVE])
 		parse_keepalive(c, v[A_KEEPALIVE], a, an);
+	if (v[A_PROTO]) {
+		const char *s = want_scalar(c, v[A_PROTO], "protocol");
+		if (s && cfg_protocol_parse(s, &a->protocol) < 0) {
+			char b[64];
+			verr(c, nmark(c, v[A_PROTO]), "app '%s': protocol '%s' is not one of tcp, foo", an,
+			     show(c, v[A_PROTO], b, sizeof(b)));
+		}
+	}
+	if (v[A_FOO]) {
+		parse_foo(c, v[A_FOO], a, an);
+		if (a->protocol != PROTO_FOO)
+			verr(c, nmark(c, v[A_FOO]), "app '%s': foo settings need 'protocol: foo'", an);
+	}
 	if (v[A_HEALTH]) {
 		get_bool(c, v[A_HEALTH], "health_check", &a->health_check);
 	}

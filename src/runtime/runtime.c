@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "proto/foo_stats.h"
 #include "steer/steer.h"
 
 /* --- app IDs -----------------------------------------------------------------
@@ -90,6 +91,7 @@ static void rt_app_free(struct rt_app *a)
 	free(a->targets);
 	if (a->stats)
 		conn_stats_put(a->stats);
+	foo_app_stats_put(a->foo);
 	if (a->id)
 		rt_id_put(a->id);
 	cfg_app_free(a->cfg);
@@ -137,6 +139,11 @@ static struct rt_app *rt_app_new(const struct cfg_app *ca, const struct rt_app *
 	}
 	if (!a->stats)
 		goto fail;
+	if (ca->protocol == PROTO_FOO) {
+		a->foo = prev && prev->foo ? foo_app_stats_get(prev->foo) : foo_app_stats_new();
+		if (!a->foo)
+			goto fail;
+	}
 	for (size_t i = 0; i < ca->n_targets; i++) {
 		struct rt_app_target *at = &a->targets[i];
 		at->t = target_get(ca->targets[i].host, ca->targets[i].port);

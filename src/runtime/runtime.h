@@ -13,6 +13,7 @@
 #include "stats/stats.h"
 
 struct steer_entry;
+struct foo_app_stats;
 
 struct rt_app_target {
 	struct target *t;		/* shared, referenced */
@@ -32,6 +33,7 @@ struct rt_app {
 	_Atomic uint32_t rr_next;	/* round robin cursor */
 	_Atomic uint32_t active;	/* open connections (max_connections) */
 	struct conn_stats *stats;	/* per app, carried across reloads */
+	struct foo_app_stats *foo;	/* protocol foo: message counters, carried across reloads */
 };
 
 /* One rule of a port: an address prefix (plen over the 128-bit form, 0 for

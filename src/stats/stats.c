@@ -6,7 +6,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/ev.h"
 #include "lb/target.h"
+#include "proto/foo_stats.h"
 #include "runtime/runtime.h"
 #include "steer/steer.h"
 
@@ -227,9 +229,41 @@ static void json_latency(struct sbuf *out, const struct stats_hist *h)
 	LIT(out, "}");
 }
 
+/* The Foo message counters of every foo app together: the fields the Foo
+ * proxy's statistics line has always had (msg_total ... response_rate_10s)
+ * open the object, whatever else follows. */
+static void json_foo_totals(struct stats_render *r, struct sbuf *out)
+{
+	struct foo_app_stats *sum = malloc(sizeof(*sum));
+	if (!sum) {
+		out->oom = true;
+		return;
+	}
+	foo_app_stats_init(sum);
+	uint64_t now = ev_now_ns();
+	for (size_t i = 0; i < n_apps(r); i++)
+		if (r->snap->apps[i]->foo)
+			foo_app_stats_accumulate(sum, r->snap->apps[i]->foo, now);
+	/* only the classic fields here: the rest of the Foo counters are per
+	 * app ("foo" in each app), where their names cannot clash */
+	json_kv(out, "\"msg_total\":", stats_get(&sum->msg_total));
+	json_kv(out, ",\"msg_req\":", stats_get(&sum->msg_req));
+	json_kv(out, ",\"msg_ack\":", stats_get(&sum->msg_ack));
+	json_kv(out, ",\"msg_nak\":", stats_get(&sum->msg_nak));
+	sbuf_printf(out, ",\"request_rate_1s\":%.3f,\"request_rate_10s\":%.3f"
+			 ",\"response_rate_1s\":%.3f,\"response_rate_10s\":%.3f",
+		    stats_win_rate(&sum->req_win, now, 1000000000ull),
+		    stats_win_rate(&sum->req_win, now, 10000000000ull),
+		    stats_win_rate(&sum->resp_win, now, 1000000000ull),
+		    stats_win_rate(&sum->resp_win, now, 10000000000ull));
+	free(sum);
+}
+
 static void json_head(struct stats_render *r, struct sbuf *out)
 {
-	json_kv(out, "{\"uptime_s\":", uptime_us() / 1000000);
+	LIT(out, "{");
+	json_foo_totals(r, out);
+	json_kv(out, ",\"uptime_s\":", uptime_us() / 1000000);
 	json_kv(out, ",\"generation\":", generation(r));
 	json_kv(out, ",\"connections\":{\"accepted\":", stats_get(&stats_global.accepted));
 	json_kv(out, ",\"active\":", stats_get(&stats_global.active));
@@ -287,6 +321,13 @@ static void json_app(struct sbuf *out, const struct rt_app *a, bool first)
 	json_kv(out, ",\"bytes_out\":", stats_get(&s->bytes_out));
 	LIT(out, ",");
 	json_latency(out, &s->connect_latency);
+	LIT(out, ",\"protocol\":");
+	sbuf_json_str(out, cfg_protocol_name(a->cfg ? a->cfg->protocol : PROTO_TCP));
+	if (a->foo) {
+		LIT(out, ",\"foo\":{");
+		foo_stats_render_json_fields(out, a->foo, ev_now_ns());
+		LIT(out, "}");
+	}
 	LIT(out, ",\"targets\":[");
 	for (uint32_t i = 0; i < a->n_targets; i++) {
 		if (i)
@@ -601,6 +642,32 @@ static void prom_next_family(struct stats_render *r)
 	r->app = r->target = 0;
 }
 
+/* The Foo families follow the table: a header each, then every foo app. */
+static void prom_foo_step(struct stats_render *r, struct sbuf *out)
+{
+	unsigned fam = r->stage - (unsigned)PROM_N_FAMILIES;
+	if (!r->header_done) {
+		foo_stats_prom_header(out, fam);
+		r->header_done = true;
+		return;
+	}
+	while (r->app < n_apps(r) && !r->snap->apps[r->app]->foo)
+		r->app++;
+	if (r->app >= n_apps(r)) {
+		prom_next_family(r);
+		return;
+	}
+	const struct rt_app *a = r->snap->apps[r->app++];
+	struct sbuf label;
+	sbuf_init(&label);
+	prom_label_value(&label, app_name(a));
+	if (label.oom)
+		out->oom = true;
+	else
+		foo_stats_prom_samples(out, fam, label.data ? label.data : "", a->foo, ev_now_ns());
+	sbuf_free(&label);
+}
+
 static bool prom_step(struct stats_render *r, struct sbuf *out, size_t limit)
 {
 	while (r->stage < PROM_N_FAMILIES && out->len < limit) {
@@ -653,7 +720,10 @@ static bool prom_step(struct stats_render *r, struct sbuf *out, size_t limit)
 		}
 		}
 	}
-	return r->stage >= PROM_N_FAMILIES;
+	while (r->stage >= PROM_N_FAMILIES && r->stage < PROM_N_FAMILIES + FOO_PROM_N_FAMILIES &&
+	       out->len < limit)
+		prom_foo_step(r, out);
+	return r->stage >= PROM_N_FAMILIES + FOO_PROM_N_FAMILIES;
 }
 
 /* --- entry points -------------------------------------------------------------- */
