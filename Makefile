@@ -43,6 +43,8 @@ FUZZ_SECONDS ?= 20
 
 .PHONY: all deps test run bench fuzz fuzz-smoke unit unit-san bpf-test integration integration-san clean
 .DELETE_ON_ERROR:
+# keep intermediate objects (BPF objects, test objects): no rebuilds, no rm noise
+.SECONDARY:
 
 all: $(BUILD)/pandit $(TOOL_BINS)
 
