@@ -1,4 +1,5 @@
 /* foo_stats.c - Foo accounting: counting parsed messages per app, matching replies to requests by Seq per connection, JSON and Prometheus output. */
+#include "core/ref.h"
 #include "proto/foo_stats.h"
 
 #include <inttypes.h>
@@ -60,15 +61,13 @@ struct foo_app_stats *foo_app_stats_new(void)
 struct foo_app_stats *foo_app_stats_get(struct foo_app_stats *s)
 {
 	if (s)
-		atomic_fetch_add_explicit(&s->refcnt, 1, memory_order_relaxed);
+		ref_get(&s->refcnt);
 	return s;
 }
 
 void foo_app_stats_put(struct foo_app_stats *s)
 {
-	if (!s)
-		return;
-	if (atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) == 1)
+	if (s && ref_put(&s->refcnt))
 		free(s);
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ref.h"
 #include "core/log.h"
 #include "proto/foo_stats.h"
 #include "steer/steer.h"
@@ -72,7 +73,7 @@ static void rt_id_put(uint32_t id)
 
 struct rt_app *rt_app_get(struct rt_app *a)
 {
-	atomic_fetch_add_explicit(&a->refcnt, 1, memory_order_relaxed);
+	ref_get(&a->refcnt);
 	return a;
 }
 
@@ -100,7 +101,7 @@ static void rt_app_free(struct rt_app *a)
 
 void rt_app_put(struct rt_app *a)
 {
-	if (a && atomic_fetch_sub_explicit(&a->refcnt, 1, memory_order_acq_rel) == 1)
+	if (a && ref_put(&a->refcnt))
 		rt_app_free(a);
 }
 
@@ -172,7 +173,7 @@ fail:
 
 struct rt_snapshot *rt_snapshot_get(struct rt_snapshot *s)
 {
-	atomic_fetch_add_explicit(&s->refcnt, 1, memory_order_relaxed);
+	ref_get(&s->refcnt);
 	return s;
 }
 
@@ -189,7 +190,7 @@ static void rt_snapshot_free(struct rt_snapshot *s)
 
 void rt_snapshot_put(struct rt_snapshot *s)
 {
-	if (s && atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) == 1)
+	if (s && ref_put(&s->refcnt))
 		rt_snapshot_free(s);
 }
 

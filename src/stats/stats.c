@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/ref.h"
 #include "core/ev.h"
 #include "lb/target.h"
 #include "proto/foo_stats.h"
@@ -98,16 +99,13 @@ struct conn_stats *conn_stats_new(void)
 struct conn_stats *conn_stats_get(struct conn_stats *s)
 {
 	if (s)
-		atomic_fetch_add_explicit(&s->refcnt, 1, memory_order_relaxed);
+		ref_get(&s->refcnt);
 	return s;
 }
 
 void conn_stats_put(struct conn_stats *s)
 {
-	if (!s)
-		return;
-	/* acq_rel: every update made before the last put is seen by free() */
-	if (atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) == 1)
+	if (s && ref_put(&s->refcnt))
 		free(s);
 }
 
