@@ -5,7 +5,7 @@
 # proxies pinned to CPU 1 with one worker each, load generators and servers on
 # CPU 0. Arguments are passed to bench/l4bench.py (e.g. --secs 2 --repeat 1
 # --only direct,haproxy --skip-reload for a quick try). The results are written
-# to bench/results/ only when the run completes.
+# to bench/results/ (or $BENCH_OUT) only when the run completes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +21,7 @@ if [ "$(nproc)" -lt 2 ]; then
 	exit 1
 fi
 
-OUT=bench/results
+OUT="${BENCH_OUT:-bench/results}"	# where the results go
 mkdir -p build/bench "$OUT"
 # build/pandit from this tree (a no-op under `make bench`); its build time goes into the results
 make --no-print-directory all >&2 || echo "bench/run.sh: make all failed; using the existing build/pandit" >&2
