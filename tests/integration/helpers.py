@@ -760,3 +760,193 @@ def proc_status(pid):
             k, _, v = line.partition(":")
             out[k] = v.strip()
     return out
+
+
+# --------------------------------------------------------------------------
+# Foo protocol peers (issue 3): the project's foo_server / foo_client tools,
+# and scripted servers for the cases those tools never produce.
+
+FOO_SERVER = REPO / "build" / "foo_server"
+FOO_CLIENT = REPO / "build" / "foo_client"
+
+
+class FooServer:
+    """build/foo_server in a namespace on an ephemeral loopback port. stop()
+    ends it with SIGTERM and returns the counters it prints as JSON."""
+
+    def __init__(self, ns, *args, addr="127.0.0.1"):
+        self.ns = ns
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(ns.exec_argv([str(FOO_SERVER), "-l", f"{addr}:0", "-q", *args]),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err)
+        self.lines = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        try:
+            line = self.lines.get(timeout=10)
+        except queue.Empty:
+            self.stop()
+            raise Timeout("foo_server printed no 'listening on' line") from None
+        m = re.match(r"foo_server: listening on (.+):(\d+)$", line)
+        if not m:
+            self.stop()
+            raise AssertionError(f"foo_server: unexpected first line {line!r}")
+        self.addr, self.port = m.group(1), int(m.group(2))
+
+    @property
+    def target(self):
+        return f"{self.addr}:{self.port}"
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.decode(errors="replace").rstrip("\n"))
+
+    def stop(self, timeout=10.0):
+        """SIGTERM; returns the counters it printed (a dict) or None."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(2)
+        last = None
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            if line.startswith("{"):
+                last = json.loads(line)
+        self.err.close()
+        return last
+
+
+def foo_client(ns, host, port, conns=1, requests=100, depth=1, extra=(), timeout=60, check=True):
+    """Runs build/foo_client to completion in ns; returns its JSON summary.
+    check: the client must exit 0 (every reply checked: type, Seq, order)."""
+    argv = ns.exec_argv([str(FOO_CLIENT), "-a", f"{host}:{port}", "-c", str(conns),
+                         "-n", str(requests), "-d", str(depth), "--timeout", str(timeout), *extra])
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30)
+    if check and r.returncode != 0:
+        raise AssertionError(f"foo_client exited {r.returncode}: {r.stdout.strip()} {r.stderr.strip()[-2000:]}")
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise AssertionError(f"foo_client printed no JSON: {r.stdout!r} {r.stderr[-2000:]!r}")
+    return json.loads(lines[-1])
+
+
+class ScriptServer:
+    """A listening socket in ns whose connections each run handler(sock) on a
+    thread of their own (sock has a timeout; it is closed after handler
+    returns). Handler exceptions other than resets and timeouts are kept in
+    .errors for the test to check. Connections that say nothing (readiness
+    probes, health checks) reach the handler too."""
+
+    def __init__(self, ns, handler, addr="127.0.0.1", timeout=10.0):
+        self.ns = ns
+        self.handler = handler
+        self.timeout = timeout
+        self.sock = ns.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((addr, 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.addr, self.port = self.sock.getsockname()[:2]
+        self.errors = []
+        self.handled = 0
+        self._stop = threading.Event()
+        self._threads = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def target(self):
+        return f"{self.addr}:{self.port}"
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                s, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            s.settimeout(self.timeout)
+            t = threading.Thread(target=self._run, args=(s,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _run(self, s):
+        try:
+            self.handler(s)
+        except (ConnectionError, socket.timeout):  # probes and resets: the test judges by counts
+            pass
+        except Exception as e:  # surfaced by the test through .errors
+            self.errors.append(e)
+        finally:
+            s.close()
+            self.handled += 1
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+        for t in self._threads:
+            t.join(5)
+
+
+class LineReader:
+    """Reads '\\n'-terminated lines from a socket, buffering what follows."""
+
+    def __init__(self, sock):
+        self.s = sock
+        self.buf = bytearray()
+        self.eof = False
+
+    def line(self, limit=1 << 20):
+        """The next line without its '\\n'; at EOF the rest (maybe b"") and eof set."""
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                out = bytes(self.buf[:i])
+                del self.buf[:i + 1]
+                return out
+            if self.eof:
+                out = bytes(self.buf)
+                self.buf.clear()
+                return out
+            d = self.s.recv(65536)
+            if not d:
+                self.eof = True
+            self.buf += d
+            if len(self.buf) > limit:
+                raise ValueError("line too long")
+
+
+def foo_app(name, ports, targets, policy=None, max_line=None, **kw):
+    """An app with protocol foo (policy / max_line only when given)."""
+    a = app(name, ports, targets, protocol="foo", **kw)
+    foo = {}
+    if policy is not None:
+        foo["policy"] = policy
+    if max_line is not None:
+        foo["max_line"] = max_line
+    if foo:
+        a["foo"] = foo
+    return a
+
+
+def prom_samples(text):
+    """{(metric name, frozenset of (label, value))): float} from Prometheus text."""
+    out = {}
+    for ln in text.splitlines():
+        if not ln or ln.startswith("#"):
+            continue
+        m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', ln)
+        if not m:
+            raise ValueError(f"bad sample line {ln!r}")
+        labels = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out

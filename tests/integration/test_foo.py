@@ -1,0 +1,714 @@
+"""test_foo.py - Foo apps (issue 3): the relay parses the Foo line protocol and counts it; counts compared with what real peers sent and received."""
+# Every test runs in its own namespace (fixture ns). Counts are compared as
+# differences from a snapshot taken once the app's ports are steered, so the
+# readiness probe (a connection that says nothing) never shows in them.
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from helpers import (PANDIT, FooServer, LineReader, ScriptServer, app, base_config, find_app,
+                     foo_app, foo_client, prom_samples, recv_all, recv_exact, run, wait_until)
+
+# The fields SIGUSR1's line starts with, in this order (issue 3).
+TOP_FIELDS = ["msg_total", "msg_req", "msg_ack", "msg_nak", "request_rate_1s", "request_rate_10s",
+              "response_rate_1s", "response_rate_10s"]
+FOO_KEYS = set(TOP_FIELDS) | {"latency_us", "replies_unmatched", "requests_unanswered",
+                              "requests_untracked", "msg_wrong_direction", "connections"}
+RATES = {"request_rate_1s", "request_rate_10s", "response_rate_1s", "response_rate_10s"}
+
+HTTP_REQ = b"GET / HTTP/1.1\r\nHost: example\r\nUser-Agent: test\r\n\r\n"
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def flat(d, prefix=""):
+    """{"a.b.c": number} for every number in nested dicts."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, prefix + k + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[prefix + k] = v
+    return out
+
+
+def counters(foo):
+    """The counters of a "foo" object (rates and quantiles left out: they move with time)."""
+    return {k: v for k, v in flat(foo).items()
+            if k not in RATES and k not in ("latency_us.p50", "latency_us.p99")}
+
+
+def delta(before, after):
+    """Counter differences after - before (keys missing before count as 0)."""
+    b, a = counters(before), counters(after)
+    return {k: a[k] - b.get(k, 0) for k in a}
+
+
+def foo_of(st, name):
+    a = find_app(st, name)
+    assert a["protocol"] == "foo", a
+    assert FOO_KEYS <= set(a["foo"]), set(a["foo"])
+    return a["foo"]
+
+
+def top_of(st):
+    return {k: st[k] for k in TOP_FIELDS}
+
+
+def usr1(p):
+    return json.loads(p.usr1())
+
+
+def connect(ns, port, timeout=10.0):
+    s = ns.connect("127.0.0.1", port, timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def steered(p, ports, names):
+    """Waits until every port accepts connections (a connection that sends
+    nothing: watched, but no message and no violation) and the apps are idle
+    again; returns a SIGUSR1 snapshot to count from."""
+    st = p.stats()
+    accepted0 = sum(find_app(st, n)["accepted"] for n in names)
+    probes = 0
+    for port in ports:
+        def up(port=port):
+            p._check_alive()
+            with p.ns.connect("127.0.0.1", port, 2.0):
+                return True
+        wait_until(up, 15, 0.1, f"port {port} to be steered to pandit")
+        probes += 1
+
+    # a probe may sit in the accept queue after it closed: wait until pandit
+    # has taken every one, so what they cause is in the snapshot, not after it
+    def taken():
+        st = usr1(p)
+        return st if sum(find_app(st, n)["accepted"] for n in names) >= accepted0 + probes else None
+    wait_until(taken, 15, 0.1, "pandit to accept the probe connections")
+    return settle(p, names)
+
+
+def settle(p, names, timeout=15.0):
+    """Waits until the apps have no open connection (so everything the
+    connections did is counted, unanswered requests included); returns the
+    SIGUSR1 JSON."""
+    def idle():
+        st = usr1(p)
+        return st if all(find_app(st, n)["active"] == 0 for n in names) else None
+    return wait_until(idle, timeout, 0.1, f"apps {names} to have no open connection")
+
+
+def closed_by_peer(s, timeout=10.0):
+    """True once the peer closed s (EOF or reset); bytes still arriving are read and dropped."""
+    s.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if s.recv(65536) == b"":
+                return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+    return False
+
+
+def reqs(seqs, data="x"):
+    return b"".join(f"REQ {i} {data}\n".encode() for i in seqs)
+
+
+# --------------------------------------------------------------------------
+# 1. pipelining, checked replies, counts in SIGUSR1, /stats and /metrics
+
+
+def test_pipelined_counts_match_what_the_client_sent_and_received(ns, backends, start_pandit):
+    srv = FooServer(ns, "--nak", "0.25")
+    try:
+        echo = backends.add("plain", "echo")
+        p = start_pandit(base_config([foo_app("foo1", [15100], [srv.target]),
+                                      foo_app("foo2", [15102], [srv.target], policy="strict"),
+                                      app("plain", [15101], [srv.target]),
+                                      app("other", [15103], [echo])]))
+        before = steered(p, [15100, 15101, 15102], ["foo1", "foo2", "plain"])
+
+        c1 = foo_client(ns, "127.0.0.1", 15100, conns=4, requests=500, depth=16)
+        c2 = foo_client(ns, "127.0.0.1", 15102, conns=2, requests=300, depth=3,
+                        extra=["--data", "héllo wörld"])
+        c3 = foo_client(ns, "127.0.0.1", 15101, conns=1, requests=100, depth=4)  # tcp app: not counted
+        for c, conns, n in ((c1, 4, 500), (c2, 2, 300), (c3, 1, 100)):
+            assert c["errors"] == 0, c
+            assert c["sent"] == conns * n, c
+            assert c["acks"] + c["naks"] == c["sent"], c
+        assert c1["naks"] > 0 and c1["acks"] > 0, c1  # the NAK fraction really shows
+
+        line_st = settle(p, ["foo1", "foo2", "plain"])
+        line = p.usr1()
+        assert "\n" not in line
+        assert line.startswith('{"msg_total":'), line[:80]
+        st = json.loads(line)
+        assert list(st)[:len(TOP_FIELDS)] == TOP_FIELDS, list(st)[:10]
+        for k in TOP_FIELDS[:4]:
+            assert type(st[k]) is int, (k, st[k])
+        for k in TOP_FIELDS[4:]:
+            assert type(st[k]) is float, (k, st[k])
+        assert {"connections", "apps"} <= set(st)  # the L4 fields follow
+
+        for name, c, conns in (("foo1", c1, 4), ("foo2", c2, 2)):
+            d = delta(foo_of(before, name), foo_of(st, name))
+            assert d["msg_req"] == c["sent"], (name, d)
+            assert d["msg_ack"] == c["acks"], (name, d)
+            assert d["msg_nak"] == c["naks"], (name, d)
+            assert d["msg_total"] == c["sent"] + c["acks"] + c["naks"], (name, d)
+            assert d["latency_us.count"] == c["sent"], (name, d)
+            assert d["connections.watched"] == conns, (name, d)
+            for k in ("replies_unmatched", "requests_unanswered", "requests_untracked",
+                      "msg_wrong_direction", "connections.noncompliant_client",
+                      "connections.noncompliant_server", "connections.closed_strict"):
+                assert d[k] == 0, (name, k, d)
+            assert foo_of(st, name)["connections"]["reasons"] == {}
+            assert foo_of(st, name)["latency_us"]["p99"] >= foo_of(st, name)["latency_us"]["p50"] > 0
+
+        # the top-level totals are the sum over the Foo apps
+        for k in TOP_FIELDS[:4]:
+            assert st[k] == foo_of(st, "foo1")[k] + foo_of(st, "foo2")[k], k
+        assert st["msg_req"] - before["msg_req"] == c1["sent"] + c2["sent"]
+        assert st["msg_ack"] - before["msg_ack"] == c1["acks"] + c2["acks"]
+        assert st["msg_nak"] - before["msg_nak"] == c1["naks"] + c2["naks"]
+        assert st["msg_total"] == st["msg_req"] + st["msg_ack"] + st["msg_nak"]
+        # plain TCP apps relay the same bytes without counting them
+        for name in ("plain", "other"):
+            a = find_app(st, name)
+            assert a["protocol"] == "tcp" and "foo" not in a, a
+        assert find_app(st, "plain")["bytes_in"] > find_app(before, "plain")["bytes_in"]
+        del line_st
+
+        # /stats serves the same numbers (at rest, only the rates may move)
+        web = p.stats()
+        assert list(web)[:len(TOP_FIELDS)] == TOP_FIELDS
+        for k in TOP_FIELDS[:4]:
+            assert web[k] == st[k], k
+        for name in ("foo1", "foo2"):
+            assert counters(foo_of(web, name)) == counters(foo_of(st, name)), name
+            assert foo_of(web, name)["latency_us"] == foo_of(st, name)["latency_us"]
+
+        # /metrics: the pandit_foo_* families with the same values
+        _, text = p.metrics()
+        m = prom_samples(text)
+
+        def sample(metric, name, **labels):
+            key = (metric, frozenset({("app", name), *labels.items()}))
+            assert key in m, f"no sample {metric}{{app={name},{labels}}}"
+            return m[key]
+        for name in ("foo1", "foo2"):
+            f = foo_of(st, name)
+            assert sample("pandit_foo_messages_total", name, type="req") == f["msg_req"]
+            assert sample("pandit_foo_messages_total", name, type="ack") == f["msg_ack"]
+            assert sample("pandit_foo_messages_total", name, type="nak") == f["msg_nak"]
+            assert sample("pandit_foo_reply_latency_seconds_count", name) == f["latency_us"]["count"]
+            assert sample("pandit_foo_reply_latency_seconds_bucket", name, le="+Inf") == f["latency_us"]["count"]
+            assert sample("pandit_foo_replies_unmatched_total", name) == f["replies_unmatched"]
+            assert sample("pandit_foo_requests_unanswered_total", name) == f["requests_unanswered"]
+            assert sample("pandit_foo_requests_untracked_total", name) == f["requests_untracked"]
+            assert sample("pandit_foo_messages_wrong_direction_total", name) == f["msg_wrong_direction"]
+            assert sample("pandit_foo_connections_noncompliant_total", name, side="client") == 0
+            assert sample("pandit_foo_connections_noncompliant_total", name, side="server") == 0
+            assert sample("pandit_foo_connections_closed_strict_total", name) == 0
+            for kind in ("request", "response"):
+                for window in ("1s", "10s"):
+                    assert sample("pandit_foo_message_rate", name, kind=kind, window=window) >= 0
+        for ln in text.splitlines():
+            if ln.startswith("pandit_foo_"):
+                assert 'app="plain"' not in ln and 'app="other"' not in ln, ln
+        assert "# TYPE pandit_foo_reply_latency_seconds histogram" in text
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------
+# 2. framing: byte by byte, many in one write, a last line without '\n'
+
+
+def test_framing_split_pipelined_and_unterminated_last_line(ns, start_pandit):
+    srv = FooServer(ns)
+
+    def tail_server(s):
+        # reads one request, answers it one byte per write, the last line
+        # without '\n', then closes
+        r = LineReader(s)
+        if r.line() != b"REQ 7 x":  # the readiness probe says nothing
+            return
+        for b in b"ACK 6 one\nACK 7 done":
+            s.sendall(bytes([b]))
+            time.sleep(0.002)
+        s.shutdown(socket.SHUT_WR)
+        while r.line() or not r.eof:
+            pass
+
+    tail = ScriptServer(ns, tail_server)
+    try:
+        p = start_pandit(base_config([foo_app("f", [15200], [srv.target]),
+                                      foo_app("t", [15201], [tail.target], health_check=False)]))
+        before = steered(p, [15200, 15201], ["f", "t"])
+
+        # (a) every byte its own write (and, with the pause, mostly its own read)
+        msgs = [b"REQ 1 hello\n", b"REQ 2\t \tdata with  spaces \n", b"REQ 3\r\n", b"REQ 0004 \xc3\xa9t\xc3\xa9\n"]
+        with connect(ns, 15200) as s:
+            for m in msgs:
+                for b in m:
+                    s.sendall(bytes([b]))
+                    time.sleep(0.001)
+            r = LineReader(s)
+            got = [r.line().split(b" ")[:2] for _ in msgs]
+            assert got == [[b"ACK", b"1"], [b"ACK", b"2"], [b"ACK", b"3"], [b"ACK", b"4"]], got
+            s.shutdown(socket.SHUT_WR)
+            assert r.line() == b"" and r.eof
+
+        # (b) many messages in one write, and the replies pipelined back
+        n = 1000
+        with connect(ns, 15200) as s:
+            s.sendall(reqs(range(1, n + 1)))
+            r = LineReader(s)
+            seqs = [int(r.line().split(b" ")[1]) for _ in range(n)]
+            assert seqs == list(range(1, n + 1))
+            s.shutdown(socket.SHUT_WR)
+            assert r.line() == b"" and r.eof
+
+        # (c) the client's last line has no '\n': counted at EOF (foo_server answers it too)
+        with connect(ns, 15200) as s:
+            s.sendall(b"REQ 1 a\nREQ 2 b\nREQ 3 last")
+            s.shutdown(socket.SHUT_WR)
+            lines = recv_all(s).split(b"\n")
+        assert [ln.split(b" ")[:2] for ln in lines if ln] == [[b"ACK", b"1"], [b"ACK", b"2"], [b"ACK", b"3"]]
+
+        # (d) the server's last line has no '\n', its bytes come one by one
+        with connect(ns, 15201) as s:
+            s.sendall(b"REQ 7 x\n")
+            assert recv_all(s) == b"ACK 6 one\nACK 7 done"
+
+        st = settle(p, ["f", "t"])
+        d = delta(foo_of(before, "f"), foo_of(st, "f"))
+        nreq = len(msgs) + n + 3
+        assert d["msg_req"] == nreq, d
+        assert d["msg_ack"] == nreq, d
+        assert d["msg_nak"] == 0, d
+        assert d["msg_total"] == 2 * nreq, d
+        assert d["latency_us.count"] == nreq, d
+        assert d["requests_unanswered"] == 0 and d["replies_unmatched"] == 0, d
+        assert d["connections.noncompliant_client"] == 0 and d["connections.noncompliant_server"] == 0, d
+
+        d = delta(foo_of(before, "t"), foo_of(st, "t"))
+        assert (d["msg_req"], d["msg_ack"], d["msg_total"]) == (1, 2, 3), d
+        assert d["latency_us.count"] == 1 and d["replies_unmatched"] == 1, d  # ACK 6 answers nothing
+        assert d["requests_unanswered"] == 0, d
+        assert d["connections.noncompliant_server"] == 0, d
+        assert not tail.errors, tail.errors
+    finally:
+        tail.stop()
+        srv.stop()
+
+
+# --------------------------------------------------------------------------
+# 3./4. a client that stops speaking Foo: lenient relays on, strict closes
+
+
+def _talk(s, data):
+    s.sendall(data)
+    assert recv_exact(s, len(data)) == data
+
+
+def test_lenient_keeps_relaying_a_client_that_stops_speaking_foo(ns, backends, start_pandit):
+    echo = backends.add("echo", "echo")
+    p = start_pandit(base_config([foo_app("len", [15300], [echo])]))  # policy: the default
+    before = steered(p, [15300], ["len"])
+    with connect(ns, 15300) as good:
+        _talk(good, b"REQ 10 before\n")
+        with connect(ns, 15300) as bad:
+            _talk(bad, b"REQ 1 a\n")
+            _talk(bad, HTTP_REQ)                        # not Foo: relayed all the same
+            _talk(bad, bytes(range(256)) * 64)          # binary, NUL included
+            _talk(bad, b"REQ 2 b\nREQ 3 c\n")           # valid again, no longer counted
+            bad.shutdown(socket.SHUT_WR)
+            assert recv_all(bad) == b""
+        _talk(good, b"REQ 11 after\n")                  # the other connection still counts
+        good.shutdown(socket.SHUT_WR)
+        assert recv_all(good) == b""
+    st = settle(p, ["len"])
+    d = delta(foo_of(before, "len"), foo_of(st, "len"))
+    assert d["connections.noncompliant_client"] == 1, d
+    assert d["connections.noncompliant_server"] == 0, d
+    assert d["connections.closed_strict"] == 0, d
+    assert d.get("connections.reasons.http") == 1, d
+    assert d["msg_req"] == 1 + 2, d                     # REQ 1 on bad, REQ 10 and 11 on good
+    # the echo sends every REQ back: a REQ from the server is the wrong
+    # direction (REQ 1's echo came before the violation; REQ 2/3's after it)
+    assert d["msg_wrong_direction"] == 1 + 2, d
+    assert d["msg_ack"] == 0 and d["msg_nak"] == 0, d
+    # good's two REQs were never answered; bad's REQ 1 was dropped with the connection's watch
+    assert d["requests_unanswered"] == 2, d
+    assert d["connections.watched"] == 2, d
+    assert find_app(st, "len")["failed"] == find_app(before, "len")["failed"]
+
+
+def test_strict_closes_a_client_that_stops_speaking_foo(ns, backends, start_pandit):
+    echo = backends.add("echo", "echo")
+    p = start_pandit(base_config([foo_app("str", [15400], [echo], policy="strict")]))
+    before = steered(p, [15400], ["str"])
+    received0 = echo.bytes_received
+    relayed = 0
+    with connect(ns, 15400) as good:
+        for m in (b"REQ 10 before\n",):
+            _talk(good, m)
+            relayed += len(m)
+        with connect(ns, 15400) as bad:
+            _talk(bad, b"REQ 1 a\n")
+            relayed += len(b"REQ 1 a\n")
+            bad.sendall(HTTP_REQ)
+            assert closed_by_peer(bad), "pandit did not close the client that broke the protocol"
+        with connect(ns, 15400) as later:               # a new connection is served as usual
+            _talk(later, b"REQ 20 new\n")
+            relayed += len(b"REQ 20 new\n")
+        _talk(good, b"REQ 11 after\n")                  # the other open connection is unaffected
+        relayed += len(b"REQ 11 after\n")
+        good.shutdown(socket.SHUT_WR)
+        assert recv_all(good) == b""
+    st = settle(p, ["str"])
+    d = delta(foo_of(before, "str"), foo_of(st, "str"))
+    assert d["connections.closed_strict"] == 1, d
+    assert d["connections.noncompliant_client"] == 1, d
+    assert d["connections.noncompliant_server"] == 0, d
+    assert d.get("connections.reasons.http") == 1, d
+    assert d["msg_req"] == 4, d
+    assert d["connections.watched"] == 3, d
+    # the offending bytes were never passed on to the server
+    wait_until(lambda: echo.active == 0, 10, what="the echo backend's connections to close")
+    assert echo.bytes_received - received0 == relayed
+
+
+# --------------------------------------------------------------------------
+# 5. an overlong line is a violation
+
+
+def test_overlong_line_is_a_violation(ns, backends, start_pandit):
+    echo = backends.add("echo", "echo")
+    p = start_pandit(base_config([foo_app("len", [15500], [echo], max_line=64),
+                                  foo_app("str", [15501], [echo], policy="strict", max_line=64)]))
+    before = steered(p, [15500, 15501], ["len", "str"])
+    at_limit = b"REQ 1 " + b"x" * 58 + b"\n"            # 64 bytes before '\n': allowed
+    assert len(at_limit) == 65
+    over = b"REQ 2 " + b"y" * 200 + b"\n"
+    with connect(ns, 15500) as s:
+        _talk(s, at_limit)
+        _talk(s, over)                                  # lenient: relayed
+        _talk(s, b"REQ 3\n")                            # no longer counted
+    with connect(ns, 15501) as s:
+        _talk(s, at_limit)
+        s.sendall(b"REQ 2 " + b"z" * 100)               # no '\n' ever: seen at the 65th byte
+        assert closed_by_peer(s), "strict did not close a connection with an overlong line"
+    st = settle(p, ["len", "str"])
+    d = delta(foo_of(before, "len"), foo_of(st, "len"))
+    assert d["msg_req"] == 1, d
+    assert d["connections.noncompliant_client"] == 1 and d["connections.closed_strict"] == 0, d
+    assert d.get("connections.reasons.line_too_long") == 1, d
+    d = delta(foo_of(before, "str"), foo_of(st, "str"))
+    assert d["msg_req"] == 1, d
+    assert d["connections.noncompliant_client"] == 1 and d["connections.closed_strict"] == 1, d
+    assert d.get("connections.reasons.line_too_long") == 1, d
+
+
+# --------------------------------------------------------------------------
+# 6. messages in the wrong direction
+
+
+def test_wrong_direction_is_not_counted_as_a_message(ns, start_pandit):
+    seen = []
+
+    def server(s):
+        r = LineReader(s)
+        if r.line() != b"REQ 1 hi":
+            return
+        s.sendall(b"REQ 900 from-server\nACK 1 ok\n")
+        while True:
+            ln = r.line()
+            if r.eof and not ln:
+                return
+            seen.append(ln)
+
+    srv = ScriptServer(ns, server)
+    try:
+        p = start_pandit(base_config([foo_app("w", [15600], [srv.target], health_check=False)]))
+        before = steered(p, [15600], ["w"])
+        with connect(ns, 15600) as s:
+            s.sendall(b"REQ 1 hi\n")
+            r = LineReader(s)
+            assert r.line() == b"REQ 900 from-server"
+            assert r.line() == b"ACK 1 ok"
+            s.sendall(b"ACK 900 from-client\nNAK 901\n")
+            s.shutdown(socket.SHUT_WR)
+            assert r.line() == b"" and r.eof
+        st = settle(p, ["w"])
+        assert seen == [b"ACK 900 from-client", b"NAK 901"]  # relayed unchanged
+        d = delta(foo_of(before, "w"), foo_of(st, "w"))
+        assert (d["msg_req"], d["msg_ack"], d["msg_nak"], d["msg_total"]) == (1, 1, 0, 2), d
+        assert d["msg_wrong_direction"] == 3, d
+        assert d["latency_us.count"] == 1, d
+        assert d["replies_unmatched"] == 0 and d["requests_unanswered"] == 0, d
+        assert d["connections.noncompliant_client"] == 0 and d["connections.noncompliant_server"] == 0, d
+        assert st["msg_req"] - before["msg_req"] == 1 and st["msg_ack"] - before["msg_ack"] == 1
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------
+# 7. rates and latency
+
+
+def test_rates_and_latency(ns, start_pandit):
+    srv = FooServer(ns, "--delay-us", "3000")
+    try:
+        p = start_pandit(base_config([foo_app("r", [15700], [srv.target])]))
+        before = steered(p, [15700], ["r"])
+        assert before["request_rate_1s"] == 0.0 and before["response_rate_1s"] == 0.0
+        stop = threading.Event()
+        sent = [0]
+        errors = []
+
+        def traffic():
+            try:
+                with connect(ns, 15700) as s:
+                    r = LineReader(s)
+                    while not stop.is_set() and sent[0] < 20000:
+                        s.sendall(f"REQ {sent[0] + 1} rate\n".encode())
+                        sent[0] += 1
+                        ln = r.line()
+                        if ln.split(b" ")[:2] != [b"ACK", str(sent[0]).encode()]:
+                            raise AssertionError(f"bad reply {ln!r} to REQ {sent[0]}")
+                    s.shutdown(socket.SHUT_WR)
+                    r.line()
+            except Exception as e:
+                errors.append(e)
+
+        t = threading.Thread(target=traffic, daemon=True)
+        t.start()
+        try:
+            def busy():
+                st = usr1(p)
+                return st if min(st[k] for k in RATES) > 0 else None
+            st = wait_until(busy, 20, 0.2, "all four rates to be above 0 while traffic flows")
+            f = foo_of(st, "r")
+            assert min(f[k] for k in RATES) > 0, f
+        finally:
+            stop.set()
+            t.join(15)
+        assert not t.is_alive() and not errors, errors
+        st = settle(p, ["r"])
+        f = foo_of(st, "r")
+        d = delta(foo_of(before, "r"), f)
+        n = sent[0]
+        assert d["msg_req"] == n and d["msg_ack"] == n, (n, d)
+        # a 10 s window cannot hold more than everything sent (slack: bucket edges)
+        assert 0 < st["request_rate_10s"] <= n / 10 * 1.05 + 1, (n, st["request_rate_10s"])
+        assert 0 <= st["response_rate_10s"] <= n / 10 * 1.05 + 1, (n, st["response_rate_10s"])
+        assert st["request_rate_1s"] <= n * 1.05 + 1
+        # every reply was held 3 ms by the server: a lower bound, not a timing claim
+        assert d["latency_us.count"] == n, d
+        assert f["latency_us"]["p50"] >= 1000, f["latency_us"]
+        assert f["latency_us"]["p99"] >= f["latency_us"]["p50"]
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------
+# 8. quick mode
+
+
+@pytest.mark.parametrize("style", ["single-dash", "double-dash"])
+def test_quick_mode_foo(ns, start_pandit, style):
+    srv = FooServer(ns, "--nak", "0.5")
+    try:
+        if style == "single-dash":  # as the original task ran it
+            args = ["-listen=:15800", f"-forward=127.0.0.1:{srv.port}", "-protocol=foo"]
+        else:
+            args = ["--listen", ":15800", "--forward", f"127.0.0.1:{srv.port}", "--protocol", "foo"]
+        p = start_pandit(None, args=args)
+        before = steered(p, [15800], ["quick"])
+        c = foo_client(ns, "127.0.0.1", 15800, conns=3, requests=200, depth=8)
+        assert c["errors"] == 0 and c["sent"] == 600, c
+        st = settle(p, ["quick"])
+        assert list(st)[:len(TOP_FIELDS)] == TOP_FIELDS
+        assert st["msg_req"] - before["msg_req"] == c["sent"]
+        assert st["msg_ack"] - before["msg_ack"] == c["acks"]
+        assert st["msg_nak"] - before["msg_nak"] == c["naks"]
+        assert st["msg_total"] - before["msg_total"] == c["sent"] + c["acks"] + c["naks"]
+        assert [a["name"] for a in st["apps"]] == ["quick"]
+        d = delta(foo_of(before, "quick"), foo_of(st, "quick"))
+        assert d["msg_req"] == c["sent"] and d["connections.watched"] == 3, d
+        assert d["connections.noncompliant_client"] == 0, d
+    finally:
+        srv.stop()
+
+
+def test_quick_mode_refuses_other_protocols(ns):
+    for proto, word in (("http", "http"), ("bogus", "bogus"), ("FOO2", "FOO2")):
+        r = run(ns.exec_argv([str(PANDIT), "-listen=:15810", "-forward=127.0.0.1:1", f"-protocol={proto}"]),
+                check=False, timeout=20)
+        assert r.returncode == 2, (proto, r.returncode, r.stdout, r.stderr)
+        assert word in r.stderr and "tcp" in r.stderr and "foo" in r.stderr, r.stderr
+        assert r.stdout == ""
+    r = run(ns.exec_argv([str(PANDIT), "-listen=:15810", "-forward=127.0.0.1:1", "-protocol=http"]),
+            check=False, timeout=20)
+    assert "not implemented" in r.stderr, r.stderr
+    # --protocol belongs to quick mode; a config file sets it per app
+    r = run(ns.exec_argv([str(PANDIT), "-c", "/nonexistent.yaml", "--protocol", "foo"]),
+            check=False, timeout=20)
+    assert r.returncode == 2 and "protocol" in r.stderr, r.stderr
+
+
+# --------------------------------------------------------------------------
+# 9. reload
+
+
+def test_reload_changes_policy_and_protocol_keeping_counters(ns, start_pandit):
+    srv = FooServer(ns)
+    try:
+        cfg1 = base_config([foo_app("a", [15900], [srv.target]),
+                            app("b", [15901], [srv.target])])
+        p = start_pandit(cfg1)
+        before = steered(p, [15900, 15901], ["a", "b"])
+        c = foo_client(ns, "127.0.0.1", 15900, conns=2, requests=100, depth=4)
+        foo_client(ns, "127.0.0.1", 15901, conns=1, requests=100, depth=4)
+        with connect(ns, 15900) as s:                   # lenient: relayed, not closed by pandit
+            s.sendall(b"REQ 1 ok\n" + HTTP_REQ)
+            s.shutdown(socket.SHUT_WR)
+            try:
+                recv_all(s)
+            except ConnectionResetError:  # foo_server may reset a client that is not speaking Foo
+                pass
+        st1 = settle(p, ["a", "b"])
+        d1 = delta(foo_of(before, "a"), foo_of(st1, "a"))
+        assert d1["msg_req"] == c["sent"] + 1, d1
+        assert d1["connections.noncompliant_client"] == 1 and d1["connections.closed_strict"] == 0, d1
+        assert "foo" not in find_app(st1, "b") and find_app(st1, "b")["protocol"] == "tcp"
+        id_a = find_app(st1, "a")["id"]
+
+        cfg2 = base_config([foo_app("a", [15900], [srv.target], policy="strict"),
+                            foo_app("b", [15901], [srv.target])])
+        p.write_config(cfg2)
+        st2 = usr1(p)
+        assert find_app(st2, "a")["id"] == id_a
+        # not reset by the reload
+        assert counters(foo_of(st2, "a")) == counters(foo_of(st1, "a"))
+        assert st2["msg_req"] == st1["msg_req"]
+        b0 = foo_of(st2, "b")
+        assert b0["msg_total"] == 0 and b0["connections"]["watched"] == 0, b0
+
+        c2 = foo_client(ns, "127.0.0.1", 15900, conns=1, requests=50, depth=4)
+        cb = foo_client(ns, "127.0.0.1", 15901, conns=2, requests=60, depth=2)
+        with connect(ns, 15900) as s:                   # strict now
+            s.sendall(b"REQ 1 ok\n")
+            assert LineReader(s).line().startswith(b"ACK 1")
+            s.sendall(HTTP_REQ)
+            assert closed_by_peer(s)
+        st3 = settle(p, ["a", "b"])
+        d3 = delta(foo_of(st1, "a"), foo_of(st3, "a"))
+        assert d3["msg_req"] == c2["sent"] + 1, d3
+        assert d3["msg_ack"] + d3["msg_nak"] == c2["acks"] + c2["naks"] + 1, d3
+        assert d3["connections.closed_strict"] == 1 and d3["connections.noncompliant_client"] == 1, d3
+        assert foo_of(st3, "a")["msg_req"] == foo_of(before, "a")["msg_req"] + c["sent"] + 1 + c2["sent"] + 1
+        fb = foo_of(st3, "b")
+        assert fb["msg_req"] == cb["sent"] and fb["msg_ack"] == cb["acks"], fb
+        assert fb["connections"]["watched"] == 2, fb
+        assert st3["msg_req"] == fb["msg_req"] + foo_of(st3, "a")["msg_req"]
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------
+# 10. unanswered requests and unmatched replies
+
+
+def test_unanswered_requests_and_unmatched_replies(ns, start_pandit):
+    def server(s):
+        # two replies nobody asked for, then: odd Seqs answered (Seq 1
+        # twice), even ones never
+        s.sendall(b"ACK 77 early\nNAK 78 early\n")
+        r = LineReader(s)
+        while True:
+            ln = r.line()
+            if not ln:
+                if r.eof:
+                    return
+                continue
+            seq = int(ln.split(b" ")[1])
+            if seq % 2:
+                s.sendall(f"ACK {seq} ok\n".encode() * (2 if seq == 1 else 1))
+
+    srv = ScriptServer(ns, server)
+    try:
+        p = start_pandit(base_config([foo_app("u", [16000], [srv.target], health_check=False)]))
+        before = steered(p, [16000], ["u"])
+        with connect(ns, 16000) as s:
+            r = LineReader(s)
+            assert r.line() == b"ACK 77 early"
+            assert r.line() == b"NAK 78 early"
+            s.sendall(reqs(range(1, 11)))
+            got = [int(r.line().split(b" ")[1]) for _ in range(6)]
+            assert got == [1, 1, 3, 5, 7, 9]
+            # the connection stays open: nothing is unanswered yet
+            st = usr1(p)
+            assert foo_of(st, "u")["requests_unanswered"] == foo_of(before, "u")["requests_unanswered"]
+            s.shutdown(socket.SHUT_WR)                  # the client closes
+            assert r.line() == b"" and r.eof
+        st = settle(p, ["u"])
+        d = delta(foo_of(before, "u"), foo_of(st, "u"))
+        assert d["msg_req"] == 10, d
+        assert d["msg_ack"] == 1 + 6 and d["msg_nak"] == 1, d
+        assert d["msg_total"] == 18, d
+        assert d["requests_unanswered"] == 5, d         # Seq 2, 4, 6, 8, 10
+        assert d["replies_unmatched"] == 3, d           # ACK 77, NAK 78, the second ACK 1
+        assert d["latency_us.count"] == 5, d
+        assert d["connections.noncompliant_client"] == 0 and d["connections.noncompliant_server"] == 0, d
+        assert not srv.errors, srv.errors
+        _, text = p.metrics()
+        m = prom_samples(text)
+        assert m[("pandit_foo_requests_unanswered_total", frozenset({("app", "u")}))] == \
+            foo_of(st, "u")["requests_unanswered"]
+        assert m[("pandit_foo_replies_unmatched_total", frozenset({("app", "u")}))] == \
+            foo_of(st, "u")["replies_unmatched"]
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------
+# the server side breaking the protocol
+
+
+def test_server_breaking_the_protocol_is_counted_on_its_side(ns, start_pandit):
+    def server(s):
+        r = LineReader(s)
+        r.line()
+        s.sendall(b"ACK 1 ok\nHTTP/1.1 200 OK\r\n\r\n")
+        while r.line() or not r.eof:
+            pass
+
+    srv = ScriptServer(ns, server)
+    try:
+        p = start_pandit(base_config([foo_app("s", [16100], [srv.target], health_check=False)]))
+        before = steered(p, [16100], ["s"])
+        with connect(ns, 16100) as s:
+            s.sendall(b"REQ 1 x\n")
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == b"ACK 1 ok\nHTTP/1.1 200 OK\r\n\r\n"  # lenient: relayed
+        st = settle(p, ["s"])
+        d = delta(foo_of(before, "s"), foo_of(st, "s"))
+        assert d["connections.noncompliant_server"] == 1 and d["connections.noncompliant_client"] == 0, d
+        assert (d["msg_req"], d["msg_ack"]) == (1, 1), d
+        assert sum(v for k, v in d.items() if k.startswith("connections.reasons.")) == 1, d
+    finally:
+        srv.stop()
