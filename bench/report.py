@@ -170,7 +170,7 @@ def main():
             w(f"- The open-file limit in this environment is {rl['nofile']} (the hard limit cannot be raised "
               "here); HAProxy needs one descriptor per bound port, pandit binds no app port (sk_lookup steers "
               "them to its listener). HAProxy was therefore measured at the largest size the limit allows with "
-              "`maxconn 2000` (it reserves two descriptors per connection), rounded down to 100 apps, and pandit "
+              "`maxconn 2000` (it reserves two descriptors per connection) and 500 spare, rounded down to 100 apps; pandit "
               "was measured at that size too.")
     w("")
 
