@@ -1,0 +1,690 @@
+#!/usr/bin/python3
+"""foo_bench.py - the Foo benchmark: pipelined REQs through pandit (foo and tcp) vs HAProxy mode tcp vs direct; writes bench/results/foo.{md,png,json}.
+
+Run as root: `/usr/bin/python3 bench/foo_bench.py` (options: --secs, --repeat,
+--rate, --only direct,pandit-foo for a quick try, --quiet-wait). It makes a
+network namespace of its own (loopback only), runs itself inside it with
+--inside, then turns the JSON into foo.md, a gnuplot data file and foo.png,
+and copies them to bench/results/ only when the run completed.
+
+Inside: foo_server (the backend) and foo_client (the load) run on CPU 0, each
+proxy on CPU 1 with one worker. Per setup and repetition: a closed-loop run
+(connections x depth pipelined, as fast as the replies come: messages per
+second at saturation) and an open-loop run at a fixed rate (latency from each
+request's scheduled send time, so stalls are not hidden). Proxy CPU is
+utime+stime from /proc/PID/stat around each run. Every number written comes
+from the run; a failed measurement is recorded as failed, never filled in.
+"""
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build")
+PANDIT = os.path.join(BUILD, "pandit")
+FOO_SERVER = os.path.join(BUILD, "foo_server")
+FOO_CLIENT = os.path.join(BUILD, "foo_client")
+OUT_DIR = os.path.join(ROOT, "bench", "results")
+GP = os.path.join(ROOT, "bench", "foo.gp")
+
+CPU_PROXY = "1"      # every proxy, one worker
+CPU_LOAD = "0"       # foo_client and foo_server
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SERVER_PORT = 5001        # foo_server on CPU 0
+SERVER_XCPU_PORT = 5002   # foo_server on CPU 1 (reference without proxy)
+FRONTS = {"pandit-foo": 6001, "pandit-tcp": 6002, "haproxy": 7001}
+SETUPS = ["direct", "direct-xcpu", "pandit-foo", "pandit-tcp", "haproxy"]
+LABELS = {
+    "direct": "direct (no proxy)",
+    "direct-xcpu": "direct, server on CPU 1 (no proxy, reference)",
+    "pandit-foo": "pandit, protocol foo (parsed, counted)",
+    "pandit-tcp": "pandit, protocol tcp (splice relay)",
+    "haproxy": "HAProxy (mode tcp, nbthread 1)",
+}
+NAK_FRACTION = 0.1   # some NAKs, so the correctness check covers msg_nak too
+
+
+def log(msg):
+    print(f"[foo_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# ---- processes ---------------------------------------------------------------
+
+class Procs:
+    """Background processes started here, stopped here by pid."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.live = []
+
+    def start(self, name, argv, cpu):
+        out = open(os.path.join(self.tmp, f"{name}.out"), "ab")
+        err = open(os.path.join(self.tmp, f"{name}.err"), "ab")
+        p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=out, stderr=err,
+                             stdin=subprocess.DEVNULL, cwd=self.tmp)
+        p.name, p.out_path, p.err_path = name, out.name, err.name
+        out.close()
+        err.close()
+        self.live.append(p)
+        return p
+
+    def stop(self, p, wait=5.0):
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+        if p in self.live:
+            self.live.remove(p)
+
+    def stop_all(self):
+        for p in list(self.live):
+            try:
+                self.stop(p)
+            except Exception as e:   # keep stopping the others
+                log(f"stopping {p.name} failed: {e}")
+
+
+def cpu_ticks(pid):
+    """utime+stime (clock ticks) of pid, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read()
+    fl = st[st.rindex(")") + 2:].split()
+    return int(fl[11]) + int(fl[12])   # fields 14 and 15 of stat(5)
+
+
+NETNS_INO = os.stat("/proc/self/ns/net").st_ino
+
+
+def other_ticks():
+    """{(pid, comm): ticks} of every process outside this network namespace."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{d}/ns/net").st_ino == NETNS_INO:
+                continue
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fl = st[st.rindex(")") + 2:].split()
+        out[(int(d), st[st.index("(") + 1:st.rindex(")")])] = int(fl[11]) + int(fl[12])
+    return out
+
+
+def busy_ticks():
+    """(busy ticks of all CPUs incl. steal, ticks of this namespace's processes
+    and the children they reaped)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    total = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]   # user nice system irq softirq steal
+    ours = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{d}/ns/net").st_ino != NETNS_INO:
+                continue
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fl = st[st.rindex(")") + 2:].split()
+        ours += int(fl[11]) + int(fl[12]) + int(fl[13]) + int(fl[14])
+    return total, ours
+
+
+class Background:
+    """CPU used by processes outside the benchmark during a window, % of one CPU."""
+
+    def __enter__(self):
+        self.t0, (self.b0, self.o0) = time.monotonic(), busy_ticks()
+        return self
+
+    def __exit__(self, *exc):
+        b1, o1 = busy_ticks()
+        dt = time.monotonic() - self.t0
+        self.pct = max(0.0, ((b1 - self.b0) - (o1 - self.o0)) / CLK_TCK / dt * 100) if dt > 0 else 0.0
+        return False
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def wait_quiet(max_s, limit_pct):
+    """Waits at most max_s for the rest of the machine to use less than
+    limit_pct of one CPU over a second; returns (last reading, seconds waited)."""
+    t0 = time.monotonic()
+    while True:
+        with Background() as bg:
+            time.sleep(1)
+        waited = time.monotonic() - t0
+        if bg.pct < limit_pct or waited >= max_s:
+            return bg.pct, waited
+        log(f"  machine busy ({bg.pct:.0f}% of a CPU used outside the benchmark, load {loadavg()}), waiting")
+
+
+# ---- clients and proxies -----------------------------------------------------
+
+PR_SET_TIMERSLACK = 29
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def tight_timers():
+    """In the client's child before exec: timer slack 1 ns instead of the
+    default 50 us, so the open-loop client wakes at its schedule (the slack is
+    inherited across exec). Same client setting for every setup."""
+    LIBC.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+
+
+def foo_client(port, conns, depth, secs, rate=None):
+    """One foo_client run against 127.0.0.1:port on CPU_LOAD; returns its JSON
+    (plus exit status). Raises when it printed nothing usable."""
+    argv = ["taskset", "-c", CPU_LOAD, FOO_CLIENT, "-a", f"127.0.0.1:{port}", "-c", str(conns),
+            "-d", str(depth), "-n", "0", "--duration", str(secs), "--timeout", str(secs + 20)]
+    if rate:
+        argv += ["--rate", str(rate)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 40, preexec_fn=tight_timers)
+    line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+    try:
+        j = json.loads(line)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"foo_client printed no JSON (exit {r.returncode}): {r.stderr.strip()[-300:]}")
+    j["exit"] = r.returncode
+    if r.returncode != 0 or j.get("errors"):
+        raise RuntimeError(f"foo_client exit {r.returncode}, {j.get('errors')} errors: "
+                           f"{j.get('first_error', r.stderr.strip()[-300:])}")
+    return j
+
+
+def wait_answer(port, timeout_s, proc=None):
+    """One REQ/ACK through port works (foo_client -n 1); seconds waited or None."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        r = subprocess.run([FOO_CLIENT, "-a", f"127.0.0.1:{port}", "-c", "1", "-n", "1", "--timeout", "1"],
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode == 0:
+            return time.monotonic() - t0
+        if proc is not None and proc.poll() is not None:
+            return None
+        time.sleep(0.05)
+    return None
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)   # pandit reads its config again as nobody
+
+
+def pandit_yaml(protocol, port):
+    return ("workers: 1\n"
+            "user: nobody\n"
+            "health_check: {interval: 60s}\n"
+            "apps:\n"
+            f"  - {{name: foo, ports: [{port}], protocol: {protocol}, "
+            f"targets: [\"127.0.0.1:{SERVER_PORT}\"], health_check: false}}\n")
+
+
+def haproxy_cfg(port, tmp):
+    return "\n".join([
+        "global", "    nbthread 1", "    maxconn 2000", f"    pidfile {tmp}/haproxy.pid", "",
+        "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 60s", "    timeout server 60s", "",
+        "listen foo", f"    bind 127.0.0.1:{port}", f"    server s0 127.0.0.1:{SERVER_PORT}", ""])
+
+
+def start_proxy(kind, procs, tmp, tag):
+    port = FRONTS[kind]
+    if kind.startswith("pandit"):
+        cfg = os.path.join(tmp, f"{kind}-{tag}.yaml")
+        write(cfg, pandit_yaml(kind.split("-")[1], port))
+        return procs.start(f"{kind}-{tag}", [PANDIT, "-c", cfg], CPU_PROXY)
+    if kind == "haproxy":
+        cfg = os.path.join(tmp, f"haproxy-{tag}.cfg")
+        write(cfg, haproxy_cfg(port, tmp))
+        r = subprocess.run(["haproxy", "-c", "-q", "-f", cfg], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"haproxy -c: {(r.stderr or r.stdout).strip()[-300:]}")
+        return procs.start(f"haproxy-{tag}", ["haproxy", "-db", "-f", cfg], CPU_PROXY)
+    raise ValueError(kind)
+
+
+def tail(path, n=5):
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(l.strip() for l in f.readlines()[-n:] if l.strip())
+    except OSError:
+        return ""
+
+
+def pandit_counters(p, timeout_s=5.0):
+    """SIGUSR1 to pandit, then its new JSON line from stdout: (msg_req, msg_ack, msg_nak)."""
+    with open(p.out_path) as f:
+        before = f.read().count("\n")
+    os.kill(p.pid, signal.SIGUSR1)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        with open(p.out_path) as f:
+            lines = f.read().split("\n")
+        if len(lines) - 1 > before:
+            j = json.loads(lines[before])
+            return j["msg_req"], j["msg_ack"], j["msg_nak"]
+        time.sleep(0.05)
+    raise RuntimeError("pandit printed no statistics within 5 s of SIGUSR1")
+
+
+def measure(kind, procs, tmp, a, tag):
+    """One closed-loop and one open-loop run through one setup."""
+    p = None
+    if kind == "direct":
+        port = SERVER_PORT
+    elif kind == "direct-xcpu":
+        port = SERVER_XCPU_PORT
+    else:
+        port = FRONTS[kind]
+        p = start_proxy(kind, procs, tmp, tag)
+        if wait_answer(port, 15, p) is None:
+            why = tail(p.err_path)
+            procs.stop(p)
+            raise RuntimeError(f"{kind} did not answer on port {port} within 15 s: {why}")
+    res = {}
+    try:
+        counts = pandit_counters(p) if kind == "pandit-foo" else None
+        for phase, conns, depth, secs, rate in (("pingpong", 1, 1, a.pingpong_secs, None),
+                                                ("closed", a.conns, a.depth, a.secs, None),
+                                                ("open", a.conns, a.depth, a.secs, a.rate)):
+            c0 = cpu_ticks(p.pid) if p else 0
+            with Background() as bg:
+                j = foo_client(port, conns, depth, secs, rate)
+            c1 = cpu_ticks(p.pid) if p else 0
+            j["background_pct"] = bg.pct
+            j["proxy_cpu_s"] = (c1 - c0) / CLK_TCK if p else None
+            if kind == "pandit-foo":
+                now = pandit_counters(p)
+                j["pandit_delta"] = {"msg_req": now[0] - counts[0], "msg_ack": now[1] - counts[1],
+                                     "msg_nak": now[2] - counts[2]}
+                counts = now
+            res[phase] = j
+        if p and p.poll() is not None:
+            raise RuntimeError(f"{kind} exited during the run: {tail(p.err_path)}")
+    finally:
+        if p:
+            procs.stop(p)
+    return res
+
+
+def pandit_rev():
+    def git(*args):
+        r = subprocess.run(["git", "-C", ROOT] + list(args), capture_output=True, text=True, timeout=10)
+        return r.stdout.strip()
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no", "--", "src", "bpf", "tools"):
+        rev += " (plus uncommitted changes in src/, bpf/ or tools/)"
+    try:
+        built = datetime.datetime.fromtimestamp(os.path.getmtime(PANDIT), datetime.timezone.utc)
+        rev += f", build/pandit built {built.strftime('%Y-%m-%d %H:%M:%S UTC')}"
+    except OSError:
+        pass
+    return rev
+
+
+def inside(a):
+    os.sched_setaffinity(0, {int(CPU_LOAD)})
+    procs = Procs(a.tmp)
+    res = {"started": utc_now(), "pandit_rev": pandit_rev(), "secs": a.secs, "repeat": a.repeat,
+           "conns": a.conns, "depth": a.depth, "pingpong_secs": a.pingpong_secs, "rate": a.rate, "nak_fraction": NAK_FRACTION,
+           "loadavg_start": loadavg(), "raw": {}, "errors": [], "quiet_waits": []}
+
+    def on_signal(sig, frame):
+        procs.stop_all()
+        sys.exit(128 + sig)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    setups = [s for s in SETUPS if not a.only or s in a.only.split(",")]
+    others0, t_others0 = other_ticks(), time.monotonic()
+    try:
+        procs.start("foo-server", [FOO_SERVER, "-l", f"127.0.0.1:{SERVER_PORT}", "--nak", str(NAK_FRACTION), "-q"],
+                    CPU_LOAD)
+        procs.start("foo-server-xcpu", [FOO_SERVER, "-l", f"127.0.0.1:{SERVER_XCPU_PORT}", "--nak",
+                                        str(NAK_FRACTION), "-q"], CPU_PROXY)
+        for port in (SERVER_PORT, SERVER_XCPU_PORT):
+            if wait_answer(port, 5) is None:
+                raise RuntimeError(f"foo_server on port {port} did not answer")
+        runs = {s: [] for s in setups}
+        budget = a.quiet_wait
+        for rep in range(a.repeat):
+            for s in setups:
+                if budget > 0:
+                    pct, waited = wait_quiet(min(a.quiet_wait_each, budget), a.quiet_pct)
+                    budget -= waited
+                    res["quiet_waits"].append({"setup": s, "repeat": rep + 1, "waited_s": round(waited, 1),
+                                               "background_pct": round(pct, 1)})
+                log(f"run {rep + 1}/{a.repeat}: {s}")
+                try:
+                    r = measure(s, procs, a.tmp, a, f"r{rep}")
+                except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
+                    log(f"  {s} failed: {e}")
+                    res["errors"].append({"setup": s, "repeat": rep + 1, "error": str(e)[-500:]})
+                    continue
+                cl, op = r["closed"], r["open"]
+                log(f"  {s}: {cl['msgs_per_s']:.0f} msg/s closed loop; at {a.rate}/s p50 {op['p50_us']} us "
+                    f"p99 {op['p99_us']} us; other load {max(cl['background_pct'], op['background_pct']):.0f}%")
+                runs[s].append(r)
+        res["raw"] = runs
+    finally:
+        procs.stop_all()
+    t_others = time.monotonic() - t_others0
+    others1 = other_ticks()
+    top = {}
+    for k, v in others1.items():
+        if k in others0 and v > others0[k]:
+            top[k[1]] = top.get(k[1], 0) + v - others0[k]
+    res["other_top"] = sorted(([c, round(t / CLK_TCK / t_others * 100, 1)] for c, t in top.items()),
+                              key=lambda x: -x[1])[:8]
+    res["loadavg_end"] = loadavg()
+    res["finished"] = utc_now()
+    with open(a.json, "w") as f:
+        json.dump(res, f, indent=1)
+
+
+# ---- report --------------------------------------------------------------------
+
+def cmd_first_line(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return ((r.stdout + r.stderr).strip().splitlines() or ["unknown"])[0]
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+
+
+def summarize(runs):
+    s = {"n": len(runs)}
+    cl = [r["closed"] for r in runs]
+    op = [r["open"] for r in runs]
+    s["mps"] = statistics.median(x["msgs_per_s"] for x in cl)
+    s["mps_all"] = [round(x["msgs_per_s"]) for x in cl]
+    for k in ("p50_us", "p99_us", "p999_us"):
+        s[f"closed_{k}"] = statistics.median(x[k] for x in cl)
+    for k in ("p50_us", "p99_us", "p999_us", "max_us"):
+        s[f"open_{k}"] = statistics.median(x[k] for x in op)
+    s["open_p99_all"] = [x["p99_us"] for x in op]
+    s["open_mps"] = statistics.median(x["msgs_per_s"] for x in op)
+    pp = [r["pingpong"] for r in runs]
+    for k in ("p50_us", "p99_us", "p999_us"):
+        s[f"pp_{k}"] = statistics.median(x[k] for x in pp)
+    s["pp_rts"] = statistics.median(x["msgs_per_s"] for x in pp)
+    if cl[0]["proxy_cpu_s"] is not None:
+        # CPU per million messages from each run, then the median
+        s["cpu_per_m_closed"] = statistics.median(x["proxy_cpu_s"] / ((x["acks"] + x["naks"]) / 1e6) for x in cl)
+        s["cpu_per_m_open"] = statistics.median(x["proxy_cpu_s"] / ((x["acks"] + x["naks"]) / 1e6) for x in op)
+        s["cpu_busy_closed"] = statistics.median(x["proxy_cpu_s"] / x["elapsed_s"] * 100 for x in cl)
+        s["cpu_per_m_closed_all"] = [round(x["proxy_cpu_s"] / ((x["acks"] + x["naks"]) / 1e6), 3) for x in cl]
+    bg = [x["background_pct"] for x in cl + op + pp]
+    s["bg_median"], s["bg_max"] = statistics.median(bg), max(bg)
+    return s
+
+
+def fmt(v, nd=0):
+    return "-" if v is None else f"{v:,.{nd}f}"
+
+
+def report(j, out_md, out_dat):
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    S = {s: summarize(j["raw"][s]) for s in SETUPS if j["raw"].get(s)}
+    L = []
+    w = L.append
+    w("# Foo benchmark: pandit vs HAProxy (mode tcp) vs direct")
+    w("")
+    w(f"Generated by bench/foo_bench.py from {j['started']} to {j['finished']}. Every number here comes from "
+      "that run; the raw data (every run, every field foo_client printed) is in [foo.json](foo.json), the "
+      "chart in [foo.png](foo.png).")
+    w("")
+    w("## Machine and versions")
+    w("")
+    w(f"- CPU: {model}, {os.cpu_count()} cores; kernel {platform.release()}")
+    w(f"- {cmd_first_line(['haproxy', '-v'])}")
+    w(f"- pandit git rev {j['pandit_rev']}; foo_client and foo_server (tools/) from the same tree")
+    w(f"- Load average at the start {j['loadavg_start']}, at the end {j['loadavg_end']}")
+    w("")
+    w("## Method")
+    w("")
+    w("- Everything runs in a network namespace made for the run, over loopback (127.0.0.1).")
+    w(f"- Backend: `foo_server --nak {j['nak_fraction']}` (answers each REQ at once, a {j['nak_fraction']:.0%} "
+      "share with NAK), pinned to CPU 0. Load: `foo_client` (one thread), pinned to CPU 0 as well; it checks "
+      "every reply (type, Seq, order) and a run with any error counts as failed. Each proxy is pinned to CPU 1 "
+      "with one worker, one at a time: pandit `workers: 1` with the app's `protocol: foo` (every line parsed "
+      "and counted, copy relay) and, separately, `protocol: tcp` (plain relay with splice, the default), "
+      "HAProxy `mode tcp`, `nbthread 1`, defaults otherwise (no splice). No active health checks anywhere.")
+    w("- A message is one REQ line (`REQ <seq> hello`) and its reply (`ACK <seq> ok` or `NAK <seq> no`).")
+    w(f"- Saturation (closed loop): `foo_client -c {j['conns']} -d {j['depth']} -n 0 --duration {j['secs']}`: "
+      f"{j['conns']} connections, each with {j['depth']} REQs in flight, for {j['secs']} s; messages per second "
+      "= replies received per second of the run. Latency under saturation is mostly queueing (depth / rate) "
+      "and is listed below the table only for completeness.")
+    w(f"- Latency (open loop): `foo_client -c {j['conns']} -d {j['depth']} -n 0 --duration {j['secs']} "
+      f"--rate {j['rate']}`: {j['rate']:,} REQs per second in all, spread evenly over the connections; each "
+      "latency is measured from the request's scheduled send time, so a stall in the path shows in the "
+      "percentiles instead of silently delaying the next sends (no coordinated omission). The client fires "
+      "each connection's REQs from a timerfd, so between sends CPU 0 may go idle; waking a virtual CPU "
+      "from idle costs time too, and that is in these numbers for every setup alike.")
+    w(f"- Round trip (ping-pong): `foo_client -c 1 -d 1 -n 0 --duration {j['pingpong_secs']}`: one connection, "
+      "the next REQ as soon as the reply is in; the latency of a lone message through a busy path. Added "
+      "latency = setup p50 minus direct p50.")
+    w("- Proxy CPU: utime+stime of the proxy process (all threads) from /proc/PID/stat before and after each "
+      "client run, divided by the messages of that run; busy % = CPU seconds per second of the closed-loop run "
+      "(100% = the proxy's CPU is saturated).")
+    w(f"- Each setup was measured {j['repeat']} times, interleaved (setup order repeated); the tables show medians, "
+      "with every run listed below. A fresh proxy is started for each repetition.")
+    w("- The row \"direct, server on CPU 1\" has no proxy: foo_server runs on the proxies' CPU, the client on "
+      "CPU 0. It shows what crossing CPUs alone does. In the \"direct\" row client and server share CPU 0, and "
+      "in the proxied rows CPU 0 also carries both, so CPU 0 may be the limit rather than the proxy; "
+      "compare the busy % column.")
+    w("- The machine is shared with other jobs. Before each setup the run waited (bounded) for other processes "
+      "to use less than 15% of a CPU; the last column shows what they used during the measurements "
+      "(busy time from /proc/stat, steal included, minus this benchmark's processes).")
+    w("")
+    w("## Results")
+    w("")
+    w("| setup | msgs/s at saturation | proxy CPU busy at saturation | proxy CPU s per million msgs (saturation / fixed rate) "
+      f"| p50 / p99 / p99.9 at {j['rate']:,}/s (us) | max at fixed rate (us) | ping-pong p50 / p99 (us) "
+      "| added ping-pong p50 vs direct (us) | other load, % of a CPU (median / max) |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    dat = ["# setup mps open_p50 open_p99 open_p999 cpu_per_m_closed cpu_per_m_open pp_p50 pp_p99"]
+    d = S.get("direct")
+    for s in SETUPS:
+        if s not in S:
+            continue
+        x = S[s]
+        cpu = "-" if x.get("cpu_per_m_closed") is None else \
+            f"{fmt(x['cpu_per_m_closed'], 3)} / {fmt(x['cpu_per_m_open'], 3)}"
+        busy = "-" if x.get("cpu_busy_closed") is None else f"{fmt(x['cpu_busy_closed'])}%"
+        w(f"| {LABELS[s]} | {fmt(x['mps'])} | {busy} | {cpu} | {fmt(x['open_p50_us'], 1)} / "
+          f"{fmt(x['open_p99_us'], 1)} / {fmt(x['open_p999_us'], 1)} | {fmt(x['open_max_us'], 1)} | "
+          f"{fmt(x['pp_p50_us'], 1)} / {fmt(x['pp_p99_us'], 1)} | "
+          f"{fmt(x['pp_p50_us'] - d['pp_p50_us'], 1) if d and s != 'direct' else '-'} | "
+          f"{fmt(x['bg_median'])} / {fmt(x['bg_max'])} |")
+        cm = x.get("cpu_per_m_closed")
+        co = x.get("cpu_per_m_open")
+        dat.append(f"\"{s}\" {x['mps']:.1f} {x['open_p50_us']:.2f} {x['open_p99_us']:.2f} {x['open_p999_us']:.2f} "
+                   f"{'NaN' if cm is None else f'{cm:.4f}'} {'NaN' if co is None else f'{co:.4f}'} "
+                   f"{x['pp_p50_us']:.2f} {x['pp_p99_us']:.2f}")
+    w("")
+    for s in SETUPS:
+        if s in S:
+            x = S[s]
+            line = (f"- {LABELS[s]}: {x['n']} runs; msgs/s {x['mps_all']}; p99 at the fixed rate "
+                    f"{x['open_p99_all']} us")
+            if x.get("cpu_per_m_closed_all"):
+                line += f"; CPU s per million msgs at saturation {x['cpu_per_m_closed_all']}"
+            line += (f"; latency at saturation (queueing, depth {j['depth']}) p50 {fmt(x['closed_p50_us'])} us, "
+                     f"p99 {fmt(x['closed_p99_us'])} us; ping-pong {fmt(x['pp_rts'])} round trips/s")
+            w(line)
+    for s in SETUPS:
+        if s not in S and (not j.get("only") or s in j["only"]):
+            w(f"- {LABELS[s]}: no successful run")
+    for e in j["errors"]:
+        w(f"- {LABELS.get(e['setup'], e['setup'])}, repetition {e['repeat']} failed and is not counted: "
+          f"{' '.join(e['error'].split())}")
+    w("")
+    w("## Correctness")
+    w("")
+    pf = j["raw"].get("pandit-foo", [])
+    if not pf:
+        w("No pandit-foo run completed, so pandit's counters were not checked.")
+    else:
+        ok, checks, parts = True, 0, []
+        for i, r in enumerate(pf):
+            for ph in ("pingpong", "closed", "open"):
+                c, d = r[ph], r[ph]["pandit_delta"]
+                good = d["msg_req"] == c["sent"] and d["msg_ack"] == c["acks"] and d["msg_nak"] == c["naks"]
+                ok &= good
+                checks += 1
+                parts.append(f"{ph} run {i + 1}: sent {c['sent']:,} / msg_req {d['msg_req']:,}, acks {c['acks']:,} / "
+                             f"msg_ack {d['msg_ack']:,}, naks {c['naks']:,} / msg_nak {d['msg_nak']:,}"
+                             f"{'' if good else ' MISMATCH'}")
+        w(f"pandit's SIGUSR1 counters (read before and after each foo_client run: ping-pong, closed and open loop) against what foo_client sent and "
+          f"received, in every pandit-foo run: **{'all ' + str(checks) + ' equal' if ok else 'MISMATCH'}**. "
+          "foo_client itself found no wrong, missing or out-of-order reply in any run counted above (a run with "
+          "an error is listed as failed).")
+        w("")
+        for p in parts:
+            w(f"- {p}")
+    w("")
+    w("## Other load on the machine")
+    w("")
+    w(f"- Load average {j['loadavg_start']} at the start, {j['loadavg_end']} at the end.")
+    waits = j.get("quiet_waits", [])
+    if waits:
+        long_waits = [q for q in waits if q["waited_s"] > 1.5]
+        w(f"- Waits for a quiet machine before a setup: {len(waits)}, of which {len(long_waits)} longer than a "
+          f"second (total {sum(q['waited_s'] for q in waits):.0f} s); the other load seen just before each "
+          f"setup: median {statistics.median(q['background_pct'] for q in waits):.0f}%, max "
+          f"{max(q['background_pct'] for q in waits):.0f}% of a CPU.")
+    if j.get("other_top"):
+        w("- Processes outside the benchmark that ran through the whole run, by CPU used (% of one CPU, "
+          "averaged over the run): " + ", ".join(f"{c} {p}%" for c, p in j["other_top"]) + " (short-lived "
+          "processes count only in the percentages above).")
+    w("")
+    w("## Reading it")
+    w("")
+    w("Medians of a few runs on a shared 2-CPU virtual machine: differences of a few percent are noise. "
+      "Conclusions belong to whoever reads the numbers above; nothing here is tuned per proxy.")
+    with open(out_md, "w") as f:
+        f.write("\n".join(L) + "\n")
+    with open(out_dat, "w") as f:
+        f.write("\n".join(dat) + "\n")
+
+
+# ---- outside: the namespace and the files ---------------------------------------
+
+def outside(a, argv):
+    if os.geteuid() != 0:
+        sys.exit("foo_bench: needs root (network namespace, BPF)")
+    for t in ("haproxy", "gnuplot", "taskset", "ip"):
+        if not shutil.which(t):
+            sys.exit(f"foo_bench: {t} missing (make deps)")
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("foo_bench: needs 2 CPUs (proxy on CPU 1, load on CPU 0)")
+    if not a.no_build:
+        r = subprocess.run(["make", "--no-print-directory", "-C", ROOT, "all"], stdout=sys.stderr)
+        if r.returncode != 0:
+            log("make all failed; using the existing build/")
+    for b in (PANDIT, FOO_SERVER, FOO_CLIENT):
+        if not os.access(b, os.X_OK):
+            sys.exit(f"foo_bench: {b} not built")
+    ns = f"pandit-foo-{os.getpid()}"
+    tmp = tempfile.mkdtemp(prefix="pandit-foo.")
+    os.chmod(tmp, 0o755)   # pandit reads its config again as nobody
+    jpath = os.path.join(tmp, "foo.json")
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=50100 65535"],
+                       check=True)
+        log(f"namespace {ns}, scratch {tmp}")
+        r = subprocess.run(["timeout", "900", "ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
+                            "--inside", "--tmp", tmp, "--json", jpath] + argv)
+        if r.returncode != 0 or not os.path.exists(jpath):
+            sys.exit(f"foo_bench: the run failed (exit {r.returncode}); results not written")
+        with open(jpath) as f:
+            j = json.load(f)
+        j["only"] = a.only.split(",") if a.only else None
+        md, dat, png = (os.path.join(tmp, n) for n in ("foo.md", "foo.dat", "foo.png"))
+        report(j, md, dat)
+        subprocess.run(["gnuplot", "-e", f"datafile='{dat}'; outfile='{png}'; rate='{j['rate']:,} msg/s'", GP],
+                       check=True)
+        os.makedirs(a.out_dir, exist_ok=True)
+        for n in ("foo.json", "foo.md", "foo.png"):
+            shutil.copy(os.path.join(tmp, n), os.path.join(a.out_dir, n))
+        log(f"wrote {a.out_dir}/foo.md, foo.png, foo.json")
+    finally:
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        for pid in pids:   # whatever the inside run left behind (it stops its own)
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        if not a.keep_tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--secs", type=int, default=5, help="seconds of each client run")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--pingpong-secs", type=int, default=2, help="seconds of the 1 conn x depth 1 run")
+    ap.add_argument("--conns", type=int, default=8)
+    ap.add_argument("--depth", type=int, default=64)
+    ap.add_argument("--rate", type=int, default=50000, help="open-loop REQs per second in all")
+    ap.add_argument("--only", default="", help="comma list of setups: " + ",".join(SETUPS))
+    ap.add_argument("--quiet-wait", type=float, default=60, help="seconds in all to wait for a quiet machine")
+    ap.add_argument("--quiet-wait-each", type=float, default=10, help="at most this long before one setup")
+    ap.add_argument("--quiet-pct", type=float, default=15, help="quiet: other processes under this % of a CPU")
+    ap.add_argument("--out-dir", default=OUT_DIR)
+    ap.add_argument("--no-build", action="store_true", help="do not run make all first")
+    ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", help=argparse.SUPPRESS)
+    ap.add_argument("--json", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.inside:
+        inside(a)
+        return
+    # options passed on to the inside run
+    fwd = ["--secs", str(a.secs), "--pingpong-secs", str(a.pingpong_secs), "--repeat", str(a.repeat), "--conns", str(a.conns), "--depth", str(a.depth),
+           "--rate", str(a.rate), "--quiet-wait", str(a.quiet_wait), "--quiet-wait-each", str(a.quiet_wait_each),
+           "--quiet-pct", str(a.quiet_pct)]
+    if a.only:
+        fwd += ["--only", a.only]
+    outside(a, fwd)
+
+
+if __name__ == "__main__":
+    main()
