@@ -237,6 +237,7 @@ void ev_stop(struct ev_loop *loop)
 int ev_run(struct ev_loop *loop)
 {
 	struct epoll_event events[EV_MAX_EVENTS];
+	uint64_t spin_until = 0;
 	loop->stop = false;
 	while (!loop->stop) {
 		if (loop->before_sleep)
@@ -250,6 +251,8 @@ int ev_run(struct ev_loop *loop)
 			else
 				timeout = (int)((when - loop->now + 999999) / 1000000);
 		}
+		if (loop->now < spin_until)
+			timeout = 0;
 		int n = epoll_wait(loop->epfd, events, EV_MAX_EVENTS, timeout);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -259,6 +262,8 @@ int ev_run(struct ev_loop *loop)
 			return err;
 		}
 		loop->now = ev_now_ns();
+		if (n > 0 && loop->busy_poll_ns)
+			spin_until = loop->now + loop->busy_poll_ns;
 		for (int i = 0; i < n; i++) {
 			struct ev_io *io = events[i].data.ptr;
 			io->cb(loop, io, events[i].events);

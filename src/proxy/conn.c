@@ -90,9 +90,13 @@ static int move_copy(struct conn *c, int dir, struct conn_side *from, struct con
 	for (;;) {
 		bool progress = false;
 		if (buf->tail > buf->head && to->writable) {
-			ssize_t n = send(to->io.fd, buf->data + buf->head, buf->tail - buf->head,
-					 MSG_NOSIGNAL | MSG_DONTWAIT);
+			size_t want = buf->tail - buf->head;
+			ssize_t n = send(to->io.fd, buf->data + buf->head, want, MSG_NOSIGNAL | MSG_DONTWAIT);
 			if (n > 0) {
+				/* a short write means the socket buffer is full: EPOLLOUT
+				 * comes when there is room again */
+				if ((size_t)n < want)
+					to->writable = false;
 				buf->head += (uint32_t)n;
 				*moved += (uint64_t)n;
 				progress = true;
@@ -115,9 +119,15 @@ static int move_copy(struct conn *c, int dir, struct conn_side *from, struct con
 				buf->head = 0;
 			}
 			if (buf->tail < pool->size) {
-				ssize_t n = recv(from->io.fd, buf->data + buf->tail, pool->size - buf->tail,
-						 MSG_DONTWAIT);
+				size_t room = pool->size - buf->tail;
+				ssize_t n = recv(from->io.fd, buf->data + buf->tail, room, MSG_DONTWAIT);
 				if (n > 0) {
+					/* A short read took everything queued: what arrives
+					 * later raises a new edge, so skip the recv that would
+					 * only say EAGAIN. Not once the peer's FIN was
+					 * reported: that edge is spent, read on to the EOF. */
+					if ((size_t)n < room && !from->rdhup)
+						from->readable = false;
 					if (conn_watch(c, dir, buf->data + buf->tail, (size_t)n) < 0) {
 						errno = EPROTO;
 						return -1;
@@ -152,6 +162,8 @@ static int move_splice(struct conn *c, struct conn_side *from, struct conn_side 
 		if (buf->pipe_len && to->writable) {
 			ssize_t n = splice(buf->pipe[0], NULL, to->io.fd, NULL, buf->pipe_len, flags);
 			if (n > 0) {
+				if ((uint32_t)n < buf->pipe_len)
+					to->writable = false;	/* socket buffer full */
 				buf->pipe_len -= (uint32_t)n;
 				*moved += (uint64_t)n;
 				progress = true;
@@ -290,6 +302,8 @@ static void conn_timer_cb(struct ev_loop *loop, struct ev_timer *t)
 
 static void side_mark(struct conn_side *s, uint32_t events)
 {
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		s->rdhup = true;
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		s->readable = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))

@@ -26,6 +26,7 @@ struct conn_side {
 	bool readable;	/* edge seen, EAGAIN not yet met */
 	bool writable;
 	bool eof;	/* read returned 0: the peer sent FIN */
+	bool rdhup;	/* epoll reported the peer's FIN or an error: read to the end */
 	bool shut;	/* we sent FIN (shutdown(SHUT_WR)) */
 };
 
