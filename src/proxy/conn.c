@@ -436,6 +436,8 @@ void conn_accept(struct worker *w, int fd, struct rt_app *app)
 	if (!c) {
 		log_warn("out of memory for a connection");
 		close(fd);
+		if (app->cfg->max_connections)
+			atomic_fetch_sub_explicit(&app->active, 1, memory_order_relaxed);
 		rt_app_put(app);
 		return;
 	}
