@@ -597,6 +597,12 @@ def test_reload_changes_policy_and_protocol_keeping_counters(ns, start_pandit):
         assert "foo" not in find_app(st1, "b") and find_app(st1, "b")["protocol"] == "tcp"
         id_a = find_app(st1, "a")["id"]
 
+        held = connect(ns, 15900)                        # open across the reload
+        hr = LineReader(held)
+        held.sendall(b"REQ 100 before\n")
+        assert hr.line().startswith(b"ACK 100")
+        st1 = usr1(p)
+
         cfg2 = base_config([foo_app("a", [15900], [srv.target], policy="strict"),
                             foo_app("b", [15901], [srv.target])])
         p.write_config(cfg2)
@@ -604,6 +610,12 @@ def test_reload_changes_policy_and_protocol_keeping_counters(ns, start_pandit):
         assert find_app(st2, "a")["id"] == id_a
         # not reset by the reload
         assert counters(foo_of(st2, "a")) == counters(foo_of(st1, "a"))
+        # the connection opened before still counts, into the same counters
+        held.sendall(b"REQ 101 after\n")
+        assert hr.line().startswith(b"ACK 101")
+        held.shutdown(socket.SHUT_WR)
+        assert hr.line() == b"" and hr.eof
+        held.close()
         assert st2["msg_req"] == st1["msg_req"]
         b0 = foo_of(st2, "b")
         assert b0["msg_total"] == 0 and b0["connections"]["watched"] == 0, b0
@@ -617,10 +629,12 @@ def test_reload_changes_policy_and_protocol_keeping_counters(ns, start_pandit):
             assert closed_by_peer(s)
         st3 = settle(p, ["a", "b"])
         d3 = delta(foo_of(st1, "a"), foo_of(st3, "a"))
-        assert d3["msg_req"] == c2["sent"] + 1, d3
-        assert d3["msg_ack"] + d3["msg_nak"] == c2["acks"] + c2["naks"] + 1, d3
+        assert d3["msg_req"] == c2["sent"] + 1 + 1, d3
+        assert d3["msg_ack"] + d3["msg_nak"] == c2["acks"] + c2["naks"] + 1 + 1, d3
         assert d3["connections.closed_strict"] == 1 and d3["connections.noncompliant_client"] == 1, d3
-        assert foo_of(st3, "a")["msg_req"] == foo_of(before, "a")["msg_req"] + c["sent"] + 1 + c2["sent"] + 1
+        assert d3["requests_unanswered"] == 0, d3
+        assert foo_of(st3, "a")["msg_req"] == \
+            foo_of(before, "a")["msg_req"] + c["sent"] + 1 + 2 + c2["sent"] + 1
         fb = foo_of(st3, "b")
         assert fb["msg_req"] == cb["sent"] and fb["msg_ack"] == cb["acks"], fb
         assert fb["connections"]["watched"] == 2, fb
@@ -686,29 +700,145 @@ def test_unanswered_requests_and_unmatched_replies(ns, start_pandit):
 
 
 # --------------------------------------------------------------------------
+# what is and is not Foo, on the wire (the parser's unit tests have the full
+# tables; here each case crosses the real relay on a connection of its own)
+
+VALID = [
+    (b"REQ 1\r\n", "CRLF"),
+    (b"REQ 18446744073709551615 max\n", "the largest Seq"),
+    (b"REQ\t5\t data with\ttabs \n", "tabs as whitespace"),
+    (b"REQ 6 \n", "empty Data"),
+    (b"REQ 0007 x\n", "leading zeros"),
+    ("REQ 8 ünïcødé ✓ 𝄞\n".encode(), "UTF-8 Data"),
+]
+INVALID = [
+    (HTTP_REQ, "http"),
+    (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", "type"),  # a TLS ClientHello
+    (b"req 1 lower case\n", "type"),
+    (b"REQ x\n", "seq"),
+    (b"REQ -1\n", "seq"),
+    (b"REQ 123456789012345678901\n", "seq"),  # 21 digits
+    (b"REQ 18446744073709551616\n", "seq"),  # 2^64
+    (b"\n", "empty"),
+    (b"REQ 1 \xff\xfe\n", "utf8"),
+    (b"REQ 1 \xed\xa0\x80\n", "utf8"),  # a surrogate
+    (b"REQ 1 a\x00b\n", "nul"),
+]
+
+
+def test_valid_and_invalid_messages_on_the_wire(ns, backends, start_pandit):
+    echo = backends.add("echo", "echo")
+    p = start_pandit(base_config([foo_app("v", [16500], [echo])]))
+    before = steered(p, [16500], ["v"])
+    for data, what in VALID + INVALID:
+        with connect(ns, 16500) as s:
+            _talk(s, data)  # lenient: everything is relayed unchanged
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == b"", what
+    st = settle(p, ["v"])
+    d = delta(foo_of(before, "v"), foo_of(st, "v"))
+    assert d["msg_req"] == len(VALID), d
+    assert d["connections.noncompliant_client"] == len(INVALID), d
+    assert d["connections.noncompliant_server"] == 0, d
+    want = {}
+    for _, reason in INVALID:
+        want[reason] = want.get(reason, 0) + 1
+    got = {k.split(".")[-1]: v for k, v in d.items() if k.startswith("connections.reasons.") and v}
+    assert got == want, (got, want)
+    assert d["connections.watched"] == len(VALID) + len(INVALID), d
+
+
+def test_line_cut_at_eof(ns, backends, start_pandit):
+    """At EOF a last line without '\\n' is a message if it has a Seq digit,
+    else (cut inside Type or before Seq) a violation."""
+    echo = backends.add("echo", "echo")
+    p = start_pandit(base_config([foo_app("e", [16600], [echo])]))
+    before = steered(p, [16600], ["e"])
+    for data in (b"REQ 1\nREQ 2 last", b"REQ 1\nREQ 3", b"REQ 1\nRE", b"REQ 1\nREQ "):
+        with connect(ns, 16600) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == data
+    st = settle(p, ["e"])
+    d = delta(foo_of(before, "e"), foo_of(st, "e"))
+    assert d["msg_req"] == 2 + 2 + 1 + 1, d
+    assert d["connections.noncompliant_client"] == 2, d
+    assert d.get("connections.reasons.truncated") == 2, d
+
+
+# --------------------------------------------------------------------------
 # the server side breaking the protocol
 
 
-def test_server_breaking_the_protocol_is_counted_on_its_side(ns, start_pandit):
+@pytest.mark.parametrize("policy", ["lenient", "strict"])
+def test_server_breaking_the_protocol_is_counted_on_its_side(ns, start_pandit, policy):
     def server(s):
         r = LineReader(s)
-        r.line()
-        s.sendall(b"ACK 1 ok\nHTTP/1.1 200 OK\r\n\r\n")
+        if not r.line():
+            return
+        s.sendall(b"ACK 1 ok\n")
+        if r.line() != b"REQ 2 y":  # the ACK is through before the garbage comes
+            return
+        s.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
         while r.line() or not r.eof:
             pass
 
     srv = ScriptServer(ns, server)
     try:
-        p = start_pandit(base_config([foo_app("s", [16100], [srv.target], health_check=False)]))
+        p = start_pandit(base_config([foo_app("s", [16100], [srv.target], policy=policy,
+                                              health_check=False)]))
         before = steered(p, [16100], ["s"])
         with connect(ns, 16100) as s:
             s.sendall(b"REQ 1 x\n")
-            s.shutdown(socket.SHUT_WR)
-            assert recv_all(s) == b"ACK 1 ok\nHTTP/1.1 200 OK\r\n\r\n"  # lenient: relayed
+            r = LineReader(s)
+            assert r.line() == b"ACK 1 ok"
+            s.sendall(b"REQ 2 y\n")
+            if policy == "lenient":
+                assert r.line() == b"HTTP/1.1 200 OK\r"  # relayed
+                assert r.line() == b"\r"
+                s.shutdown(socket.SHUT_WR)
+                assert r.line() == b"" and r.eof
+            else:
+                assert closed_by_peer(s)
         st = settle(p, ["s"])
         d = delta(foo_of(before, "s"), foo_of(st, "s"))
         assert d["connections.noncompliant_server"] == 1 and d["connections.noncompliant_client"] == 0, d
-        assert (d["msg_req"], d["msg_ack"]) == (1, 1), d
-        assert sum(v for k, v in d.items() if k.startswith("connections.reasons.")) == 1, d
+        assert d["connections.closed_strict"] == (1 if policy == "strict" else 0), d
+        assert (d["msg_req"], d["msg_ack"]) == (2, 1), d
+        assert d.get("connections.reasons.type") == 1, d
+        assert d["requests_unanswered"] == 0, d  # REQ 2's watch ended with the violation
+        assert not srv.errors, srv.errors
     finally:
         srv.stop()
+
+
+# --------------------------------------------------------------------------
+# configuration
+
+
+def test_bad_foo_settings_are_refused(ns, backends, start_pandit):
+    echo = backends.add("echo", "echo")
+    p = start_pandit(base_config([foo_app("a", [16700], [echo])]))
+    steered(p, [16700], ["a"])
+    bad = [
+        ([foo_app("a", [16700], [echo], policy="paranoid")], "policy"),
+        ([foo_app("a", [16700], [echo], max_line=0)], "max_line"),
+        ([foo_app("a", [16700], [echo], max_line="lots")], "max_line"),
+        ([app("a", [16700], [echo], protocol="http")], "protocol"),
+        ([app("a", [16700], [echo], protocol="FOO")], "protocol"),
+        ([app("a", [16700], [echo], foo={"policy": "strict"})], "protocol: foo"),
+    ]
+    for apps, word in bad:
+        path = p.dir / "check.yaml"
+        p.write_file(path, p.render(base_config(apps)))
+        r = run(ns.exec_argv([str(PANDIT), "--check", "-c", str(path)]), check=False, timeout=20)
+        path.unlink()
+        assert r.returncode == 1, (apps, r.stderr)
+        assert word in r.stderr, (word, r.stderr)
+        # a reload with it is refused and the running config keeps working
+        p.write_config(base_config(apps), expect="fail")
+        with connect(ns, 16700) as s:
+            _talk(s, b"REQ 1 still\n")
+    st = usr1(p)
+    assert find_app(st, "a")["protocol"] == "foo"
+    assert p.reloads()[0] == 0
