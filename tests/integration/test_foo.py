@@ -603,7 +603,7 @@ def test_reload_changes_policy_and_protocol_keeping_counters(ns, start_pandit):
         assert hr.line().startswith(b"ACK 100")
         st1 = usr1(p)
 
-        cfg2 = base_config([foo_app("a", [15900], [srv.target], policy="strict"),
+        cfg2 = base_config([foo_app("a", [15900], [srv.target], policy="strict", max_line=32),
                             foo_app("b", [15901], [srv.target])])
         p.write_config(cfg2)
         st2 = usr1(p)
@@ -611,7 +611,8 @@ def test_reload_changes_policy_and_protocol_keeping_counters(ns, start_pandit):
         # not reset by the reload
         assert counters(foo_of(st2, "a")) == counters(foo_of(st1, "a"))
         # the connection opened before still counts, into the same counters
-        held.sendall(b"REQ 101 after\n")
+        # ... with the settings it started with: this line is over the new max_line
+        held.sendall(b"REQ 101 after the reload, over 32 bytes\n")
         assert hr.line().startswith(b"ACK 101")
         held.shutdown(socket.SHUT_WR)
         assert hr.line() == b"" and hr.eof
@@ -639,6 +640,22 @@ def test_reload_changes_policy_and_protocol_keeping_counters(ns, start_pandit):
         assert fb["msg_req"] == cb["sent"] and fb["msg_ack"] == cb["acks"], fb
         assert fb["connections"]["watched"] == 2, fb
         assert st3["msg_req"] == fb["msg_req"] + foo_of(st3, "a")["msg_req"]
+        with connect(ns, 15900) as s:                   # new connections get the new max_line
+            s.sendall(b"REQ 1 " + b"x" * 40 + b"\n")
+            assert closed_by_peer(s)
+        st4 = settle(p, ["a", "b"])
+        assert foo_of(st4, "a")["connections"]["reasons"].get("line_too_long") == 1
+
+        # an app that stops being a Foo app loses its Foo counters (the
+        # totals are sums over the current Foo apps); back to foo, it starts at 0
+        p.write_config(base_config([app("a", [15900], [srv.target]),
+                                    foo_app("b", [15901], [srv.target])]))
+        st5 = usr1(p)
+        assert "foo" not in find_app(st5, "a") and find_app(st5, "a")["protocol"] == "tcp"
+        assert st5["msg_req"] == foo_of(st5, "b")["msg_req"] == fb["msg_req"]
+        p.write_config(cfg2)
+        st6 = usr1(p)
+        assert foo_of(st6, "a")["msg_total"] == 0
     finally:
         srv.stop()
 
@@ -746,6 +763,12 @@ def test_valid_and_invalid_messages_on_the_wire(ns, backends, start_pandit):
     got = {k.split(".")[-1]: v for k, v in d.items() if k.startswith("connections.reasons.") and v}
     assert got == want, (got, want)
     assert d["connections.watched"] == len(VALID) + len(INVALID), d
+    _, text = p.metrics()
+    m = prom_samples(text)
+    for reason, n in want.items():
+        assert m[("pandit_foo_violations_total", frozenset({("app", "v"), ("reason", reason)}))] == n
+    assert m[("pandit_foo_connections_noncompliant_total",
+              frozenset({("app", "v"), ("side", "client")}))] == len(INVALID)
 
 
 def test_line_cut_at_eof(ns, backends, start_pandit):
