@@ -5,11 +5,13 @@
 
 import json
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
+import helpers
 from helpers import (PANDIT, FooServer, LineReader, ScriptServer, app, base_config, find_app,
                      foo_app, foo_client, prom_samples, recv_all, recv_exact, run, wait_until)
 
@@ -865,3 +867,95 @@ def test_bad_foo_settings_are_refused(ns, backends, start_pandit):
     st = usr1(p)
     assert find_app(st, "a")["protocol"] == "foo"
     assert p.reloads()[0] == 0
+
+
+# --------------------------------------------------------------------------
+# many requests waiting, and the same Seq twice
+
+
+def test_many_outstanding_requests_and_duplicate_seqs(ns, start_pandit):
+    n = 5000  # more than a connection tracks (4096): the rest are untracked
+
+    def server(s):
+        # reads every request before answering any, so all wait at once in pandit
+        r = LineReader(s)
+        seqs = []
+        while len(seqs) < n:
+            ln = r.line()
+            if not ln and r.eof:
+                return
+            seqs.append(int(ln.split(b" ")[1]))
+        s.sendall(b"".join(f"ACK {q}\n".encode() for q in seqs))
+        # then: REQ 7 twice (a duplicate), both answered
+        for _ in range(2):
+            assert r.line() == b"REQ 7 again"
+        s.sendall(b"ACK 7\nACK 7\n")
+        while r.line() or not r.eof:
+            pass
+
+    srv = ScriptServer(ns, server, timeout=30)
+    try:
+        p = start_pandit(base_config([foo_app("m", [16800], [srv.target], health_check=False)]))
+        before = steered(p, [16800], ["m"])
+        with connect(ns, 16800, timeout=30) as s:
+            s.sendall(reqs(range(1, n + 1), data="w"))
+            r = LineReader(s)
+            assert [int(r.line().split(b" ")[1]) for _ in range(n)] == list(range(1, n + 1))
+            s.sendall(b"REQ 7 again\nREQ 7 again\n")
+            assert [r.line(), r.line()] == [b"ACK 7", b"ACK 7"]
+            s.shutdown(socket.SHUT_WR)
+            assert r.line() == b"" and r.eof
+        st = settle(p, ["m"])
+        d = delta(foo_of(before, "m"), foo_of(st, "m"))
+        assert d["msg_req"] == n + 2 and d["msg_ack"] == n + 2, d
+        assert d["requests_untracked"] == n - 4096, d
+        assert d["latency_us.count"] == 4096 + 2, d
+        assert d["requests_duplicate"] == 1, d
+        # replies to untracked requests use those up instead of counting as unmatched
+        assert d["replies_unmatched"] == 0 and d["requests_unanswered"] == 0, d
+        assert not srv.errors, srv.errors
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------
+# a backend killed mid-traffic
+
+
+def test_backend_killed_mid_traffic(ns, start_pandit):
+    srv = FooServer(ns)
+    spare = FooServer(ns)
+    try:
+        p = start_pandit(base_config([foo_app("k", [16900], [srv.target])]))
+        before = steered(p, [16900], ["k"])
+        argv = ns.exec_argv([str(helpers.FOO_CLIENT), "-a", "127.0.0.1:16900", "-c", "4", "-n", "0",
+                             "-d", "8", "--duration", "30", "--timeout", "40"])
+        client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: usr1(p)["msg_req"] - before["msg_req"] > 2000, 20, 0.1,
+                       "traffic through pandit")
+            srv.proc.kill()  # SIGKILL: the server's sockets are closed by the kernel
+            out, err = client.communicate(timeout=60)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait(5)
+        assert client.returncode == 1, (out, err)  # it saw its connections die
+        c = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
+        assert c["errors"] > 0 and c["sent"] > 0, c
+        st = settle(p, ["k"])
+        d = delta(foo_of(before, "k"), foo_of(st, "k"))
+        # pandit counted what it relayed: every REQ it saw got a reply or is unanswered
+        assert d["msg_req"] >= c["acks"] + c["naks"], (d, c)
+        # (a reply pandit counted may die in its buffer with the reset it passes on)
+        assert d["msg_ack"] >= c["acks"] and d["msg_nak"] >= c["naks"], (d, c)
+        assert d["msg_req"] == d["msg_ack"] + d["msg_nak"] + d["requests_unanswered"], d
+        assert d["replies_unmatched"] == 0 and d["requests_untracked"] == 0, d
+        assert d["connections.noncompliant_client"] == 0 and d["connections.noncompliant_server"] == 0, d
+        # the app still works once it has a live target again
+        p.write_config(base_config([foo_app("k", [16900], [spare.target])]))
+        c2 = foo_client(ns, "127.0.0.1", 16900, conns=2, requests=100, depth=4)
+        assert c2["errors"] == 0
+    finally:
+        spare.stop()
+        srv.stop()
