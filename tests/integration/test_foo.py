@@ -959,3 +959,30 @@ def test_backend_killed_mid_traffic(ns, start_pandit):
     finally:
         spare.stop()
         srv.stop()
+
+
+# --------------------------------------------------------------------------
+# load: many connections over both workers, and lines longer than the buffer
+
+
+@pytest.mark.parametrize("buffer_size,data", [("64k", "hello"), ("1k", "d" * 1500)],
+                         ids=["many-connections", "lines-longer-than-the-buffer"])
+def test_counts_stay_exact_under_load(ns, start_pandit, buffer_size, data):
+    srv = FooServer(ns, "--nak", "0.1")
+    try:
+        p = start_pandit(base_config([foo_app("h", [17100], [srv.target])], buffer_size=buffer_size))
+        before = steered(p, [17100], ["h"])
+        conns, n = (64, 1000) if len(data) < 100 else (8, 300)
+        c = foo_client(ns, "127.0.0.1", 17100, conns=conns, requests=n, depth=32,
+                       extra=["--threads", "2", "--data", data])
+        assert c["errors"] == 0 and c["sent"] == conns * n, c
+        st = settle(p, ["h"])
+        d = delta(foo_of(before, "h"), foo_of(st, "h"))
+        assert (d["msg_req"], d["msg_ack"], d["msg_nak"]) == (c["sent"], c["acks"], c["naks"]), (d, c)
+        assert d["latency_us.count"] == c["sent"], d
+        assert d["connections.watched"] == conns, d
+        for k in ("requests_unanswered", "replies_unmatched", "requests_untracked",
+                  "connections.noncompliant_client", "connections.noncompliant_server"):
+            assert d[k] == 0, (k, d)
+    finally:
+        srv.stop()
