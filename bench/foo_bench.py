@@ -495,11 +495,12 @@ def report(j, out_md, out_dat):
     w(f"- Latency (open loop): `foo_client -c {j['conns']} -d {j['depth']} -n 0 --duration {j['secs']} "
       f"--rate {j['rate']}`: {j['rate']:,} REQs per second in all, spread evenly over the connections; each "
       "latency is measured from the request's scheduled send time, so a stall in the path shows in the "
-      "percentiles instead of silently delaying the next sends (no coordinated omission). The client fires "
-      "each connection's REQs from a timerfd, so between sends CPU 0 may go idle; waking a virtual CPU "
-      "from idle costs time too, and that is in these numbers for every setup alike.")
+      "percentiles instead of silently delaying the next sends (no coordinated omission). The client sends "
+      "from a timerfd (its timer slack set to 1 ns), so between sends the CPUs may go idle and waking up is "
+      "part of every latency here, for every setup alike; the direct row's p50 here against its ping-pong "
+      "p50 shows what that costs on this machine.")
     w(f"- Round trip (ping-pong): `foo_client -c 1 -d 1 -n 0 --duration {j['pingpong_secs']}`: one connection, "
-      "the next REQ as soon as the reply is in; the latency of a lone message through a busy path. Added "
+      "the next REQ as soon as the reply is in (one message in flight, the CPUs hardly idle). Added "
       "latency = setup p50 minus direct p50.")
     w("- Proxy CPU: utime+stime of the proxy process (all threads) from /proc/PID/stat before and after each "
       "client run, divided by the messages of that run; busy % = CPU seconds per second of the closed-loop run "
