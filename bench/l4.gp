@@ -1,7 +1,7 @@
 # l4.gp - chart of bench/results/l4.md: throughput bars and latency bars per setup (gnuplot -e "datafile='...'; outfile='...'").
 if (!exists("datafile")) datafile = "bench/results/l4.dat"
 if (!exists("outfile")) outfile = "bench/results/l4.png"
-set terminal pngcairo size 1400,560 font "sans,11"
+set terminal pngcairo size 1700,600 font "sans,11"
 set output outfile
 set multiplot layout 1,2 title "pandit L4 benchmark (loopback, proxy pinned to 1 CPU, one worker)"
 set style data histograms

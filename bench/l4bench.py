@@ -40,7 +40,10 @@ FRONTS = {
     "haproxy": (7201, 7111, 7000),
     "haproxy-splice": (7202, 7112, 7001),
     "nginx": (8201, 8111, 8000),
+    "pandit-busypoll": (6202, 6112, 6001),
+    "haproxy-busypoll": (7203, 7113, 7002),
 }
+PANDIT_BUSY_POLL_US = 100   # pandit --busy-poll: spin this long after events before sleeping
 # reload test: app i gets ports RELOAD_BASE + 4i .. +3; new ports from RELOAD_NEW
 RELOAD_BASE, RELOAD_NEW = 10000, 50000
 PORTS_PER_APP = 4
@@ -230,8 +233,10 @@ def pandit_yaml(apps, admin="127.0.0.1:9900"):
     return "\n".join(lines) + "\n"
 
 
-def haproxy_cfg(apps, tmp, splice=False, master_sock=False):
+def haproxy_cfg(apps, tmp, splice=False, master_sock=False, busy=False):
     g = ["global", "    nbthread 1", "    maxconn 2000", f"    pidfile {tmp}/haproxy.pid"]
+    if busy:
+        g.append("    busy-polling")
     if master_sock:
         # HAProxy's documented seamless-reload setup: listeners handed to the new worker
         g.append(f"    stats socket {tmp}/haproxy-admin.sock mode 600 level admin expose-fd listeners")
@@ -279,13 +284,14 @@ def bench_apps(fronts):
 
 def start_proxy(kind, procs, tmp, apps, tag):
     """Starts a proxy for apps; returns the Popen. Raises on a failed start."""
-    if kind == "pandit":
-        cfg = os.path.join(tmp, f"pandit-{tag}.yaml")
+    if kind in ("pandit", "pandit-busypoll"):
+        cfg = os.path.join(tmp, f"{kind}-{tag}.yaml")
         write(cfg, pandit_yaml(apps))
-        return procs.start(f"pandit-{tag}", [PANDIT, "-c", cfg], CPU_PROXY)
-    if kind in ("haproxy", "haproxy-splice"):
+        extra = ["--busy-poll", str(PANDIT_BUSY_POLL_US)] if kind == "pandit-busypoll" else []
+        return procs.start(f"{kind}-{tag}", [PANDIT, "-c", cfg] + extra, CPU_PROXY)
+    if kind in ("haproxy", "haproxy-splice", "haproxy-busypoll"):
         cfg = os.path.join(tmp, f"{kind}-{tag}.cfg")
-        write(cfg, haproxy_cfg(apps, tmp, splice=kind == "haproxy-splice"))
+        write(cfg, haproxy_cfg(apps, tmp, splice=kind == "haproxy-splice", busy=kind == "haproxy-busypoll"))
         run(["haproxy", "-c", "-q", "-f", cfg], timeout=120, cpu=CPU_PROXY)
         return procs.start(f"{kind}-{tag}", ["haproxy", "-db", "-f", cfg], CPU_PROXY)
     if kind == "nginx":
@@ -541,7 +547,7 @@ def main():
     ap.add_argument("--reload-rounds", type=int, default=5)
     ap.add_argument("--only", default="", help="comma list of setups (debugging)")
     ap.add_argument("--skip-reload", action="store_true")
-    ap.add_argument("--quiet-wait", type=float, default=120,
+    ap.add_argument("--quiet-wait", type=float, default=60,
                     help="seconds in all to wait for other processes on the machine to go quiet")
     a = ap.parse_args()
 
@@ -551,7 +557,8 @@ def main():
     os.sched_setaffinity(0, {int(CPU_LOAD)})
 
     procs = Procs(a.tmp)
-    results = {"started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    results = {"pandit_busy_poll_us": PANDIT_BUSY_POLL_US,
+               "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
                "pandit_rev": pandit_rev(),
                "secs": a.secs, "repeat": a.repeat, "setups": {}, "not_run": {}, "errors": [], "reload": {}}
 
@@ -561,13 +568,16 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    setups = ["direct", "direct-xcpu", "pandit", "haproxy", "haproxy-splice", "nginx"]
+    setups = ["direct", "direct-xcpu", "pandit", "haproxy", "haproxy-splice", "nginx",
+              "pandit-busypoll", "haproxy-busypoll"]
     if a.only:
         setups = [s for s in setups if s in a.only.split(",")]
     why = pandit_unavailable()
-    if why and "pandit" in setups:
-        results["not_run"]["pandit"] = why
-        setups.remove("pandit")
+    if why:
+        for s in ("pandit", "pandit-busypoll"):
+            if s in setups:
+                results["not_run"][s] = why
+                setups.remove(s)
         log(f"pandit not run: {why}")
     try:
         procs.start("iperf3-server", ["iperf3", "-s", "-p", str(IPERF_PORT)], CPU_LOAD)
