@@ -12,6 +12,7 @@
 #define H1C_HEX		0x10
 #define H1C_REG		0x20	/* reg-name byte (unreserved, sub-delims, '%') */
 #define H1C_QD		0x40	/* qdtext */
+#define H1C_FIELD	0x80	/* field-vchar, SP or HTAB: a byte inside a field value */
 
 #define IS_ALPHA(c)	(((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
 #define IS_DIGIT(c)	((c) >= '0' && (c) <= '9')
@@ -37,7 +38,8 @@
 		(((c) == ' ' || (c) == '\t') ? H1C_WS : 0) | (IS_TGT(c) ? H1C_TGT : 0) | \
 		(IS_HEX(c) ? H1C_HEX : 0) | \
 		((IS_UNRESERVED(c) || IS_SUBDELIM(c) || (c) == '%') ? H1C_REG : 0) | \
-		(IS_QD(c) ? H1C_QD : 0))
+		(IS_QD(c) ? H1C_QD : 0) | \
+		((IS_VCHAR_OBS(c) || (c) == ' ' || (c) == '\t') ? H1C_FIELD : 0))
 #define R4(n)	CLS(n), CLS((n) + 1), CLS((n) + 2), CLS((n) + 3)
 #define R16(n)	R4(n), R4((n) + 4), R4((n) + 8), R4((n) + 12)
 #define R64(n)	R16(n), R16((n) + 16), R16((n) + 32), R16((n) + 48)
@@ -56,6 +58,20 @@ static enum h1_err h1_bad_byte(unsigned char c, enum h1_err dflt)
 }
 
 /* --- small helpers ------------------------------------------------------------- */
+
+#define SWAR_ONES	0x0101010101010101ull
+#define SWAR_HIGHS	0x8080808080808080ull
+
+/* Whether any byte of x is below 0x20 or is 0x7f (exact: "Bit Twiddling
+ * Hacks" hasless() and haszero(), which never miss and never err on the
+ * question "is there such a byte"). */
+static inline bool swar_has_ctl(uint64_t x)
+{
+	uint64_t lt = (x - SWAR_ONES * 0x20) & ~x & SWAR_HIGHS;
+	uint64_t d = x ^ (SWAR_ONES * 0x7f);
+	uint64_t del = (d - SWAR_ONES) & ~d & SWAR_HIGHS;
+	return (lt | del) != 0;
+}
 
 static bool eq_ci(const unsigned char *s, size_t n, const char *lit)
 {
@@ -79,35 +95,38 @@ bool h1_slice_eq(const char *buf, struct h1_slice s, const char *lit)
 	return eq_ci((const unsigned char *)buf + s.off, s.len, lit);
 }
 
+/* Names compared only when the length and first letter match. */
+#define HDR_IS(lit) ((s[0] | 0x20) == (lit)[0] && eq_ci(s, n, lit))
+
 static enum h1_hdr_id hdr_id(const unsigned char *s, size_t n)
 {
 	switch (n) {
 	case 2:
-		return eq_ci(s, n, "te") ? H1_H_TE : H1_H_OTHER;
+		return HDR_IS("te") ? H1_H_TE : H1_H_OTHER;
 	case 3:
-		return eq_ci(s, n, "via") ? H1_H_VIA : H1_H_OTHER;
+		return HDR_IS("via") ? H1_H_VIA : H1_H_OTHER;
 	case 4:
-		return eq_ci(s, n, "host") ? H1_H_HOST : H1_H_OTHER;
+		return HDR_IS("host") ? H1_H_HOST : H1_H_OTHER;
 	case 6:
-		return eq_ci(s, n, "expect") ? H1_H_EXPECT : H1_H_OTHER;
+		return HDR_IS("expect") ? H1_H_EXPECT : H1_H_OTHER;
 	case 7:
-		if (eq_ci(s, n, "upgrade"))
+		if (HDR_IS("upgrade"))
 			return H1_H_UPGRADE;
-		return eq_ci(s, n, "trailer") ? H1_H_TRAILER : H1_H_OTHER;
+		return HDR_IS("trailer") ? H1_H_TRAILER : H1_H_OTHER;
 	case 9:
-		return eq_ci(s, n, "forwarded") ? H1_H_FORWARDED : H1_H_OTHER;
+		return HDR_IS("forwarded") ? H1_H_FORWARDED : H1_H_OTHER;
 	case 10:
-		if (eq_ci(s, n, "connection"))
+		if (HDR_IS("connection"))
 			return H1_H_CONNECTION;
-		return eq_ci(s, n, "keep-alive") ? H1_H_KEEP_ALIVE : H1_H_OTHER;
+		return HDR_IS("keep-alive") ? H1_H_KEEP_ALIVE : H1_H_OTHER;
 	case 14:
-		return eq_ci(s, n, "content-length") ? H1_H_CONTENT_LENGTH : H1_H_OTHER;
+		return HDR_IS("content-length") ? H1_H_CONTENT_LENGTH : H1_H_OTHER;
 	case 15:
-		return eq_ci(s, n, "x-forwarded-for") ? H1_H_X_FORWARDED_FOR : H1_H_OTHER;
+		return HDR_IS("x-forwarded-for") ? H1_H_X_FORWARDED_FOR : H1_H_OTHER;
 	case 16:
-		return eq_ci(s, n, "proxy-connection") ? H1_H_PROXY_CONNECTION : H1_H_OTHER;
+		return HDR_IS("proxy-connection") ? H1_H_PROXY_CONNECTION : H1_H_OTHER;
 	case 17:
-		return eq_ci(s, n, "transfer-encoding") ? H1_H_TRANSFER_ENCODING : H1_H_OTHER;
+		return HDR_IS("transfer-encoding") ? H1_H_TRANSFER_ENCODING : H1_H_OTHER;
 	}
 	return H1_H_OTHER;
 }
@@ -291,12 +310,11 @@ static int version(const unsigned char *s, size_t n)
  * against H1C_TGT while scanning. */
 static bool pct_ok(const unsigned char *s, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] != '%')
-			continue;
-		if (i + 2 >= n || !IS_HEX(s[i + 1]) || !IS_HEX(s[i + 2]))
+	const unsigned char *e = s + n, *q = s;
+	while ((q = memchr(q, '%', (size_t)(e - q))) != NULL) {
+		if (e - q < 3 || !IS_HEX(q[1]) || !IS_HEX(q[2]))
 			return false;
-		i += 2;
+		q += 3;
 	}
 	return true;
 }
@@ -609,9 +627,9 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 	size_t max_line = p->lim.max_line;
 	uint32_t max_hdr = p->hdr_cap < p->lim.max_headers ? p->hdr_cap : p->lim.max_headers;
 
+	uint8_t st = p->state;	/* kept in a register, stored on the way out */
 	while (pos < stop) {
 		unsigned char c = b[pos];
-		uint8_t st = p->state;
 
 		/* the start line: any byte but its CR past max_line is too much */
 		if (st >= S_METHOD && st <= S_SL_LF && st != S_RL_LF && st != S_SL_LF &&
@@ -621,10 +639,10 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 		switch (st) {
 		case S_RL_START:
 			if (c == '\r') {
-				p->state = S_RL_EMPTY_LF;
+				st = S_RL_EMPTY_LF;
 			} else if (h1_cls[c] & H1C_TCHAR) {
 				p->line_start = p->tok_start = (uint32_t)pos;
-				p->state = S_METHOD;
+				st = S_METHOD;
 			} else {
 				return fail(p, h1_bad_byte(c, H1_E_METHOD), pos);
 			}
@@ -633,7 +651,7 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 		case S_RL_EMPTY_LF:
 			if (c != '\n')
 				return fail(p, H1_E_BARE_CR, pos - 1);
-			p->state = S_RL_START;
+			st = S_RL_START;
 			pos++;
 			break;
 		case S_METHOD:
@@ -645,14 +663,14 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 				return fail(p, h1_bad_byte(c, H1_E_METHOD), pos);
 			m->method_s = sl(p->tok_start, pos - p->tok_start);
 			m->method = method_id(b + p->tok_start, pos - p->tok_start);
-			p->state = S_TARGET_START;
+			st = S_TARGET_START;
 			pos++;
 			break;
 		case S_TARGET_START:
 			if (!(h1_cls[c] & H1C_TGT))
 				return fail(p, h1_bad_byte(c, H1_E_TARGET), pos);
 			p->tok_start = (uint32_t)pos;
-			p->state = S_TARGET;
+			st = S_TARGET;
 			pos++;
 			break;
 		case S_TARGET: {
@@ -673,7 +691,7 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 			if (!check_target(p, b))
 				return fail(p, H1_E_TARGET, p->tok_start);
 			p->tok_start = (uint32_t)pos + 1;
-			p->state = S_VERSION;
+			st = S_VERSION;
 			pos++;
 			break;
 		}
@@ -685,7 +703,7 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 				if (v == -1)
 					return fail(p, H1_E_VERSION_UNSUPPORTED, p->tok_start);
 				m->version_minor = (uint8_t)v;
-				p->state = S_RL_LF;
+				st = S_RL_LF;
 			} else if (pos - p->tok_start >= 8 || !(h1_cls[c] & H1C_VCHAR) || c >= 0x80) {
 				return fail(p, h1_bad_byte(c, H1_E_VERSION), pos);
 			}
@@ -697,7 +715,7 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 				return fail(p, H1_E_BARE_CR, pos - 1);
 			pos++;
 			p->line_start = (uint32_t)pos;
-			p->state = S_H_START;
+			st = S_H_START;
 			break;
 		case S_SL_VERSION:
 			if (c == ' ') {
@@ -708,7 +726,7 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 					return fail(p, H1_E_VERSION_UNSUPPORTED, 0);
 				m->version_minor = (uint8_t)v;
 				p->tok_start = (uint32_t)pos + 1;
-				p->state = S_SL_CODE;
+				st = S_SL_CODE;
 			} else if (pos >= 8 || !(h1_cls[c] & H1C_VCHAR) || c >= 0x80) {
 				return fail(p, h1_bad_byte(c, H1_E_VERSION), pos);
 			}
@@ -727,10 +745,10 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 				return fail(p, H1_E_STATUS, p->tok_start);
 			if (c == '\r') {
 				m->reason = sl(pos, 0);
-				p->state = S_SL_LF;
+				st = S_SL_LF;
 			} else {
 				p->tok_start = (uint32_t)pos + 1;
-				p->state = S_SL_REASON;
+				st = S_SL_REASON;
 			}
 			pos++;
 			break;
@@ -742,17 +760,17 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 			if (c != '\r')
 				return fail(p, h1_bad_byte(c, H1_E_STATUS), pos);
 			m->reason = sl(p->tok_start, pos - p->tok_start);
-			p->state = S_SL_LF;
+			st = S_SL_LF;
 			pos++;
 			break;
 		case S_H_START:
 			if (c == '\r') {
-				p->state = S_H_END_LF;
+				st = S_H_END_LF;
 			} else if (h1_cls[c] & H1C_TCHAR) {
 				if (m->n_hdr >= max_hdr)
 					return fail(p, H1_E_TOO_MANY_HEADERS, pos);
 				p->tok_start = (uint32_t)pos;
-				p->state = S_H_NAME;
+				st = S_H_NAME;
 			} else if (c == ' ' || c == '\t') {
 				return fail(p, H1_E_OBS_FOLD, pos);
 			} else {
@@ -770,7 +788,7 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 				struct h1_header *h = &p->hdr[m->n_hdr];
 				h->name = sl(p->tok_start, pos - p->tok_start);
 				h->id = hdr_id(b + p->tok_start, pos - p->tok_start);
-				p->state = S_H_OWS;
+				st = S_H_OWS;
 			} else if (c == ' ' || c == '\t') {
 				return fail(p, H1_E_NAME_WS, pos);
 			} else {
@@ -785,29 +803,37 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 			}
 			p->tok_start = p->val_end = (uint32_t)pos;
 			if (c == '\r') {
-				p->state = S_H_VAL_LF;
+				st = S_H_VAL_LF;
 				pos++;
 				break;
 			}
 			if (!(h1_cls[c] & H1C_VCHAR))
 				return fail(p, h1_bad_byte(c, H1_E_CTL), pos);
-			p->state = S_H_VALUE;
+			st = S_H_VALUE;
 			break;
 		case S_H_VALUE:
-			while (pos < stop) {
-				uint8_t k = h1_cls[b[pos]];
-				if (k & H1C_VCHAR)
-					p->val_end = (uint32_t)pos + 1;
-				else if (!(k & H1C_WS))
+			/* the hottest loop: 8 bytes a round while none is a control
+			 * character or DEL (HTAB, rare, takes the byte loop) */
+			while (pos + 8 <= stop) {
+				uint64_t x;
+				memcpy(&x, b + pos, 8);
+				if (swar_has_ctl(x))
 					break;
-				pos++;
+				pos += 8;
 			}
+			while (pos < stop && (h1_cls[b[pos]] & H1C_FIELD))
+				pos++;
 			if (pos == stop)
 				break;
 			c = b[pos];
 			if (c != '\r')
 				return fail(p, h1_bad_byte(c, H1_E_CTL), pos);
-			p->state = S_H_VAL_LF;
+			/* trailing OWS is not part of the value; the value starts
+			 * with a VCHAR, so this stops inside it */
+			p->val_end = (uint32_t)pos;
+			while (h1_cls[b[p->val_end - 1]] & H1C_WS)
+				p->val_end--;
+			st = S_H_VAL_LF;
 			pos++;
 			break;
 		case S_H_VAL_LF: {
@@ -817,7 +843,7 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 			h->value = sl(p->tok_start, p->val_end - p->tok_start);
 			pos++;
 			p->line_start = (uint32_t)pos;
-			p->state = S_H_START;
+			st = S_H_START;
 			break;
 		}
 		case S_H_END_LF:
@@ -832,6 +858,7 @@ enum h1_res h1_parse(struct h1_parser *p, const char *buf, size_t len)
 		}
 	}
 	p->pos = (uint32_t)pos;
+	p->state = st;
 	if (stop < len)
 		return fail(p, H1_E_HEAD_TOO_LARGE, pos);
 	return H1_NEED_MORE;
@@ -893,8 +920,9 @@ enum h1_res h1_chunked_feed(struct h1_chunked *c, const char *buf, size_t len, s
 					     used);
 			c->line_len++;
 		}
-		/* the trailer section too, its final CRLF included */
-		if (st >= C_T_START && st <= C_T_END_LF) {
+		/* the trailer fields too (CRLFs included; not the final empty line,
+		 * so that a small limit never refuses a body without trailers) */
+		if (st >= C_T_START && st <= C_T_VAL_LF && !(st == C_T_START && ch == '\r')) {
 			if (c->trailer_bytes >= c->lim.max_trailer)
 				return cfail(c, H1_E_TRAILER_TOO_LARGE, pos, used);
 			c->trailer_bytes++;

@@ -160,7 +160,7 @@ struct h1_limits {
 	uint32_t max_head;	/* whole head, final CRLF CRLF included (32768) */
 	uint32_t max_headers;	/* field lines in a head or a trailer (100) */
 	uint32_t max_chunk_line; /* chunk-size line with extensions, CRLF excluded (4096) */
-	uint32_t max_trailer;	/* trailer section bytes, final CRLF included (8192) */
+	uint32_t max_trailer;	/* bytes of trailer field lines, CRLFs included (8192) */
 };
 
 #define H1_DEFAULT_MAX_LINE		8192u

@@ -892,11 +892,16 @@ static void test_chunked(void **state)
 
 	/* limits: size line and trailer section */
 	struct h1_limits lim = { .max_chunk_line = 8, .max_trailer = 12, .max_headers = 2 };
+	struct h1_limits tiny = { .max_trailer = 1 };
+	struct chunk_out t0;
+	chunk_feed("0\r\n\r\n", 5, NULL, 0, false, &tiny, &t0);
+	assert_int_equal(t0.res, H1_DONE);
 	const struct ccase lc[] = {
 		C_OK("line fits", "5;abcdef\r\nhello\r\n0\r\n\r\n", "hello"),
 		C_BAD("line too long", "5;abcdefg\r\nhello\r\n0\r\n\r\n", H1_E_CHUNK_EXT),
-		C_OK("trailer fits", "0\r\nA: 12345\r\n\r\n", ""),
-		C_BAD("trailer too large", "0\r\nA: 123456\r\n\r\n", H1_E_TRAILER_TOO_LARGE),
+		C_OK("trailer fits", "0\r\nA: 1234567\r\n\r\n", ""),
+		C_BAD("trailer too large", "0\r\nA: 12345678\r\n\r\n", H1_E_TRAILER_TOO_LARGE),
+		C_OK("no trailer", "0\r\n\r\n", ""),
 		C_BAD("trailer too many", "0\r\nA:\r\nB:\r\nC:\r\n\r\n", H1_E_TRAILER_TOO_LARGE),
 	};
 	for (size_t i = 0; i < sizeof(lc) / sizeof(lc[0]); i++) {
