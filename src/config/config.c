@@ -281,12 +281,75 @@ bool cfg_app_equal(const struct cfg_app *a, const struct cfg_app *b)
 	return true;
 }
 
+/* --- the app pool ------------------------------------------------------------- */
+
+/* A chunk list: the head is the chunk being filled; a request too big for
+ * a chunk gets one of its own, linked behind the head. */
+struct cfg_pool {
+	struct cfg_pool *next;
+	size_t used, cap;
+	_Alignas(8) unsigned char data[];
+};
+
+#define POOL_MIN_CHUNK	(64u << 10)
+#define POOL_MAX_CHUNK	(4u << 20)
+
+void *cfg_pool_alloc(struct cfg *cfg, size_t size)
+{
+	struct cfg_pool *p = cfg->pool;
+	size = (size + 7) & ~(size_t)7;
+	if (!size)
+		size = 8;
+	if (p && p->cap - p->used >= size) {
+		void *r = p->data + p->used;
+		p->used += size;
+		return r;
+	}
+	size_t cap = p ? p->cap * 2 : POOL_MIN_CHUNK;
+	if (cap > POOL_MAX_CHUNK)
+		cap = POOL_MAX_CHUNK;
+	bool own = size > cap / 4;	/* big: a chunk of its own, the head stays */
+	if (own)
+		cap = size;
+	struct cfg_pool *c = malloc(sizeof(*c) + cap);
+	if (!c)
+		return NULL;
+	c->cap = cap;
+	c->used = size;
+	if (own && p) {
+		c->next = p->next;
+		p->next = c;
+	} else {
+		c->next = p;
+		cfg->pool = c;
+	}
+	return c->data;
+}
+
+char *cfg_pool_strndup(struct cfg *cfg, const char *s, size_t len)
+{
+	char *d = cfg_pool_alloc(cfg, len + 1);
+	if (d) {
+		memcpy(d, s, len);
+		d[len] = '\0';
+	}
+	return d;
+}
+
 void cfg_free(struct cfg *cfg)
 {
 	if (!cfg)
 		return;
-	for (size_t i = 0; i < cfg->n_apps; i++)
-		app_clear(&cfg->apps[i]);
+	if (cfg->pool) {
+		/* the apps' memory is all in the pool */
+		for (struct cfg_pool *p = cfg->pool, *n; p; p = n) {
+			n = p->next;
+			free(p);
+		}
+	} else {
+		for (size_t i = 0; i < cfg->n_apps; i++)
+			app_clear(&cfg->apps[i]);
+	}
 	free(cfg->apps);
 	free(cfg->user);
 	free(cfg->path);

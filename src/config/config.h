@@ -100,6 +100,11 @@ struct cfg {
 	enum log_level log_level;
 	struct cfg_app *apps;
 	size_t n_apps;
+	/* When set (configs read from a file), the apps' names, port, prefix
+	 * and target arrays and target hosts live in this pool, allocated in
+	 * a few big chunks and freed with the cfg at once; apps copied out
+	 * with cfg_app_dup own their memory as usual. */
+	struct cfg_pool *pool;
 };
 
 /* Defaults, also documented in docs/CONFIG.md. */

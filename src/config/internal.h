@@ -74,6 +74,11 @@ int cfg_parse_duration(const char *s, uint32_t *ms, const char **why);
 /* "65536", "64k", "1m" (powers of 1024). */
 int cfg_parse_size(const char *s, uint32_t *bytes, const char **why);
 
+/* Memory of a cfg's apps (see struct cfg): 8-byte aligned, uninitialised;
+ * NULL on ENOMEM. Lives until cfg_free. */
+void *cfg_pool_alloc(struct cfg *cfg, size_t size);
+char *cfg_pool_strndup(struct cfg *cfg, const char *s, size_t len);
+
 /* Validates a parsed tree into a config. Returns 0 or -EINVAL / -ENOMEM. */
 int cfg_from_tree(const struct ytree *t, const char *file, struct cfg *cfg, struct cfg_errors *errs);
 

@@ -166,7 +166,9 @@ static bool hostname_ok(const char *h, size_t len)
 	return true;
 }
 
-int cfg_parse_hostport(const char *s, char **host, uint16_t *port, const char **why)
+/* Checks "host:port" / "[v6]:port"; the host is s[*hoff, *hoff + *hlen). */
+static int split_hostport(const char *s, size_t *hoff, size_t *hlen_out, uint16_t *port,
+			  const char **why)
 {
 	const char *h, *ps;
 	size_t hlen;
@@ -268,9 +270,20 @@ int cfg_parse_hostport(const char *s, char **host, uint16_t *port, const char **
 	}
 	if (parse_port(ps, len - (size_t)(ps - s), port, why))
 		return -EINVAL;
+	*hoff = (size_t)(h - s);
+	*hlen_out = hlen;
+	return 0;
+}
+
+int cfg_parse_hostport(const char *s, char **host, uint16_t *port, const char **why)
+{
+	size_t hoff, hlen;
+	int r = split_hostport(s, &hoff, &hlen, port, why);
+	if (r)
+		return r;
 	*host = malloc(hlen + 1);
 	if (*host) {
-		memcpy(*host, h, hlen);
+		memcpy(*host, s + hoff, hlen);
 		(*host)[hlen] = '\0';
 	} else {
 		*why = "out of memory";
@@ -787,11 +800,12 @@ static void parse_ports(struct vctx *c, uint32_t i, struct cfg_app *a, const cha
 	}
 	if (!n)
 		return;
-	a->ports = calloc(n, sizeof(*a->ports));
+	a->ports = cfg_pool_alloc(c->cfg, n * sizeof(*a->ports));
 	if (!a->ports) {
 		c->oom = true;
 		return;
 	}
+	memset(a->ports, 0, n * sizeof(*a->ports));
 	FOR_ITEMS(c, i, it, {
 		const char *why = NULL;
 		char b[64];
@@ -818,11 +832,12 @@ static void parse_addrs(struct vctx *c, uint32_t i, struct cfg_app *a, const cha
 	}
 	if (!n)
 		return;
-	a->prefixes = calloc(n, sizeof(*a->prefixes));
+	a->prefixes = cfg_pool_alloc(c->cfg, n * sizeof(*a->prefixes));
 	if (!a->prefixes) {
 		c->oom = true;
 		return;
 	}
+	memset(a->prefixes, 0, n * sizeof(*a->prefixes));
 	FOR_ITEMS(c, i, it, {
 		const char *why = NULL;
 		char b[64];
@@ -854,28 +869,29 @@ static void parse_targets(struct vctx *c, uint32_t i, struct cfg_app *a, const c
 	}
 	if (!n)
 		return;
-	a->targets = calloc(n, sizeof(*a->targets));
+	a->targets = cfg_pool_alloc(c->cfg, n * sizeof(*a->targets));
 	if (!a->targets) {
 		c->oom = true;
 		return;
 	}
+	memset(a->targets, 0, n * sizeof(*a->targets));
 	FOR_ITEMS(c, i, it, {
 		const char *why = NULL;
 		char b[64];
 		struct cfg_target *t = &a->targets[a->n_targets];
-		int r = -EINVAL;
+		size_t hoff, hlen;
+		int r;
 		if (N(c, it)->type != Y_SCALAR || is_null(c, it)) {
 			verr(c, nmark(c, it), "app '%s': a target must be a string host:port, not %s", an,
 			     type_name(c, it));
 		} else if (has_ctl(S(c, it), N(c, it)->len)) {
 			verr(c, nmark(c, it), "app '%s': target '%s': control characters are not allowed",
 			     an, show(c, it, b, sizeof(b)));
-		} else if ((r = cfg_parse_hostport(S(c, it), &t->host, &t->port, &why))) {
-			if (r == -ENOMEM)
-				c->oom = true;
-			else
-				verr(c, nmark(c, it), "app '%s': target '%s': %s", an,
-				     show(c, it, b, sizeof(b)), why);
+		} else if ((r = split_hostport(S(c, it), &hoff, &hlen, &t->port, &why))) {
+			verr(c, nmark(c, it), "app '%s': target '%s': %s", an,
+			     show(c, it, b, sizeof(b)), why);
+		} else if (!(t->host = cfg_pool_strndup(c->cfg, S(c, it) + hoff, hlen))) {
+			c->oom = true;
 		} else {
 			t->mark = nmark(c, it);
 			a->n_targets++;
@@ -991,7 +1007,7 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 		} else if (has_ctl(s, len)) {
 			verr(c, nmark(c, v[A_NAME]), "app name '%s' contains control characters",
 			     show(c, v[A_NAME], b, sizeof(b)));
-		} else if (!(a->name = strdup(s))) {
+		} else if (!(a->name = cfg_pool_strndup(c->cfg, s, len))) {
 			c->oom = true;
 			return;
 		} else {

@@ -1058,6 +1058,60 @@ static void test_json_tree_matches_libyaml(void **state)
 }
 
 /* 10,000 apps with 40,000 ports load (YAML and JSON) with equal results. */
+/* A loaded config keeps its apps' memory in one pool: big arrays get chunks
+ * of their own between small ones, and copies made with cfg_app_dup stay
+ * valid after the config is freed. */
+static void test_pool_apps(void **state)
+{
+	(void)state;
+	struct sbuf y;
+	sbuf_init(&y);
+	sbuf_puts(&y, "apps:\n  - name: a\n    ports: [1");
+	for (unsigned p = 3; p < 60000; p += 2)
+		sbuf_printf(&y, ", %u", p);
+	sbuf_puts(&y, "]\n    targets: [\"h1:1\"]\n");
+	for (unsigned i = 0; i < 3000; i++)
+		sbuf_printf(&y, "  - name: b%u\n    ports: %u\n    addresses: [\"10.0.0.%u/32\", \"::%x/128\"]\n"
+				"    targets: [\"host%u.example:%u\", \"[2001:db8::1]:%u\"]\n",
+			    i, 60000 + i % 5000, i % 256, i + 1, i, 1 + i, 2 + i);
+	sbuf_puts(&y, "  - name: c\n    ports: [2");
+	for (unsigned p = 4; p < 60000; p += 2)
+		sbuf_printf(&y, ", %u", p);
+	sbuf_puts(&y, "]\n    targets: [\"h2:2\"]\n");
+	sbuf_append(&y, "", 1);
+	assert_false(y.oom);
+	struct cfg *cfg = load_ok(y.data);
+	sbuf_free(&y);
+	assert_int_equal(cfg->n_apps, 3002);
+	assert_non_null(cfg->pool);
+	assert_int_equal(cfg->apps[0].n_ports, 30000);
+	assert_int_equal(cfg->apps[3001].n_ports, 29999);
+	assert_int_equal(cfg->apps[0].ports[29999].lo, 59999);
+	assert_int_equal(cfg->apps[3001].ports[29998].hi, 59998);
+	struct cfg_app *d[3];
+	size_t pick[3] = { 0, 1234, 3001 };
+	for (int k = 0; k < 3; k++) {
+		d[k] = cfg_app_dup(&cfg->apps[pick[k]]);
+		assert_non_null(d[k]);
+		assert_true(cfg_app_equal(d[k], &cfg->apps[pick[k]]));
+	}
+	const struct cfg_app *m = &cfg->apps[1234];
+	assert_string_equal(m->name, "b1233");
+	assert_int_equal(m->n_prefixes, 2);
+	assert_int_equal(m->n_targets, 2);
+	assert_string_equal(m->targets[0].host, "host1233.example");
+	assert_int_equal(m->targets[0].port, 1234);
+	assert_string_equal(m->targets[1].host, "2001:db8::1");
+	cfg_free(cfg);
+	assert_string_equal(d[1]->name, "b1233");
+	assert_string_equal(d[1]->targets[0].host, "host1233.example");
+	assert_int_equal(d[1]->targets[1].port, 1235);
+	assert_int_equal(d[0]->ports[0].lo, 1);
+	assert_int_equal(d[2]->ports[29998].lo, 59998);
+	for (int k = 0; k < 3; k++)
+		cfg_app_free(d[k]);
+}
+
 static void test_big_config(void **state)
 {
 	(void)state;
@@ -1152,6 +1206,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_json_tree_matches_libyaml, teardown),
 		cmocka_unit_test_teardown(test_block_tree_matches_libyaml, teardown),
 		cmocka_unit_test_teardown(test_big_config, teardown),
+		cmocka_unit_test_teardown(test_pool_apps, teardown),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
