@@ -35,6 +35,13 @@
  * into the array the caller passes at init: no allocation, ever.
  * Error detection does not depend on how the input was split: a chunked
  * feed and a single whole feed give the same result, offsets and slices.
+ * The parser never reads past buf[len-1] and has no global state.
+ * Responses: the response parser is told the request's method (HEAD and
+ * CONNECT change the body rules). After an interim 1xx head (not 101) the
+ * final response's head starts at head_len: parse it with a fresh
+ * h1_response_init().
+ * The path is not normalised (no dot-segment removal, no percent-decoding):
+ * a router that matches path prefixes must do that itself.
  *
  * Bodies (h1_body_*, h1_chunked_*) are streaming: feed whatever bytes
  * follow the head, in pieces of any size; nothing is buffered. Each call
@@ -42,7 +49,9 @@
  * data in it lies (for chunked, the data without the framing). In
  * validate-only mode the framing is checked and the end of the body found
  * without stopping at every data span: for a proxy that forwards the
- * chunked framing unchanged.
+ * chunked framing unchanged. A body error has no status of its own:
+ * h1_err_status(err, response) gives 400 or 502, though a proxy that has
+ * already forwarded part of the message can only close both sides.
  *
  * CHOICES (RFC 9110 / 9112, stricter where the RFC lets a recipient be lax,
  * because a proxy that reads a message one way while the next hop reads it
@@ -50,7 +59,7 @@
  * - Line endings: CRLF only. A bare LF (which the RFC lets a recipient
  *   accept) and a bare CR are refused (400), as is NUL or any other control
  *   character but HTAB in a field value, anywhere.
- * - Up to any number of empty lines (CRLF) before a request line are
+ * - Any number of empty lines (CRLF) before a request line is
  *   skipped (RFC 9112 2.2, for old clients that add CRLF after a body);
  *   they count towards max_head. Not so before a status line.
  * - Request line: method SP request-target SP HTTP-version, single SP, no
@@ -104,11 +113,26 @@
  *   HTTP/1.0, chunked not final: error (502).
  * - Chunked coding: chunk-size of 1 to 16 hex digits (leading zeros count),
  *   value at most 2^62; chunk extensions parsed to the grammar (BWS ';' BWS
- *   token [BWS '=' BWS (token | quoted-string)]) and skipped, the size line
+ *   token [BWS '=' BWS (token | quoted-string)]) and skipped (whitespace
+ *   after the size not followed by ';', as in "5 \r\n", is an error); the size line
  *   bounded by max_chunk_line; CRLF after the data enforced; trailer fields
  *   checked with the head's field rules, bounded by max_trailer bytes and
  *   max_headers fields, then the final CRLF. Trailers are not reported
  *   (they are forwarded with the body bytes).
+ *
+ * USAGE (a sketch of the proxy side)
+ *   struct h1_header hdr[H1_DEFAULT_MAX_HEADERS];
+ *   h1_request_init(&p, &lim, hdr, H1_DEFAULT_MAX_HEADERS);
+ *   after each read appended to in[0..in_len):
+ *     switch (h1_parse(&p, in, in_len)) {
+ *     H1_NEED_MORE: read on (the head timeout keeps running);
+ *     H1_ERROR:     answer p.status, close;
+ *     H1_DONE:      route on p.msg (h1_str(in, p.msg.path), p.msg.authority),
+ *                   send the (rewritten) head upstream, then
+ *                   h1_body_init(&body, &p.msg, &lim, false) and pass
+ *                   in[head_len..in_len) and every later read to
+ *                   h1_body_feed(), forwarding the bytes it used, until
+ *                   H1_DONE; what it did not use starts the next request.
  */
 
 enum h1_res {

@@ -788,13 +788,14 @@ struct ccase {
 	enum h1_res res;
 	enum h1_err err;
 	const char *data;	/* decoded data */
+	size_t data_len;
 	size_t used;		/* bytes consumed when DONE (0: all) */
 };
 
-#define C_OK(name, lit, data)		{ name, S(lit), H1_DONE, H1_E_NONE, data, 0 }
-#define C_OKU(name, lit, data, used)	{ name, S(lit), H1_DONE, H1_E_NONE, data, used }
-#define C_BAD(name, lit, e)		{ name, S(lit), H1_ERROR, e, NULL, 0 }
-#define C_MORE(name, lit, data)		{ name, S(lit), H1_NEED_MORE, H1_E_NONE, data, 0 }
+#define C_OK(name, lit, data)		{ name, S(lit), H1_DONE, H1_E_NONE, S(data), 0 }
+#define C_OKU(name, lit, data, used)	{ name, S(lit), H1_DONE, H1_E_NONE, S(data), used }
+#define C_BAD(name, lit, e)		{ name, S(lit), H1_ERROR, e, NULL, 0, 0 }
+#define C_MORE(name, lit, data)		{ name, S(lit), H1_NEED_MORE, H1_E_NONE, S(data), 0 }
 
 static const struct ccase chunk_cases[] = {
 	C_OK("simple", "5\r\nhello\r\n0\r\n\r\n", "hello"),
@@ -841,7 +842,6 @@ static const struct ccase chunk_cases[] = {
 	C_BAD("trailer control", "0\r\nX: \x01\r\n\r\n", H1_E_CTL),
 	C_BAD("trailer bare LF", "0\r\nX: 1\n\r\n", H1_E_BARE_LF),
 	C_BAD("final bare CR", "0\r\n\rX", H1_E_BARE_CR),
-	C_BAD("classic TE.CL smuggle body", "8\r\nSMUGGLED\r\n0\r\n\r\n0\r\n", H1_E_NONE),
 };
 
 static void test_chunked(void **state)
@@ -849,8 +849,6 @@ static void test_chunked(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(chunk_cases) / sizeof(chunk_cases[0]); i++) {
 		const struct ccase *t = &chunk_cases[i];
-		if (t->err == H1_E_NONE && t->res == H1_ERROR)
-			continue;	/* handled below */
 		struct chunk_out whole, o;
 		chunk_feed(t->in, t->len, NULL, 0, true, NULL, &whole);
 		if (whole.res != t->res || whole.err != t->err) {
@@ -859,7 +857,7 @@ static void test_chunked(void **state)
 			fail();
 		}
 		if (t->data) {
-			assert_int_equal(whole.data_len, strlen(t->data) + (strcmp(t->name, "binary data") ? 0 : 2));
+			assert_int_equal(whole.data_len, t->data_len);
 			assert_memory_equal(whole.data, t->data, whole.data_len);
 		}
 		if (t->res == H1_DONE)
