@@ -70,6 +70,17 @@ static int parse_port(const char *s, size_t len, uint16_t *port, const char **wh
 
 int cfg_parse_port_range(const char *s, size_t len, uint16_t *lo, uint16_t *hi, const char **why)
 {
+	/* the everyday case, a plain port of up to 5 digits: one short loop */
+	if (len && len <= 5) {
+		uint32_t v = 0;
+		size_t i = 0;
+		for (; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+			v = v * 10 + (uint32_t)(s[i] - '0');
+		if (i == len && v && v <= 65535) {
+			*lo = *hi = (uint16_t)v;
+			return 0;
+		}
+	}
 	const char *dash = memchr(s, '-', len);
 	if (!dash) {
 		if (parse_port(s, len, lo, why))
@@ -141,6 +152,43 @@ int cfg_parse_prefix(const char *s, uint8_t addr[16], uint8_t *plen, const char 
 	}
 	*plen = (uint8_t)bits;
 	return 0;
+}
+
+/* Dotted-quad IPv4 exactly as inet_pton(AF_INET) reads it (four decimal
+ * octets of at most 255, no leading zeros), without the copy to a
+ * NUL-terminated buffer and the library call: every target goes through. */
+static bool ipv4_parse(const char *s, size_t len, uint8_t out[4])
+{
+	uint8_t tmp[4] = { 0 };
+	unsigned octets = 0, cur = 0;
+	bool saw_digit = false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+		if (ch >= '0' && ch <= '9') {
+			unsigned v = tmp[cur] * 10u + (unsigned)(ch - '0');
+			if (saw_digit && tmp[cur] == 0)
+				return false;
+			if (v > 255)
+				return false;
+			tmp[cur] = (uint8_t)v;
+			if (!saw_digit) {
+				if (++octets > 4)
+					return false;
+				saw_digit = true;
+			}
+		} else if (ch == '.' && saw_digit) {
+			if (octets == 4)
+				return false;
+			tmp[++cur] = 0;
+			saw_digit = false;
+		} else {
+			return false;
+		}
+	}
+	if (octets < 4)
+		return false;
+	memcpy(out, tmp, 4);
+	return true;
 }
 
 /* Host names as DNS writes them: letters, digits, '-', '_', dots between labels. */
@@ -247,15 +295,8 @@ static int split_hostport(const char *s, size_t *hoff, size_t *hlen_out, uint16_
 			return -EINVAL;
 		}
 		if (numeric) {
-			char buf[INET_ADDRSTRLEN + 1];
-			struct in_addr a;
-			if (hlen >= sizeof(buf)) {
-				*why = "malformed IPv4 address";
-				return -EINVAL;
-			}
-			memcpy(buf, h, hlen);
-			buf[hlen] = '\0';
-			if (inet_pton(AF_INET, buf, &a) != 1) {
+			uint8_t a[4];
+			if (!ipv4_parse(h, hlen, a)) {
 				*why = "malformed IPv4 address";
 				return -EINVAL;
 			}
@@ -502,6 +543,15 @@ static int get_bool(struct vctx *c, uint32_t i, const char *what, bool *out)
 	if (!s)
 		return -EINVAL;
 	static const char *const yes[] = { "true", "yes", "on" }, *const no[] = { "false", "no", "off" };
+	/* the usual spelling first, exactly */
+	if (s[0] == 'f' && strcmp(s, "false") == 0) {
+		*out = false;
+		return 0;
+	}
+	if (s[0] == 't' && strcmp(s, "true") == 0) {
+		*out = true;
+		return 0;
+	}
 	for (int k = 0; k < 3; k++) {
 		if (strcasecmp(s, yes[k]) == 0) {
 			*out = true;
@@ -584,6 +634,16 @@ struct keydef {
 	const char *alias;	/* the Fly.io challenge's capitalised spelling */
 };
 
+/* The kl bytes of ks are exactly name (ks may hold a NUL byte; name is
+ * read no further than its end). */
+static bool key_is(const char *ks, size_t kl, const char *name)
+{
+	size_t j = 0;
+	while (j < kl && name[j] && name[j] == ks[j])
+		j++;
+	return j == kl && name[j] == '\0';
+}
+
 /* Walks mapping m: reports non-scalar, unknown and duplicate keys and
  * stores the value node of each known key in vals[k] (0 = absent). */
 static void map_fields(struct vctx *c, uint32_t m, const struct keydef *keys, size_t n_keys,
@@ -601,10 +661,9 @@ static void map_fields(struct vctx *c, uint32_t m, const struct keydef *keys, si
 			size_t idx, kl = N(c, k)->len;
 			/* the key's first byte decides cheaply before comparing */
 			for (idx = 0; idx < n_keys; idx++)
-				if ((ks[0] == keys[idx].name[0] && strcmp(ks, keys[idx].name) == 0 &&
-				     kl == strlen(keys[idx].name)) ||
+				if ((ks[0] == keys[idx].name[0] && key_is(ks, kl, keys[idx].name)) ||
 				    (keys[idx].alias && ks[0] == keys[idx].alias[0] &&
-				     strcmp(ks, keys[idx].alias) == 0 && kl == strlen(keys[idx].alias)))
+				     key_is(ks, kl, keys[idx].alias)))
 					break;
 			if (idx == n_keys) {
 				char known[400], b[64];
@@ -1356,19 +1415,18 @@ out:
 static int target_local_addrs(const char *host, uint8_t out[2][16])
 {
 	static const uint8_t lo4[16] = { [10] = 0xff, [11] = 0xff, [12] = 127, [15] = 1 };
-	struct in_addr a4;
+	uint8_t a4[4];
 	struct in6_addr a6;
 	if (strcmp(host, "localhost") == 0) {
 		memcpy(out[0], lo4, 16);
 		memcpy(out[1], &in6addr_loopback, 16);
 		return 2;
 	}
-	if (inet_pton(AF_INET, host, &a4) == 1) {
-		uint8_t first = ((const uint8_t *)&a4)[0];
-		if (first != 127 && a4.s_addr != INADDR_ANY)
+	if (ipv4_parse(host, strlen(host), a4)) {
+		if (a4[0] != 127 && (a4[0] | a4[1] | a4[2] | a4[3]) != 0)
 			return 0;
 		memcpy(out[0], lo4, 12);
-		memcpy(out[0] + 12, &a4, 4);
+		memcpy(out[0] + 12, a4, 4);
 		return 1;
 	}
 	if (inet_pton(AF_INET6, host, &a6) == 1 &&
