@@ -352,7 +352,9 @@ static void flush_counts(struct foo_conn *c, struct foo_app_stats *s)
 	c->s = NULL;
 }
 
-static int turn_noncompliant(struct foo_conn *c, struct foo_app_stats *s, int dir)
+/* closing: the caller closes the connection for it (strict policy, violation
+ * in data; at EOF there is nothing left to close). */
+static int turn_noncompliant(struct foo_conn *c, struct foo_app_stats *s, int dir, bool closing)
 {
 	c->failed = true;
 	c->failed_dir = (uint8_t)dir;
@@ -361,7 +363,7 @@ static int turn_noncompliant(struct foo_conn *c, struct foo_app_stats *s, int di
 		enum foo_err e = c->p[dir].err;
 		if (e > FOO_OK && e < FOO_N_ERR)
 			stats_add(&s->violations[e], 1);
-		if (c->strict)
+		if (c->strict && closing)
 			stats_add(&s->conns_closed_strict, 1);
 	}
 	/* no longer watched: free the table now, pending requests are dropped */
@@ -383,7 +385,7 @@ int foo_conn_data(struct foo_conn *c, struct foo_app_stats *s, int dir, const ch
 	c->dir = dir;
 	int r = foo_feed(&c->p[dir], buf, len, on_msg, c);
 	flush_counts(c, s);
-	return r < 0 ? turn_noncompliant(c, s, dir) : 0;
+	return r < 0 ? turn_noncompliant(c, s, dir, true) : 0;
 }
 
 int foo_conn_eof(struct foo_conn *c, struct foo_app_stats *s, int dir, uint64_t now_ns)
@@ -396,7 +398,7 @@ int foo_conn_eof(struct foo_conn *c, struct foo_app_stats *s, int dir, uint64_t 
 	c->dir = dir;
 	int r = foo_finish(&c->p[dir], on_msg, c);
 	flush_counts(c, s);
-	return r < 0 ? turn_noncompliant(c, s, dir) : 0;
+	return r < 0 ? turn_noncompliant(c, s, dir, false) : 0;
 }
 
 /* --- rendering ---------------------------------------------------------------------- */
