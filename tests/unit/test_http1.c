@@ -464,6 +464,20 @@ static void test_request_semantics(void **state)
 	assert_true(slice_is(i, r.hdr[1].value, "a  b"));
 	assert_int_equal(r.hdr[2].value.len, 0);
 
+	/* error offsets name the faulty byte or field */
+	const char *j = "GET / HTTP/1.1\r\nHost: a\r\nX: a\nb\r\n\r\n";
+	parse_all_ways(j, strlen(j), &REQ, &r);
+	assert_int_equal(r.err, H1_E_BARE_LF);
+	assert_int_equal(r.err_off, strstr(j, "a\nb") - j + 1);
+	const char *k = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
+	parse_all_ways(k, strlen(k), &REQ, &r);
+	assert_int_equal(r.err, H1_E_CL_DUP);
+	assert_int_equal(r.err_off, strstr(k, "Content-Length: 1\r\nC") - k + 19);
+	const char *l = "GET /a b HTTP/1.1\r\n";
+	parse_all_ways(l, strlen(l), &REQ, &r);
+	assert_int_equal(r.err, H1_E_VERSION);
+	assert_int_equal(r.err_off, 8);	/* the SP after "b" */
+
 	assert_string_equal(h1_method_str(H1_M_PATCH), "PATCH");
 	assert_string_equal(h1_err_str(H1_E_CL_TE), "Content-Length with Transfer-Encoding");
 }
