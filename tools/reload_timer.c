@@ -92,15 +92,17 @@ static int cmp_u64(const void *x, const void *y)
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s BASE.yaml OTHER.yaml [ROUNDS] [--no-steer]\n"
+		fprintf(stderr, "usage: %s BASE.yaml OTHER.yaml [ROUNDS] [--no-steer|--full-sync]\n"
 				"Loads BASE, then reloads OTHER and BASE in turn ROUNDS times (default 20),\n"
 				"printing the median time of each phase in ms. Syncs real BPF maps\n"
-				"(loaded, not attached) when run as root, unless --no-steer.\n",
+				"(loaded, not attached) when run as root, unless --no-steer; with the\n"
+				"changed apps' entries only (as pandit does) unless --full-sync.\n",
 			argv[0]);
 		return 2;
 	}
 	int rounds = argc > 3 && argv[3][0] != '-' ? atoi(argv[3]) : 20;
 	bool use_steer = !(argc > 3 && strcmp(argv[argc - 1], "--no-steer") == 0);
+	bool full_sync = argc > 3 && strcmp(argv[argc - 1], "--full-sync") == 0;
 	if (rounds < 1)
 		rounds = 1;
 	log_threshold = LOG_WARN;
@@ -146,13 +148,30 @@ int main(int argc, char **argv)
 		uint64_t c = now_ns();
 		uint64_t d = c, f = c;
 		if (steer) {
-			if (rt_steer_entries(ns, &e, &n) < 0)
-				return 1;
-			d = now_ns();
+			/* as control_reload: the diff's entries when the maps are in
+			 * sync with the previous snapshot, else everything */
 			struct steer_sync_stats st;
-			if (steer_sync(steer, e, n, &st) < 0)
-				return 1;
-			free(e);
+			struct pandit_steer_key *dk;
+			size_t nd;
+			int err = -ESTALE;
+			if (steer_in_sync(steer) && !full_sync) {
+				if (rt_steer_delta(snap, ns, &diff, &e, &n, &dk, &nd) < 0)
+					return 1;
+				d = now_ns();
+				err = steer_apply(steer, e, n, dk, nd, &st);
+				free(e);
+				free(dk);
+				if (!err && steer_count(steer) != ns->n_ports)
+					err = -EDOM;
+			}
+			if (err) {
+				if (rt_steer_entries(ns, &e, &n) < 0)
+					return 1;
+				d = now_ns();
+				if (steer_sync(steer, e, n, &st) < 0)
+					return 1;
+				free(e);
+			}
 			f = now_ns();
 			if (r == 0)
 				fprintf(stderr, "sync: %zu deleted, %zu written, %zu kept\n", st.deleted,

@@ -97,6 +97,34 @@ static int control_sync_kernel(struct control *c, struct rt_snapshot *snap,
 	return err;
 }
 
+/* Brings the kernel from old's entries to snap's. When the steering maps
+ * hold exactly old's entries (the last sync succeeded), only the entries
+ * of the apps the diff names are written and deleted; else, or if that
+ * fails or leaves another number of entries than snap has, everything is
+ * synced. */
+static int control_sync_delta(struct control *c, const struct rt_snapshot *old,
+			      struct rt_snapshot *snap, const struct cfg_diff *diff,
+			      struct steer_sync_stats *st)
+{
+	if (steer_in_sync(c->steer)) {
+		struct steer_entry *add;
+		struct pandit_steer_key *del;
+		size_t na, nd;
+		int err = rt_steer_delta(old, snap, diff, &add, &na, &del, &nd);
+		if (err)
+			return err;
+		err = steer_apply(c->steer, add, na, del, nd, st);
+		free(add);
+		free(del);
+		if (!err && steer_count(c->steer) == snap->n_ports)
+			return 0;
+		if (!err)
+			log_warn("reload: %zu steering entries after a partial update, %zu wanted; syncing all",
+				 steer_count(c->steer), snap->n_ports);
+	}
+	return control_sync_kernel(c, snap, st);
+}
+
 int control_reload(struct control *c, const char *why)
 {
 	if (!c->config_path) {
@@ -140,7 +168,7 @@ int control_reload(struct control *c, const char *why)
 	 * previous snapshot the workers keep. */
 	workers_publish(c->workers, c->n_workers, snap);
 	struct steer_sync_stats st = { 0 };
-	err = control_sync_kernel(c, snap, &st);
+	err = control_sync_delta(c, old, snap, &diff, &st);
 	if (err) {
 		log_err("reload (%s): updating the steering maps failed (%s); going back to the running config",
 			why, strerror(-err));

@@ -383,3 +383,68 @@ int rt_steer_entries(const struct rt_snapshot *s, struct steer_entry **out, size
 	*n = k;
 	return 0;
 }
+
+/* Entries of one app: every port of its ranges times its prefixes (or any
+ * address), keyed as rt_steer_entries keys them. With out NULL, counts. */
+static size_t app_entries(const struct rt_app *app, struct steer_entry *out)
+{
+	const struct cfg_app *ca = app->cfg;
+	size_t k = 0;
+	/* loaded apps have merged ranges; overlapping ones (made by hand) would
+	 * repeat a key, which steer_apply refuses and the caller then syncs */
+	for (size_t r = 0; r < ca->n_ports; r++)
+		for (uint32_t p = ca->ports[r].lo; p <= ca->ports[r].hi; p++) {
+			size_t np = ca->n_prefixes ? ca->n_prefixes : 1;
+			for (size_t x = 0; x < np; x++, k++) {
+				if (!out)
+					continue;
+				const struct cfg_prefix *pf = ca->n_prefixes ? &ca->prefixes[x] : NULL;
+				steer_key_init(&out[k].key, (uint16_t)p, pf && pf->plen ? pf->addr : NULL,
+					       pf ? pf->plen : 0);
+				out[k].val.app_id = app->id;
+				out[k].val.sock_idx = PANDIT_SOCK_TCP;
+			}
+		}
+	return k;
+}
+
+int rt_steer_delta(const struct rt_snapshot *prev, const struct rt_snapshot *s,
+		   const struct cfg_diff *diff, struct steer_entry **add, size_t *n_add,
+		   struct pandit_steer_key **del, size_t *n_del)
+{
+	size_t na = 0, nd = 0;
+	for (size_t i = 0; i < diff->n_added; i++)
+		na += app_entries(s->apps[diff->added[i]], NULL);
+	for (size_t i = 0; i < diff->n_changed; i++) {
+		na += app_entries(s->apps[diff->changed[i].new_i], NULL);
+		nd += app_entries(prev->apps[diff->changed[i].old_i], NULL);
+	}
+	for (size_t i = 0; i < diff->n_removed; i++)
+		nd += app_entries(prev->apps[diff->removed[i]], NULL);
+	struct steer_entry *a = malloc((na ? na : 1) * sizeof(*a));
+	struct steer_entry *d = malloc((nd ? nd : 1) * sizeof(*d));
+	struct pandit_steer_key *dk = malloc((nd ? nd : 1) * sizeof(*dk));
+	if (!a || !d || !dk) {
+		free(a);
+		free(d);
+		free(dk);
+		return -ENOMEM;
+	}
+	na = nd = 0;
+	for (size_t i = 0; i < diff->n_added; i++)
+		na += app_entries(s->apps[diff->added[i]], a + na);
+	for (size_t i = 0; i < diff->n_changed; i++) {
+		na += app_entries(s->apps[diff->changed[i].new_i], a + na);
+		nd += app_entries(prev->apps[diff->changed[i].old_i], d + nd);
+	}
+	for (size_t i = 0; i < diff->n_removed; i++)
+		nd += app_entries(prev->apps[diff->removed[i]], d + nd);
+	for (size_t i = 0; i < nd; i++)
+		dk[i] = d[i].key;
+	free(d);
+	*add = a;
+	*n_add = na;
+	*del = dk;
+	*n_del = nd;
+	return 0;
+}

@@ -80,4 +80,14 @@ void rt_app_put(struct rt_app *a);
 /* The steering entries wanted for s, in any order; *out freed by the caller. */
 int rt_steer_entries(const struct rt_snapshot *s, struct steer_entry **out, size_t *n);
 
+/* What changes in the steering entries from prev to s, given diff =
+ * cfg_diff(prev->cfg, s->cfg) (rt_snapshot_build's): the entries of added
+ * and changed apps to write, the keys of removed apps and of the previous
+ * version of changed apps to delete (steer_apply keeps a key that is also
+ * written). Both freed by the caller. */
+struct pandit_steer_key;
+int rt_steer_delta(const struct rt_snapshot *prev, const struct rt_snapshot *s,
+		   const struct cfg_diff *diff, struct steer_entry **add, size_t *n_add,
+		   struct pandit_steer_key **del, size_t *n_del);
+
 #endif

@@ -68,6 +68,7 @@ struct steer {
 	uint32_t *wi;	/* mirror index of want[w], for reordering */
 	size_t wi_cap;
 	bool reordered;	/* the last sync reordered the mirror */
+	bool exact;	/* the last steer_sync/steer_apply succeeded */
 };
 
 /* --- keys ----------------------------------------------------------------- */
@@ -615,9 +616,11 @@ int steer_sync(struct steer *s, const struct steer_entry *want, size_t n,
 	if (err) {
 		rollback(s);
 		mirror_compact(s);
+		s->exact = false;
 		return err;
 	}
 	s->jr_n = 0;
+	s->exact = true;
 	/* keep the mirror in want's order when it drifted (once in a row at
 	 * most, so a caller whose order changes every time pays no more than
 	 * half the syncs); else drop what was deleted */
@@ -642,6 +645,136 @@ abort_plan:
 	if (fresh)
 		mirror_compact(s);	/* drops the PENDING entries; the kernel was not touched */
 	return err;
+}
+
+static int cmp_u32(const void *x, const void *y)
+{
+	uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
+
+	return (a > b) - (a < b);
+}
+
+int steer_apply(struct steer *s, const struct steer_entry *add, size_t na,
+		const struct pandit_steer_key *del, size_t nd_in, struct steer_sync_stats *stats)
+{
+	uint64_t t0 = now_ns();
+	size_t nu = 0, nd = 0, fresh = 0;
+	int err;
+
+	if (stats)
+		memset(stats, 0, sizeof(*stats));
+	if (!s->exact)
+		return -ESTALE;
+	if (na > PANDIT_STEER_MAX_ENTRIES) {
+		log_err("steer: %zu steering entries to write, the map holds at most %u", na,
+			PANDIT_STEER_MAX_ENTRIES);
+		return -E2BIG;
+	}
+	err = mirror_reserve(s, s->m_n + na);
+	if (!err)
+		err = scratch_reserve(s, na, nd_in);
+	if (err)
+		return err;
+	if (++s->gen == 0) {
+		for (size_t i = 0; i < s->m_n; i++)
+			s->m[i].gen = 0;
+		s->gen = 1;
+	}
+
+	/* plan: the writes as in steer_sync, marked with this generation; then
+	 * the deletions of live keys not marked (a key both deleted and written
+	 * is written; one deleted twice is deleted once) */
+	for (size_t w = 0; w < na; w++) {
+		struct pandit_steer_key k;
+
+		if (key_canon(&add[w].key, &k)) {
+			log_err("steer: entry %zu has prefixlen %u, outside %u..%u", w,
+				add[w].key.prefixlen, PANDIT_STEER_PREFIX_PORT_BITS, PANDIT_STEER_PREFIX_MAX);
+			err = -EINVAL;
+			goto abort_plan;
+		}
+		long i = mirror_find(s, &k);
+		if (i >= 0 && s->m[i].gen == s->gen) {
+			log_err("steer: duplicate steering key (port %u, prefixlen %u) in entry %zu",
+				ntohs(k.port_be), k.prefixlen, w);
+			err = -EINVAL;
+			goto abort_plan;
+		}
+		if (i < 0) {
+			i = (long)s->m_n++;
+			s->m[i].e.key = k;
+			memset(&s->m[i].e.val, 0, sizeof(s->m[i].e.val));
+			s->m[i].state = M_PENDING;
+			index_put(s, (size_t)i);
+			fresh++;
+		}
+		s->m[i].gen = s->gen;
+		if (s->m[i].state == M_LIVE &&
+		    memcmp(&s->m[i].e.val, &add[w].val, sizeof(add[w].val)) == 0)
+			continue;
+		s->uk[nu] = k;
+		s->uv[nu] = add[w].val;
+		s->ui[nu] = (uint32_t)i;
+		nu++;
+	}
+	for (size_t d = 0; d < nd_in; d++) {
+		struct pandit_steer_key k;
+
+		if (key_canon(&del[d], &k)) {
+			log_err("steer: key %zu to delete has prefixlen %u, outside %u..%u", d,
+				del[d].prefixlen, PANDIT_STEER_PREFIX_PORT_BITS, PANDIT_STEER_PREFIX_MAX);
+			err = -EINVAL;
+			goto abort_plan;
+		}
+		long i = mirror_find(s, &k);
+		if (i < 0 || s->m[i].state != M_LIVE || s->m[i].gen == s->gen)
+			continue;
+		s->m[i].gen = s->gen;
+		s->di[nd++] = (uint32_t)i;
+	}
+	/* mirror order for the deletions (and mirror_remove below) */
+	qsort(s->di, nd, sizeof(*s->di), cmp_u32);
+	for (size_t k = 0; k < nd; k++)
+		s->dk[k] = s->m[s->di[k]].e.key;
+
+	s->jr_n = 0;
+	if (s->live + fresh > PANDIT_STEER_MAX_ENTRIES) {
+		err = apply_deletes(s, nd);
+		if (!err)
+			err = apply_updates(s, nu);
+	} else {
+		err = apply_updates(s, nu);
+		if (!err)
+			err = apply_deletes(s, nd);
+	}
+	if (err) {
+		rollback(s);
+		mirror_compact(s);
+		s->exact = false;
+		return err;
+	}
+	s->jr_n = 0;
+	if (nd * 8 > s->m_n)
+		mirror_compact(s);
+	else if (nd)
+		mirror_remove(s, s->di, nd);
+	if (stats) {
+		stats->deleted = nd;
+		stats->updated = nu;
+		stats->unchanged = s->live - nu;
+		stats->elapsed_ns = now_ns() - t0;
+	}
+	return 0;
+
+abort_plan:
+	if (fresh)
+		mirror_compact(s);	/* drops the PENDING entries; the kernel was not touched */
+	return err;
+}
+
+bool steer_in_sync(const struct steer *s)
+{
+	return s->exact;
 }
 
 /* --- lifecycle -------------------------------------------------------------- */

@@ -2,6 +2,7 @@
 #ifndef PANDIT_STEER_H
 #define PANDIT_STEER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,20 @@ void steer_test_no_batch(struct steer *s);
  * left as it was as far as possible and the mirror stays true. */
 int steer_sync(struct steer *s, const struct steer_entry *want, size_t n,
 	       struct steer_sync_stats *stats);
+
+/* The same as a delta from the entries of the last successful sync (or
+ * apply): deletes the keys del[0..nd) that are in the map and not among
+ * add[0..na) (keys unique), and writes add, each in batch operations, with
+ * the same guarantees as steer_sync. A caller that knows what changed
+ * skips the walk over every entry. stats->unchanged counts the entries
+ * left in place. Returns -ESTALE, touching nothing, when the last
+ * sync or apply failed (the map may then hold something else than was
+ * asked for: use steer_sync). */
+int steer_apply(struct steer *s, const struct steer_entry *add, size_t na,
+		const struct pandit_steer_key *del, size_t nd, struct steer_sync_stats *stats);
+
+/* True when the last steer_sync() or steer_apply() succeeded. */
+bool steer_in_sync(const struct steer *s);
 
 /* Sums the per-CPU counters of the steering program. Safe to call from
  * another thread than the one calling steer_sync(); everything else here

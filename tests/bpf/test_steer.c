@@ -722,6 +722,119 @@ static void test_sync_random_no_batch(void **state)
 	sync_random(true, 30);
 }
 
+/* steer_apply: random deltas over the same universe, each checked against
+ * a model: written keys (new, changed, unchanged), deleted keys, keys both
+ * deleted and written (kept with the new value), deletions of absent keys
+ * (ignored) and duplicate deletions. */
+static void apply_random(bool no_batch, int rounds)
+{
+	static struct steer_entry add[UNIV];
+	static struct pandit_steer_key del[2 * UNIV];
+	static int64_t model[UNIV], next[UNIV];
+	struct steer_sync_stats st;
+	struct steer *s;
+
+	assert_int_equal(steer_open_flags(-1, STEER_NO_ATTACH, &s), 0);
+	if (no_batch)
+		steer_test_no_batch(s);
+	/* nothing synced yet: the map's content is not known to be the caller's */
+	assert_false(steer_in_sync(s));
+	assert_int_equal(steer_apply(s, NULL, 0, NULL, 0, &st), -ESTALE);
+	assert_int_equal(steer_sync(s, NULL, 0, &st), 0);
+	assert_true(steer_in_sync(s));
+	for (size_t i = 0; i < UNIV; i++)
+		model[i] = -1;
+	srand(777);
+	size_t live = 0;
+	for (int round = 0; round < rounds; round++) {
+		int touch = 1 + rand() % (round % 3 ? 5 : 60);	/* % of keys touched */
+		size_t na = 0, nd = 0, upd = 0, dels = 0;
+		for (size_t i = 0; i < UNIV; i++) {
+			next[i] = model[i];
+			if (rand() % 100 >= touch)
+				continue;
+			int what = rand() % 5;
+			if (what == 0 || what == 1) {	/* write: new, changed or the same */
+				next[i] = rand() % 2 && model[i] >= 0 ? model[i] : rand() % 4;
+				add[na++] = univ_entry(i, (uint32_t)next[i]);
+			} else if (what == 2) {	/* delete (absent: ignored) */
+				next[i] = -1;
+				del[nd++] = univ_entry(i, 0).key;
+				if (rand() % 4 == 0)
+					del[nd++] = univ_entry(i, 0).key;	/* twice */
+			} else if (what == 3) {	/* delete and write again: written */
+				next[i] = rand() % 4;
+				del[nd++] = univ_entry(i, 0).key;
+				add[na++] = univ_entry(i, (uint32_t)next[i]);
+			}
+			if (next[i] >= 0 && next[i] != model[i])
+				upd++;
+			if (next[i] < 0 && model[i] >= 0)
+				dels++;
+		}
+		size_t n = 0;
+		for (size_t i = 0; i < UNIV; i++)
+			n += next[i] >= 0;
+		assert_int_equal(steer_apply(s, add, na, del, nd, &st), 0);
+		expect_stats(&st, upd, dels, n - upd);
+		assert_int_equal(steer_count(s), n);
+		assert_true(steer_in_sync(s));
+		memcpy(model, next, sizeof(model));
+		live = n;
+
+		struct pandit_steer_key k, nk;
+		struct pandit_steer_val v;
+		size_t seen = 0;
+		int fd = steer_rules_fd(s), r = bpf_map_get_next_key(fd, NULL, &nk);
+		while (r == 0) {
+			k = nk;
+			size_t id = (size_t)ntohs(k.port_be) - 1000;
+			assert_true(id < UNIV);
+			assert_true(model[id] >= 0);
+			struct steer_entry e = univ_entry(id, (uint32_t)model[id]);
+			assert_memory_equal(&k, &e.key, sizeof(k));
+			assert_int_equal(bpf_map_lookup_elem(fd, &k, &v), 0);
+			assert_int_equal(v.app_id, (uint32_t)model[id]);
+			seen++;
+			r = bpf_map_get_next_key(fd, &k, &nk);
+		}
+		assert_int_equal(seen, n);
+		/* now and then a full sync in between: apply continues from it */
+		if (round % 7 == 6) {
+			size_t w = 0;
+			for (size_t i = 0; i < UNIV; i++)
+				if (model[i] >= 0)
+					add[w++] = univ_entry(i, (uint32_t)model[i]);
+			assert_int_equal(steer_sync(s, add, w, &st), 0);
+			expect_stats(&st, 0, 0, w);
+		}
+	}
+
+	/* a duplicate among the writes or a bad key: refused, nothing changes */
+	add[0] = univ_entry(0, 1);
+	add[1] = univ_entry(0, 2);
+	assert_int_equal(steer_apply(s, add, 2, NULL, 0, &st), -EINVAL);
+	del[0] = univ_entry(1, 0).key;
+	del[0].prefixlen = 3;
+	assert_int_equal(steer_apply(s, NULL, 0, del, 1, &st), -EINVAL);
+	assert_int_equal(steer_count(s), live);
+	assert_int_equal(kernel_count(s), live);
+	assert_true(steer_in_sync(s));
+	steer_close(s);
+}
+
+static void test_apply_random(void **state)
+{
+	(void)state;
+	apply_random(false, 60);
+}
+
+static void test_apply_random_no_batch(void **state)
+{
+	(void)state;
+	apply_random(true, 15);
+}
+
 /* Value of the entry the kernel has for exactly e's key (-1: none). Valid
  * when no shorter prefix covers the key: an LPM lookup answers with the
  * longest prefix up to the key's own length. */
@@ -791,6 +904,63 @@ static void test_sync_rollback(void **state)
 	expect_stats(&st, 21, 0, 4);
 	assert_int_equal(kernel_count(s), 25);
 	assert_int_equal(kernel_app(s, &base[0]), 9);
+	free(fk);
+	free(fv);
+	steer_close(s);
+}
+
+/* steer_apply failing half way (map full of foreign entries): undone like a
+ * sync, and the next apply is refused (-ESTALE) until a sync succeeds. */
+static void test_apply_rollback(void **state)
+{
+	(void)state;
+	struct steer_entry base[5], add[20];
+	struct pandit_steer_key del[1];
+	struct steer_sync_stats st;
+	struct steer *s;
+	size_t nf = PANDIT_STEER_MAX_ENTRIES - 5 - 10;
+
+	assert_int_equal(steer_open_flags(-1, STEER_NO_ATTACH, &s), 0);
+	for (int i = 0; i < 5; i++)
+		base[i] = entry_any((uint16_t)(100 + i), 1, PANDIT_SOCK_TCP);
+	assert_int_equal(steer_sync(s, base, 5, NULL), 0);
+	struct pandit_steer_key *fk = calloc(nf, sizeof(*fk));
+	struct pandit_steer_val *fv = calloc(nf, sizeof(*fv));
+	assert_non_null(fk);
+	assert_non_null(fv);
+	for (size_t i = 0; i < nf; i++) {
+		uint8_t a[16] = { 0xfd };
+		uint32_t be = htonl((uint32_t)i);
+		memcpy(&a[12], &be, 4);
+		steer_key_init(&fk[i], 1, a, 128);
+	}
+	__u32 cnt = (__u32)nf;
+	assert_int_equal(bpf_map_update_batch(steer_rules_fd(s), fk, fv, &cnt, NULL), 0);
+
+	add[0] = base[0];
+	add[0].val.app_id = 9;
+	for (int i = 1; i < 20; i++)
+		add[i] = entry_any((uint16_t)(200 + i), 2, PANDIT_SOCK_TCP);
+	del[0] = base[4].key;
+	assert_int_equal(steer_apply(s, add, 20, del, 1, &st), -ENOSPC);
+	assert_int_equal(steer_count(s), 5);
+	assert_int_equal(kernel_app(s, &base[0]), 1);
+	assert_int_equal(kernel_app(s, &base[4]), 1);
+	for (int i = 1; i < 20; i++)
+		assert_int_equal(kernel_app(s, &add[i]), -1);
+	assert_false(steer_in_sync(s));
+	assert_int_equal(steer_apply(s, add, 1, NULL, 0, &st), -ESTALE);
+	assert_int_equal(kernel_app(s, &base[0]), 1);
+
+	cnt = (__u32)nf;
+	assert_int_equal(bpf_map_delete_batch(steer_rules_fd(s), fk, &cnt, NULL), 0);
+	assert_int_equal(steer_sync(s, base, 5, &st), 0);
+	assert_true(steer_in_sync(s));
+	assert_int_equal(steer_apply(s, add, 20, del, 1, &st), 0);
+	expect_stats(&st, 20, 1, 3);
+	assert_int_equal(kernel_count(s), 23);
+	assert_int_equal(kernel_app(s, &base[0]), 9);
+	assert_int_equal(kernel_app(s, &base[4]), -1);
 	free(fk);
 	free(fv);
 	steer_close(s);
@@ -1065,7 +1235,10 @@ int main(void)
 		cmocka_unit_test(test_sync_diff),
 		cmocka_unit_test(test_sync_random),
 		cmocka_unit_test(test_sync_random_no_batch),
+		cmocka_unit_test(test_apply_random),
+		cmocka_unit_test(test_apply_random_no_batch),
 		cmocka_unit_test(test_sync_rollback),
+		cmocka_unit_test(test_apply_rollback),
 		cmocka_unit_test(test_sync_full_map),
 		cmocka_unit_test(test_sync_large),
 		cmocka_unit_test(test_sync_without_privileges),

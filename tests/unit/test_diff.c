@@ -12,6 +12,8 @@
 #include "config/config.h"
 #include "config/diff.h"
 #include "core/sbuf.h"
+#include "runtime/runtime.h"
+#include "steer/steer.h"
 
 static struct cfg *load(const char *text)
 {
@@ -215,6 +217,98 @@ static void test_big_diff(void **state)
 	sbuf_free(&b);
 }
 
+/* --- steering deltas (rt_steer_delta) ------------------------------------------ */
+
+static int cmp_entry(const void *x, const void *y)
+{
+	return memcmp(x, y, sizeof(struct steer_entry));
+}
+
+/* Applies rt_steer_delta(prev -> next) to prev's entries the way
+ * steer_apply does (deletions of keys not written, then the writes) and
+ * checks the result is exactly next's entries. */
+static void check_delta(const struct rt_snapshot *prev, const struct rt_snapshot *next,
+			const struct cfg_diff *d, size_t want_add, size_t want_del)
+{
+	struct steer_entry *pe, *ne, *add;
+	struct pandit_steer_key *del;
+	size_t np, nn, na, nd;
+	assert_int_equal(rt_steer_entries(prev, &pe, &np), 0);
+	assert_int_equal(rt_steer_entries(next, &ne, &nn), 0);
+	assert_int_equal(rt_steer_delta(prev, next, d, &add, &na, &del, &nd), 0);
+	assert_int_equal(na, want_add);
+	assert_int_equal(nd, want_del);
+	struct steer_entry *m = calloc(np + na + 1, sizeof(*m));
+	assert_non_null(m);
+	size_t n = 0;
+	for (size_t i = 0; i < np; i++) {
+		bool gone = false;
+		for (size_t k = 0; k < nd && !gone; k++)
+			gone = memcmp(&pe[i].key, &del[k], sizeof(del[k])) == 0;
+		for (size_t k = 0; k < na; k++)
+			if (memcmp(&pe[i].key, &add[k].key, sizeof(add[k].key)) == 0)
+				gone = true;	/* written below */
+		if (!gone)
+			m[n++] = pe[i];
+	}
+	for (size_t k = 0; k < na; k++)
+		m[n++] = add[k];
+	assert_int_equal(n, nn);
+	qsort(m, n, sizeof(*m), cmp_entry);
+	qsort(ne, nn, sizeof(*ne), cmp_entry);
+	assert_memory_equal(m, ne, n * sizeof(*m));
+	free(m);
+	free(pe);
+	free(ne);
+	free(add);
+	free(del);
+}
+
+static void test_steer_delta(void **state)
+{
+	(void)state;
+	struct cfg *c1 = load("apps:\n"
+			      APP("same", "100-103", "h:1")
+			      APP("grows", "200, 202", "h:2")
+			      "  - {name: pfx, ports: [300, 301], addresses: [10.0.0.0/8, \"fd00::/16\"], targets: [\"h:3\"]}\n"
+			      APP("gone", "400-401", "h:4")
+			      APP("moves", "500", "h:5"));
+	struct cfg *c2 = load("apps:\n"
+			      APP("newbie", "400", "h:6")	/* a port of a removed app */
+			      APP("same", "100-103", "h:1")
+			      APP("grows", "200-202, 9000", "h:2")
+			      "  - {name: pfx, ports: [300, 302], addresses: [10.1.0.0/16], targets: [\"h:3\"]}\n"
+			      APP("moves", "500", "h:7"));	/* other target: changed, same keys */
+	struct rt_snapshot *s1, *s2;
+	struct cfg_diff d;
+	assert_int_equal(rt_snapshot_build(c1, NULL, NULL, &s1), 0);
+	assert_int_equal(cfg_diff(s1->cfg, c2, &d), 0);
+	assert_int_equal(d.n_added, 1);
+	assert_int_equal(d.n_removed, 1);
+	assert_int_equal(d.n_changed, 3);
+	assert_int_equal(rt_snapshot_build(c2, s1, &d, &s2), 0);
+	/* writes: newbie 1, grows 4, pfx 2, moves 1; deletions: gone 2, grows 2, pfx 4, moves 1 */
+	check_delta(s1, s2, &d, 8, 9);
+	cfg_diff_free(&d);
+
+	/* and back; then to the same config: nothing */
+	struct cfg *c3 = load("apps:\n" APP("same", "100-103", "h:1"));
+	struct rt_snapshot *s3, *s4;
+	assert_int_equal(cfg_diff(s2->cfg, c3, &d), 0);
+	assert_int_equal(rt_snapshot_build(c3, s2, &d, &s3), 0);
+	check_delta(s2, s3, &d, 0, 8);
+	cfg_diff_free(&d);
+	struct cfg *c4 = load("apps:\n" APP("same", "100-103", "h:1"));
+	assert_int_equal(cfg_diff(s3->cfg, c4, &d), 0);
+	assert_int_equal(rt_snapshot_build(c4, s3, &d, &s4), 0);
+	check_delta(s3, s4, &d, 0, 0);
+	cfg_diff_free(&d);
+	rt_snapshot_put(s1);
+	rt_snapshot_put(s2);
+	rt_snapshot_put(s3);
+	rt_snapshot_put(s4);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -225,6 +319,7 @@ int main(void)
 		cmocka_unit_test(test_every_field_is_a_change),
 		cmocka_unit_test(test_empty_configs),
 		cmocka_unit_test(test_big_diff),
+		cmocka_unit_test(test_steer_delta),
 	};
 	return cmocka_run_group_tests_name("diff", tests, NULL, NULL);
 }
