@@ -177,13 +177,52 @@ struct rt_snapshot *rt_snapshot_get(struct rt_snapshot *s)
 	return s;
 }
 
+/* --- port arenas ------------------------------------------------------------
+ * The rt_port objects of a snapshot live in arenas. A full build lays every
+ * port out in one; a reload that changes a few apps copies the previous
+ * table and lays out only the ports those apps touch in a small new arena
+ * that references the previous one, since the untouched ports still point
+ * there. Chains are cut at ARENA_MAX_DEPTH by a full build. */
+struct rt_arena {
+	_Atomic uint32_t refcnt;
+	uint32_t depth;			/* arenas below this one */
+	struct rt_arena *parent;	/* referenced; NULL for a full build */
+	_Alignas(16) unsigned char data[];
+};
+
+#define ARENA_MAX_DEPTH		16u
+/* Above these a reload rebuilds the whole table (as fast, then). */
+#define DELTA_MAX_APPS		64u
+#define DELTA_MAX_PORTS		16384u
+
+static struct rt_arena *arena_new(size_t bytes, struct rt_arena *parent)
+{
+	struct rt_arena *a = malloc(sizeof(*a) + (bytes ? bytes : 1));
+	if (!a)
+		return NULL;
+	atomic_init(&a->refcnt, 1);
+	a->parent = parent;
+	a->depth = parent ? parent->depth + 1 : 0;
+	if (parent)
+		ref_get(&parent->refcnt);
+	return a;
+}
+
+static void arena_put(struct rt_arena *a)
+{
+	while (a && ref_put(&a->refcnt)) {
+		struct rt_arena *parent = a->parent;
+		free(a);
+		a = parent;
+	}
+}
+
 static void rt_snapshot_free(struct rt_snapshot *s)
 {
 	for (size_t i = 0; i < s->n_apps; i++)
 		rt_app_put(s->apps[i]);
 	free(s->apps);
-	/* all rt_port objects live in one arena, pointed to by the first one */
-	free(s->port_arena);
+	arena_put(s->port_arena);
 	cfg_free(s->cfg);
 	free(s);
 }
@@ -231,12 +270,12 @@ static int build_ports(struct rt_snapshot *s)
 		if (count[p])
 			n_ports++;
 	size_t bytes = n_ports * sizeof(struct rt_port) + total_rules * sizeof(struct rt_port_rule);
-	char *arena = malloc(bytes ? bytes : 1);
+	struct rt_arena *arena = arena_new(bytes, NULL);
 	if (!arena) {
 		free(count);
 		return -ENOMEM;
 	}
-	char *cur = arena;
+	char *cur = (char *)arena->data;
 	for (uint32_t p = 0; p < 65536; p++) {
 		if (!count[p])
 			continue;
@@ -275,6 +314,142 @@ static int build_ports(struct rt_snapshot *s)
 	return 0;
 }
 
+static bool app_in(const struct rt_app *a, struct rt_app *const *set, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (set[i] == a)
+			return true;
+	return false;
+}
+
+/* The table of s from prev's, when the diff names few apps: prev's ports
+ * are taken as they are, and only the ports of removed, changed and added
+ * apps are laid out again (prev's rules of apps that stay, plus the rules
+ * of the new versions) in a new arena on top of prev's. Returns 1 when the
+ * change is too big for this (the caller builds everything), 0 or -ENOMEM. */
+static int build_ports_delta(struct rt_snapshot *s, const struct rt_snapshot *prev,
+			     const struct cfg_diff *diff)
+{
+	size_t n_gone = diff->n_removed + diff->n_changed;
+	size_t n_fresh = diff->n_added + diff->n_changed;
+	if (!prev->port_arena || prev->port_arena->depth + 1 >= ARENA_MAX_DEPTH ||
+	    n_gone + n_fresh > DELTA_MAX_APPS)
+		return 1;
+	struct rt_app *gone[DELTA_MAX_APPS], *fresh[DELTA_MAX_APPS];
+	size_t ng = 0, nf = 0;
+	for (size_t i = 0; i < diff->n_removed; i++)
+		gone[ng++] = prev->apps[diff->removed[i]];
+	for (size_t i = 0; i < diff->n_changed; i++) {
+		gone[ng++] = prev->apps[diff->changed[i].old_i];
+		fresh[nf++] = s->apps[diff->changed[i].new_i];
+	}
+	for (size_t i = 0; i < diff->n_added; i++)
+		fresh[nf++] = s->apps[diff->added[i]];
+
+	/* the ports touched, each once */
+	size_t n_touch = 0;
+	for (size_t g = 0; g < ng + nf; g++) {
+		const struct cfg_app *ca = g < ng ? gone[g]->cfg : fresh[g - ng]->cfg;
+		for (size_t r = 0; r < ca->n_ports; r++)
+			n_touch += (size_t)ca->ports[r].hi - ca->ports[r].lo + 1u;
+	}
+	if (n_touch > DELTA_MAX_PORTS)
+		return 1;
+	uint64_t *seen = calloc(65536 / 64, sizeof(*seen));
+	uint16_t *touch = malloc((n_touch ? n_touch : 1) * sizeof(*touch));
+	uint16_t *pos = malloc(65536 * sizeof(*pos));	/* read only where seen */
+	uint32_t *cnt = calloc(n_touch ? n_touch : 1, sizeof(*cnt));
+	int ret = -ENOMEM;
+	if (!seen || !touch || !pos || !cnt)
+		goto out;
+	n_touch = 0;
+	for (size_t g = 0; g < ng + nf; g++) {
+		const struct cfg_app *ca = g < ng ? gone[g]->cfg : fresh[g - ng]->cfg;
+		for (size_t r = 0; r < ca->n_ports; r++)
+			for (uint32_t p = ca->ports[r].lo; p <= ca->ports[r].hi; p++) {
+				if (seen[p / 64] & (1ull << (p % 64)))
+					continue;
+				seen[p / 64] |= 1ull << (p % 64);
+				pos[p] = (uint16_t)n_touch;
+				touch[n_touch++] = (uint16_t)p;
+			}
+	}
+	/* count: prev's rules of apps that stay, then the new versions' */
+	size_t old_rules = 0, rules = 0, blocks = 0;
+	for (size_t i = 0; i < n_touch; i++) {
+		const struct rt_port *rp = prev->ports[touch[i]];
+		if (!rp)
+			continue;
+		old_rules += rp->n;
+		for (uint32_t k = 0; k < rp->n; k++)
+			if (!app_in(rp->rules[k].app, gone, ng))
+				cnt[i]++;
+	}
+	for (size_t f = 0; f < nf; f++) {
+		const struct cfg_app *ca = fresh[f]->cfg;
+		uint32_t per = ca->n_prefixes ? (uint32_t)ca->n_prefixes : 1;
+		for (size_t r = 0; r < ca->n_ports; r++)
+			for (uint32_t p = ca->ports[r].lo; p <= ca->ports[r].hi; p++)
+				cnt[pos[p]] += per;	/* overlapping ranges: counted twice, filled once */
+	}
+	for (size_t i = 0; i < n_touch; i++)
+		if (cnt[i]) {
+			blocks++;
+			rules += cnt[i];
+		}
+	struct rt_arena *arena = arena_new(blocks * sizeof(struct rt_port) +
+					   rules * sizeof(struct rt_port_rule), prev->port_arena);
+	if (!arena)
+		goto out;
+	char *cur = (char *)arena->data;
+	for (size_t i = 0; i < n_touch; i++) {
+		uint16_t p = touch[i];
+		if (!cnt[i]) {
+			s->ports[p] = NULL;
+			continue;
+		}
+		struct rt_port *rp = (struct rt_port *)cur, *op = prev->ports[p];
+		cur += sizeof(struct rt_port) + cnt[i] * sizeof(struct rt_port_rule);
+		rp->n = 0;
+		for (uint32_t k = 0; op && k < op->n; k++)
+			if (!app_in(op->rules[k].app, gone, ng))
+				rp->rules[rp->n++] = op->rules[k];
+		s->ports[p] = rp;
+	}
+	for (size_t f = 0; f < nf; f++) {
+		struct rt_app *app = fresh[f];
+		const struct cfg_app *ca = app->cfg;
+		for (size_t r = 0; r < ca->n_ports; r++)
+			for (uint32_t p = ca->ports[r].lo; p <= ca->ports[r].hi; p++) {
+				struct rt_port *rp = s->ports[p];
+				if (rp->n && rp->rules[rp->n - 1].app == app)
+					continue;
+				if (!ca->n_prefixes)
+					rule_fill(&rp->rules[rp->n++], NULL, app);
+				for (size_t x = 0; x < ca->n_prefixes; x++)
+					rule_fill(&rp->rules[rp->n++], &ca->prefixes[x], app);
+			}
+	}
+	size_t new_rules = 0;
+	for (size_t i = 0; i < n_touch; i++) {
+		struct rt_port *rp = s->ports[touch[i]];
+		if (!rp)
+			continue;
+		if (rp->n > 1)
+			qsort(rp->rules, rp->n, sizeof(rp->rules[0]), cmp_rule_plen_desc);
+		new_rules += rp->n;
+	}
+	s->n_ports = prev->n_ports - old_rules + new_rules;
+	s->port_arena = arena;
+	ret = 0;
+out:
+	free(seen);
+	free(touch);
+	free(pos);
+	free(cnt);
+	return ret;
+}
+
 int rt_snapshot_build(struct cfg *cfg, const struct rt_snapshot *prev, const struct cfg_diff *diff,
 		      struct rt_snapshot **out)
 {
@@ -303,7 +478,16 @@ int rt_snapshot_build(struct cfg *cfg, const struct rt_snapshot *prev, const str
 			goto fail;
 		s->apps[s->n_apps++] = a;
 	}
-	if (build_ports(s) < 0)
+	int r = 1;
+	if (prev && diff) {
+		memcpy(s->ports, prev->ports, sizeof(s->ports));
+		r = build_ports_delta(s, prev, diff);
+		if (r == 1)
+			memset(s->ports, 0, sizeof(s->ports));
+	}
+	if (r == 1)
+		r = build_ports(s);
+	if (r < 0)
 		goto fail;
 	free(same);
 	free(older);

@@ -14,6 +14,7 @@
 
 struct steer_entry;
 struct foo_app_stats;
+struct rt_arena;
 
 struct rt_app_target {
 	struct target *t;		/* shared, referenced */
@@ -58,7 +59,8 @@ struct rt_snapshot {
 	struct rt_app **apps;		/* apps[i] runs cfg->apps[i] */
 	size_t n_apps;
 	size_t n_ports;			/* steering entries */
-	void *port_arena;		/* holds every struct rt_port below */
+	struct rt_arena *port_arena;	/* holds the struct rt_port objects below, with
+					 * the older arenas it builds on */
 	struct rt_port *ports[65536];
 };
 

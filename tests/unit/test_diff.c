@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 
 #include "config/config.h"
 #include "config/diff.h"
@@ -309,6 +310,118 @@ static void test_steer_delta(void **state)
 	rt_snapshot_put(s4);
 }
 
+/* Renders a config from a model: app i (when present) has the ports
+ * [lo[i], hi[i]] inside its own block, maybe port 80 too when restricted to
+ * its own 10.i.0.0/16, and one of two targets. */
+struct pt_model {
+	bool present[40], pfx[40];
+	uint16_t lo[40], hi[40];
+	int tgt[40];
+};
+
+static struct cfg *pt_load(const struct pt_model *m)
+{
+	struct sbuf b;
+	sbuf_init(&b);
+	sbuf_puts(&b, "apps:\n");
+	for (int i = 0; i < 40; i++) {
+		if (!m->present[i])
+			continue;
+		sbuf_printf(&b, "  - {name: a%d, ports: [\"%u-%u\"%s], targets: [\"h%d:1\"]", i, m->lo[i],
+			    m->hi[i], m->pfx[i] ? ", 80" : "", m->tgt[i]);
+		if (m->pfx[i])
+			sbuf_printf(&b, ", addresses: [\"10.%d.0.0/16\", \"fd00:%x::/32\"]", i, i + 1);
+		sbuf_puts(&b, "}\n");
+	}
+	sbuf_append(&b, "", 1);
+	assert_false(b.oom);
+	struct cfg *c = load(b.data);
+	sbuf_free(&b);
+	return c;
+}
+
+static void pt_randomize(struct pt_model *m, int i)
+{
+	uint16_t base = (uint16_t)(1000 + i * 20);
+	m->present[i] = rand() % 8 != 0;
+	m->lo[i] = (uint16_t)(base + rand() % 10);
+	m->hi[i] = (uint16_t)(m->lo[i] + rand() % 10);
+	m->pfx[i] = rand() % 3 == 0;
+	m->tgt[i] = rand() % 2;
+}
+
+static const char *pt_lookup(const struct rt_snapshot *s, uint16_t port, const char *ip)
+{
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+	in->sin_family = AF_INET;
+	in->sin_port = htons(port);
+	inet_pton(AF_INET, ip, &in->sin_addr);
+	const struct rt_app *a = rt_lookup(s, &ss);
+	return a ? a->cfg->name : NULL;
+}
+
+/* A snapshot built on the previous one (its port table taken over and only
+ * the ports of changed apps laid out again, arenas chained past the depth
+ * limit) equals one built from scratch: same entries, same lookups. */
+static void test_port_table_delta(void **state)
+{
+	(void)state;
+	struct pt_model m;
+	srand(4242);
+	for (int i = 0; i < 40; i++)
+		pt_randomize(&m, i);
+	struct rt_snapshot *cur;
+	assert_int_equal(rt_snapshot_build(pt_load(&m), NULL, NULL, &cur), 0);
+	for (int round = 0; round < 60; round++) {
+		int n = round % 10 == 9 ? 40 : 1 + rand() % 3;	/* now and then all at once */
+		for (int k = 0; k < n; k++)
+			pt_randomize(&m, rand() % 40);
+		struct cfg *c = pt_load(&m);
+		struct cfg_diff d;
+		struct rt_snapshot *next, *full;
+		assert_int_equal(cfg_diff(cur->cfg, c, &d), 0);
+		assert_int_equal(rt_snapshot_build(c, cur, &d, &next), 0);
+		cfg_diff_free(&d);
+		assert_int_equal(rt_snapshot_build(pt_load(&m), NULL, NULL, &full), 0);
+		struct steer_entry *e1, *e2;
+		size_t n1, n2;
+		assert_int_equal(rt_steer_entries(next, &e1, &n1), 0);
+		assert_int_equal(rt_steer_entries(full, &e2, &n2), 0);
+		assert_int_equal(n1, n2);
+		assert_int_equal(next->n_ports, full->n_ports);
+		/* app IDs differ between the two builds: compare keys, then names */
+		for (size_t i = 0; i < n1; i++)
+			e1[i].val.app_id = e2[i].val.app_id = 0;
+		qsort(e1, n1, sizeof(*e1), cmp_entry);
+		qsort(e2, n2, sizeof(*e2), cmp_entry);
+		assert_memory_equal(e1, e2, n1 * sizeof(*e1));
+		free(e1);
+		free(e2);
+		for (uint32_t p = 1; p < 65536; p++)
+			assert_true((next->ports[p] == NULL) == (full->ports[p] == NULL));
+		static const char *ips[] = { "127.0.0.1", "10.3.1.1", "10.17.0.9", "10.39.255.1" };
+		for (uint16_t p = 1000; p < 1800; p++)
+			for (int k = 0; k < 4; k++) {
+				const char *x = pt_lookup(next, p, ips[k]), *y = pt_lookup(full, p, ips[k]);
+				assert_true((x == NULL) == (y == NULL));
+				if (x)
+					assert_string_equal(x, y);
+			}
+		for (int k = 0; k < 4; k++) {
+			const char *x = pt_lookup(next, 80, ips[k]), *y = pt_lookup(full, 80, ips[k]);
+			assert_true((x == NULL) == (y == NULL));
+			if (x)
+				assert_string_equal(x, y);
+		}
+		rt_snapshot_put(full);
+		rt_snapshot_put(cur);
+		cur = next;
+	}
+	rt_snapshot_put(cur);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -320,6 +433,7 @@ int main(void)
 		cmocka_unit_test(test_empty_configs),
 		cmocka_unit_test(test_big_diff),
 		cmocka_unit_test(test_steer_delta),
+		cmocka_unit_test(test_port_table_delta),
 	};
 	return cmocka_run_group_tests_name("diff", tests, NULL, NULL);
 }
