@@ -92,17 +92,26 @@ static int cmp_u64(const void *x, const void *y)
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s BASE.yaml OTHER.yaml [ROUNDS] [--no-steer|--full-sync]\n"
+		fprintf(stderr, "usage: %s BASE.yaml OTHER.yaml [ROUNDS] [--no-steer] [--full-sync] [--gap-ms=N]\n"
 				"Loads BASE, then reloads OTHER and BASE in turn ROUNDS times (default 20),\n"
 				"printing the median time of each phase in ms. Syncs real BPF maps\n"
 				"(loaded, not attached) when run as root, unless --no-steer; with the\n"
-				"changed apps' entries only (as pandit does) unless --full-sync.\n",
+				"changed apps' entries only (as pandit does) unless --full-sync.\n"
+				"--gap-ms: pause between rounds (caches go cold as between real reloads).\n",
 			argv[0]);
 		return 2;
 	}
 	int rounds = argc > 3 && argv[3][0] != '-' ? atoi(argv[3]) : 20;
-	bool use_steer = !(argc > 3 && strcmp(argv[argc - 1], "--no-steer") == 0);
-	bool full_sync = argc > 3 && strcmp(argv[argc - 1], "--full-sync") == 0;
+	bool use_steer = true, full_sync = false;
+	unsigned gap_ms = 0;
+	for (int i = 3; i < argc; i++) {
+		if (strcmp(argv[i], "--no-steer") == 0)
+			use_steer = false;
+		else if (strcmp(argv[i], "--full-sync") == 0)
+			full_sync = true;
+		else if (strncmp(argv[i], "--gap-ms=", 9) == 0)
+			gap_ms = (unsigned)atoi(argv[i] + 9);
+	}
 	if (rounds < 1)
 		rounds = 1;
 	log_threshold = LOG_WARN;
@@ -133,6 +142,8 @@ int main(int argc, char **argv)
 	for (int r = 0; r < rounds; r++) {
 		uint64_t *tt = all + (size_t)r * P_N;
 		const char *path = argv[r % 2 ? 1 : 2];
+		if (gap_ms)
+			usleep(gap_ms * 1000u);
 		uint64_t t0 = now_ns();
 		struct cfg *nc = load(path, tt);
 		if (!nc)

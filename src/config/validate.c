@@ -159,33 +159,22 @@ int cfg_parse_prefix(const char *s, uint8_t addr[16], uint8_t *plen, const char 
  * NUL-terminated buffer and the library call: every target goes through. */
 static bool ipv4_parse(const char *s, size_t len, uint8_t out[4])
 {
-	uint8_t tmp[4] = { 0 };
-	unsigned octets = 0, cur = 0;
-	bool saw_digit = false;
-	for (size_t i = 0; i < len; i++) {
-		char ch = s[i];
-		if (ch >= '0' && ch <= '9') {
-			unsigned v = tmp[cur] * 10u + (unsigned)(ch - '0');
-			if (saw_digit && tmp[cur] == 0)
-				return false;
-			if (v > 255)
-				return false;
-			tmp[cur] = (uint8_t)v;
-			if (!saw_digit) {
-				if (++octets > 4)
-					return false;
-				saw_digit = true;
-			}
-		} else if (ch == '.' && saw_digit) {
-			if (octets == 4)
-				return false;
-			tmp[++cur] = 0;
-			saw_digit = false;
-		} else {
+	uint8_t tmp[4];
+	size_t i = 0;
+	for (int o = 0; o < 4; o++) {
+		if (o && (i >= len || s[i++] != '.'))
 			return false;
-		}
+		if (i >= len || s[i] < '0' || s[i] > '9')
+			return false;
+		unsigned v = (unsigned)(s[i++] - '0');
+		if (v == 0 && i < len && s[i] >= '0' && s[i] <= '9')
+			return false;	/* a leading zero */
+		for (; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+			if ((v = v * 10 + (unsigned)(s[i] - '0')) > 255)
+				return false;
+		tmp[o] = (uint8_t)v;
 	}
-	if (octets < 4)
+	if (i != len)
 		return false;
 	memcpy(out, tmp, 4);
 	return true;
@@ -632,7 +621,9 @@ static int get_seconds(struct vctx *c, uint32_t i, const char *what, uint32_t mi
 struct keydef {
 	const char *name;
 	const char *alias;	/* the Fly.io challenge's capitalised spelling */
+	size_t len;		/* of name */
 };
+#define KEY(n, a) { n, a, sizeof(n) - 1 }
 
 /* The kl bytes of ks are exactly name (ks may hold a NUL byte; name is
  * read no further than its end). */
@@ -661,7 +652,8 @@ static void map_fields(struct vctx *c, uint32_t m, const struct keydef *keys, si
 			size_t idx, kl = N(c, k)->len;
 			/* the key's first byte decides cheaply before comparing */
 			for (idx = 0; idx < n_keys; idx++)
-				if ((ks[0] == keys[idx].name[0] && key_is(ks, kl, keys[idx].name)) ||
+				if ((kl == keys[idx].len && ks[0] == keys[idx].name[0] &&
+				     memcmp(ks, keys[idx].name, kl) == 0) ||
 				    (keys[idx].alias && ks[0] == keys[idx].alias[0] &&
 				     key_is(ks, kl, keys[idx].alias)))
 					break;
@@ -766,9 +758,9 @@ static void parse_user(struct vctx *c, uint32_t i)
 
 enum { HC_INTERVAL, HC_TIMEOUT, HC_RISE, HC_FALL, HC_BMIN, HC_BMAX, HC_N };
 static const struct keydef hc_keys[HC_N] = {
-	[HC_INTERVAL] = { "interval", NULL }, [HC_TIMEOUT] = { "timeout", NULL },
-	[HC_RISE] = { "rise", NULL },	      [HC_FALL] = { "fall", NULL },
-	[HC_BMIN] = { "backoff_min", NULL },  [HC_BMAX] = { "backoff_max", NULL },
+	[HC_INTERVAL] = KEY("interval", NULL), [HC_TIMEOUT] = KEY("timeout", NULL),
+	[HC_RISE] = KEY("rise", NULL),	      [HC_FALL] = KEY("fall", NULL),
+	[HC_BMIN] = KEY("backoff_min", NULL),  [HC_BMAX] = KEY("backoff_max", NULL),
 };
 
 static void parse_health(struct vctx *c, uint32_t i)
@@ -808,24 +800,24 @@ enum {
 	A_MAXCONN, A_KEEPALIVE, A_HEALTH, A_PROTO, A_FOO, A_N
 };
 static const struct keydef app_keys[A_N] = {
-	[A_NAME] = { "name", "Name" },
-	[A_PORTS] = { "ports", "Ports" },
-	[A_ADDRS] = { "addresses", NULL },
-	[A_TARGETS] = { "targets", "Targets" },
-	[A_BALANCE] = { "balance", NULL },
-	[A_CTIMEOUT] = { "connect_timeout", NULL },
-	[A_ITIMEOUT] = { "idle_timeout", NULL },
-	[A_ATTEMPTS] = { "connect_attempts", NULL },
-	[A_MAXCONN] = { "max_connections", NULL },
-	[A_KEEPALIVE] = { "keepalive", NULL },
-	[A_HEALTH] = { "health_check", NULL },
-	[A_PROTO] = { "protocol", NULL },
-	[A_FOO] = { "foo", NULL },
+	[A_NAME] = KEY("name", "Name"),
+	[A_PORTS] = KEY("ports", "Ports"),
+	[A_ADDRS] = KEY("addresses", NULL),
+	[A_TARGETS] = KEY("targets", "Targets"),
+	[A_BALANCE] = KEY("balance", NULL),
+	[A_CTIMEOUT] = KEY("connect_timeout", NULL),
+	[A_ITIMEOUT] = KEY("idle_timeout", NULL),
+	[A_ATTEMPTS] = KEY("connect_attempts", NULL),
+	[A_MAXCONN] = KEY("max_connections", NULL),
+	[A_KEEPALIVE] = KEY("keepalive", NULL),
+	[A_HEALTH] = KEY("health_check", NULL),
+	[A_PROTO] = KEY("protocol", NULL),
+	[A_FOO] = KEY("foo", NULL),
 };
 
 enum { K_IDLE, K_INTERVAL, K_COUNT, K_N };
 static const struct keydef ka_keys[K_N] = {
-	[K_IDLE] = { "idle", NULL }, [K_INTERVAL] = { "interval", NULL }, [K_COUNT] = { "count", NULL },
+	[K_IDLE] = KEY("idle", NULL), [K_INTERVAL] = KEY("interval", NULL), [K_COUNT] = KEY("count", NULL),
 };
 
 /* Calls fn for each item of a list, or once for a lone scalar. */
@@ -985,7 +977,7 @@ static void parse_keepalive(struct vctx *c, uint32_t i, struct cfg_app *a, const
 
 enum { F_POLICY, F_MAXLINE, F_N };
 static const struct keydef foo_keys[F_N] = {
-	[F_POLICY] = { "policy", NULL }, [F_MAXLINE] = { "max_line", NULL },
+	[F_POLICY] = KEY("policy", NULL), [F_MAXLINE] = KEY("max_line", NULL),
 };
 
 static void parse_foo(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
@@ -1461,10 +1453,12 @@ static int check_loops(struct vctx *c, const struct cfg *cfg)
 {
 	uint32_t *any = calloc(65536, sizeof(*any));	/* app index + 1 steering the port everywhere */
 	size_t *pre = malloc((cfg->n_apps ? cfg->n_apps : 1) * sizeof(*pre));
+	uint8_t *pre_port = calloc(65536 / 8, 1);	/* ports of apps in pre */
 	size_t n_pre = 0;
-	if (!any || !pre) {
+	if (!any || !pre || !pre_port) {
 		free(any);
 		free(pre);
+		free(pre_port);
 		c->oom = true;
 		return -ENOMEM;
 	}
@@ -1472,6 +1466,9 @@ static int check_loops(struct vctx *c, const struct cfg *cfg)
 		const struct cfg_app *a = &cfg->apps[i];
 		if (a->n_prefixes) {
 			pre[n_pre++] = i;
+			for (size_t r = 0; r < a->n_ports; r++)
+				for (uint32_t p = a->ports[r].lo; p <= a->ports[r].hi; p++)
+					pre_port[p / 8] |= (uint8_t)(1u << (p % 8));
 			continue;
 		}
 		for (size_t r = 0; r < a->n_ports; r++)
@@ -1482,8 +1479,11 @@ static int check_loops(struct vctx *c, const struct cfg *cfg)
 		const struct cfg_app *a = &cfg->apps[i];
 		for (size_t t = 0; t < a->n_targets; t++) {
 			uint8_t addrs[2][16];
-			int na = target_local_addrs(a->targets[t].host, addrs);
 			uint16_t port = a->targets[t].port;
+			/* a port nothing steers cannot loop: skip reading the host */
+			if (!any[port] && !(pre_port[port / 8] & (1u << (port % 8))))
+				continue;
+			int na = target_local_addrs(a->targets[t].host, addrs);
 			const struct cfg_app *owner = na && any[port] ? &cfg->apps[any[port] - 1] : NULL;
 			for (size_t k = 0; na && !owner && k < n_pre; k++) {
 				const struct cfg_app *b = &cfg->apps[pre[k]];
@@ -1505,6 +1505,7 @@ static int check_loops(struct vctx *c, const struct cfg *cfg)
 	}
 	free(any);
 	free(pre);
+	free(pre_port);
 	return 0;
 }
 
@@ -1514,15 +1515,15 @@ enum {
 	G_ADMIN, G_USER, G_WORKERS, G_BUFSIZE, G_SPLICE, G_LOGLEVEL, G_RESOLVE, G_HEALTH, G_APPS, G_N
 };
 static const struct keydef top_keys[G_N] = {
-	[G_ADMIN] = { "admin", NULL },
-	[G_USER] = { "user", NULL },
-	[G_WORKERS] = { "workers", NULL },
-	[G_BUFSIZE] = { "buffer_size", NULL },
-	[G_SPLICE] = { "splice", NULL },
-	[G_LOGLEVEL] = { "log_level", NULL },
-	[G_RESOLVE] = { "resolve_interval", NULL },
-	[G_HEALTH] = { "health_check", NULL },
-	[G_APPS] = { "apps", "Apps" },
+	[G_ADMIN] = KEY("admin", NULL),
+	[G_USER] = KEY("user", NULL),
+	[G_WORKERS] = KEY("workers", NULL),
+	[G_BUFSIZE] = KEY("buffer_size", NULL),
+	[G_SPLICE] = KEY("splice", NULL),
+	[G_LOGLEVEL] = KEY("log_level", NULL),
+	[G_RESOLVE] = KEY("resolve_interval", NULL),
+	[G_HEALTH] = KEY("health_check", NULL),
+	[G_APPS] = KEY("apps", "Apps"),
 };
 
 struct err_pos {
