@@ -259,8 +259,12 @@ static int split_hostport(const char *s, size_t *hoff, size_t *hlen_out, uint16_
 		h = s;
 		hlen = (size_t)(colon - s);
 		ps = colon + 1;
-		/* one pass over the host: every target goes through here */
+		/* a well-formed IPv4 address (digits and dots only) needs no
+		 * more checks; everything else gets one pass over the host */
+		uint8_t a4[4];
 		bool numeric = true, other_colon = false, bracket = false;
+		if (hlen && ipv4_parse(h, hlen, a4))
+			goto port;
 		for (size_t i = 0; i < hlen; i++) {
 			char ch = h[i];
 			if ((ch >= '0' && ch <= '9') || ch == '.')
@@ -294,6 +298,7 @@ static int split_hostport(const char *s, size_t *hoff, size_t *hlen_out, uint16_
 			return -EINVAL;
 		}
 	}
+port:
 	if (!*ps) {
 		*why = "missing port (expected host:port)";
 		return -EINVAL;
@@ -729,7 +734,18 @@ static int parse_admin(struct vctx *c, uint32_t i)
 
 static bool has_ctl(const char *s, size_t len)
 {
-	for (size_t i = 0; i < len; i++)
+	/* 8 bytes at a time: some byte < 0x20, or equal to 0x7f (exact tests:
+	 * a byte >= 0x80 never counts as below 0x20) */
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	size_t i = 0;
+	for (; i + 8 <= len; i += 8) {
+		uint64_t x, d;
+		memcpy(&x, s + i, 8);
+		d = x ^ (0x7f * ones);
+		if ((((x - 0x20 * ones) & ~x) | ((d - ones) & ~d)) & highs)
+			return true;
+	}
+	for (; i < len; i++)
 		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
 			return true;
 	return false;
@@ -1649,7 +1665,8 @@ static int from_tree(struct vctx *c)
 		while (cap < n * 2)
 			cap *= 2;
 		struct name_tab names = { calloc(cap, sizeof(uint32_t)), cap - 1 };
-		cfg->apps = calloc(n, sizeof(*cfg->apps));
+		/* each app is initialised by parse_app (cfg_app_defaults) */
+		cfg->apps = malloc(n * sizeof(*cfg->apps));
 		if (!cfg->apps || !names.slot) {
 			free(names.slot);
 			return -ENOMEM;

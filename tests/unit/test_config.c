@@ -642,6 +642,15 @@ static void test_err_names(void **state)
 	expect_error("apps:\n  - name: \"\"\n    ports: 1\n" APP_TAIL, "2:11", "app #1: empty name", NULL, NULL);
 	expect_error("apps:\n  - name: \"a\\tb\"\n    ports: 1\n" APP_TAIL, "2:11", "control characters", NULL, NULL);
 	expect_error("apps:\n  - name: \"a\\0b\"\n    ports: 1\n" APP_TAIL, "2:11", "control characters", NULL, NULL);
+	/* the check reads 8 bytes at a time: control bytes and DEL anywhere in
+	 * a word or in the tail, high bytes (UTF-8) allowed */
+	expect_error("apps:\n  - name: \"abcdefghijk\\tmnop\"\n    ports: 1\n" APP_TAIL, "2:11", "control characters", NULL, NULL);
+	expect_error("apps:\n  - name: \"abcdefgh\\x1f\"\n    ports: 1\n" APP_TAIL, "2:11", "control characters", NULL, NULL);
+	expect_error("apps:\n  - name: \"abcdefg\\x7fijklmnopq\"\n    ports: 1\n" APP_TAIL, "2:11", "control characters", NULL, NULL);
+	expect_error("apps:\n  - name: abc\n    ports: 1\n    targets: [\"host-name-12345\\x01.example:80\"]\n",
+		     "4:15", "control characters", NULL, NULL);
+	cfg_free(load_ok("apps:\n  - name: \"caf\u00e9-\u00fcn\u00efcode-\u00e4pp-\u00f1ame\"\n    ports: 1\n" APP_TAIL));
+	cfg_free(load_ok("apps:\n  - name: \"abcdefgh ~!@#$%^&*()_+{}|:<>?abcdefgh\"\n    ports: 1\n" APP_TAIL));
 	expect_error("apps:\n  - name: web\n    ports: 1\n" APP_TAIL "  - name: web\n    ports: 2\n" APP_TAIL,
 		     "5:11", "duplicate app name 'web'", "line 2 column 5", NULL);
 	/* names are compared exactly */
