@@ -194,6 +194,13 @@ def main():
     if S.get("pandit-busypoll") and S.get("haproxy-busypoll"):
         aims_pair(w, S["pandit-busypoll"], S["haproxy-busypoll"], d, " (both with busy polling)")
     pr = rl.get("pandit") or {}
+    xc = S.get("direct-xcpu")
+    if d and xc and S.get("haproxy"):
+        one = xc["p50"] - d["p50"]
+        w(f"| (context) what crossing CPUs alone costs | direct with the servers on CPU 1: +{one:.1f} us p50 for a "
+          f"round trip that crosses CPUs twice; a proxied round trip crosses four times, so about "
+          f"+{2 * one:.1f} us of any proxy's added p50 here comes from the pinning, against "
+          f"{(S['haproxy']['p50'] - d['p50']) / 2:.1f} us allowed by the aim | - |")
     if pr.get("reload_ms_max") is not None:
         med, mx = pr["reload_ms_median"], pr["reload_ms_max"]
         met = "yes" if mx < 20 else "median yes, max no" if med < 20 else "no"
