@@ -498,6 +498,7 @@ int cfg_quick(const char *listen, const char *forward, struct cfg **out, struct 
 		return -ENOMEM;
 	}
 	cfg->n_apps = 1;
+	cfg->names_unique = true;
 	a = &cfg->apps[0];
 	cfg_app_defaults(a);
 	if (!(a->name = strdup("quick")) || !(a->ports = calloc(1, sizeof(*a->ports))) ||

@@ -105,6 +105,9 @@ struct cfg {
 	 * a few big chunks and freed with the cfg at once; apps copied out
 	 * with cfg_app_dup own their memory as usual. */
 	struct cfg_pool *pool;
+	/* Set by the loader and cfg_quick: app names are known to be unique
+	 * (cfg_diff may then pair apps by position before hashing). */
+	bool names_unique;
 };
 
 /* Defaults, also documented in docs/CONFIG.md. */

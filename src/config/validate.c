@@ -1690,5 +1690,8 @@ static int from_tree(struct vctx *c)
 	}
 	if (c->oom)
 		return -ENOMEM;
-	return c->n_err ? -EINVAL : 0;
+	if (c->n_err)
+		return -EINVAL;
+	cfg->names_unique = true;	/* duplicates are errors */
+	return 0;
 }

@@ -218,6 +218,62 @@ static void test_big_diff(void **state)
 	sbuf_free(&b);
 }
 
+/* Pairing by position (validated configs, unique names) gives the same diff
+ * as by name alone: inserted, removed, moved and swapped apps. */
+static void test_positional_same_as_hashed(void **state)
+{
+	(void)state;
+	static const char *cfgs[] = {
+		"apps:\n" APP("a", "1", "h:1") APP("b", "2", "h:2") APP("c", "3", "h:3") APP("d", "4", "h:4"),
+		"apps:\n" APP("a", "1", "h:1") APP("x", "9", "h:9") APP("b", "2", "h:2") APP("c", "3", "h:3") APP("d", "4", "h:4"),
+		"apps:\n" APP("a", "1", "h:1") APP("c", "3", "h:3") APP("d", "4", "h:5"),
+		"apps:\n" APP("b", "2", "h:2") APP("a", "1", "h:1") APP("c", "3", "h:3") APP("d", "4", "h:4"),
+		"apps:\n" APP("d", "4", "h:4") APP("c", "30", "h:3") APP("b", "2", "h:2") APP("a", "1", "h:1") APP("e", "5", "h:5"),
+		"apps:\n" APP("a", "1", "h:1"),
+	};
+	size_t n = sizeof(cfgs) / sizeof(cfgs[0]);
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < n; k++) {
+			struct cfg *o = load(cfgs[i]), *nw = load(cfgs[k]);
+			struct cfg_diff d1, d2;
+			assert_true(o->names_unique && nw->names_unique);
+			assert_int_equal(cfg_diff(o, nw, &d1), 0);
+			o->names_unique = nw->names_unique = false;
+			assert_int_equal(cfg_diff(o, nw, &d2), 0);
+			assert_int_equal(d1.n_added, d2.n_added);
+			assert_int_equal(d1.n_removed, d2.n_removed);
+			assert_int_equal(d1.n_changed, d2.n_changed);
+			assert_int_equal(d1.n_unchanged, d2.n_unchanged);
+			assert_int_equal(d1.n_added + d1.n_changed + d1.n_unchanged, nw->n_apps);
+			assert_int_equal(d1.n_removed + d1.n_changed + d1.n_unchanged, o->n_apps);
+			if (d1.n_added)
+				assert_memory_equal(d1.added, d2.added, d1.n_added * sizeof(*d1.added));
+			if (d1.n_removed)
+				assert_memory_equal(d1.removed, d2.removed, d1.n_removed * sizeof(*d1.removed));
+			if (d1.n_changed)
+				assert_memory_equal(d1.changed, d2.changed, d1.n_changed * sizeof(*d1.changed));
+			if (d1.n_unchanged)
+				assert_memory_equal(d1.unchanged, d2.unchanged,
+						    d1.n_unchanged * sizeof(*d1.unchanged));
+			cfg_diff_free(&d1);
+			cfg_diff_free(&d2);
+			cfg_free(o);
+			cfg_free(nw);
+		}
+	/* the second config against the first: x added, the rest paired */
+	struct cfg *o = load(cfgs[0]), *nw = load(cfgs[1]);
+	struct cfg_diff d;
+	assert_int_equal(cfg_diff(o, nw, &d), 0);
+	assert_int_equal(d.n_added, 1);
+	assert_int_equal(d.added[0], 1);
+	assert_int_equal(d.n_unchanged, 4);
+	assert_int_equal(d.unchanged[1].old_i, 1);
+	assert_int_equal(d.unchanged[1].new_i, 2);
+	cfg_diff_free(&d);
+	cfg_free(o);
+	cfg_free(nw);
+}
+
 /* --- steering deltas (rt_steer_delta) ------------------------------------------ */
 
 static int cmp_entry(const void *x, const void *y)
@@ -432,6 +488,7 @@ int main(void)
 		cmocka_unit_test(test_every_field_is_a_change),
 		cmocka_unit_test(test_empty_configs),
 		cmocka_unit_test(test_big_diff),
+		cmocka_unit_test(test_positional_same_as_hashed),
 		cmocka_unit_test(test_steer_delta),
 		cmocka_unit_test(test_port_table_delta),
 	};
