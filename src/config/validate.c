@@ -738,12 +738,18 @@ static bool has_ctl(const char *s, size_t len)
 	 * a byte >= 0x80 never counts as below 0x20) */
 	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
 	size_t i = 0;
+	uint64_t x, d;
 	for (; i + 8 <= len; i += 8) {
-		uint64_t x, d;
 		memcpy(&x, s + i, 8);
 		d = x ^ (0x7f * ones);
 		if ((((x - 0x20 * ones) & ~x) | ((d - ones) & ~d)) & highs)
 			return true;
+	}
+	if (i < len && len >= 8) {
+		/* the tail as the last 8 bytes (overlapping what was checked) */
+		memcpy(&x, s + len - 8, 8);
+		d = x ^ (0x7f * ones);
+		return ((((x - 0x20 * ones) & ~x) | ((d - ones) & ~d)) & highs) != 0;
 	}
 	for (; i < len; i++)
 		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
