@@ -69,6 +69,43 @@ static void attach(struct ytree *t, const uint32_t *stack, size_t depth, uint32_
 	p->len++;
 }
 
+/* Appends a scalar node (text s, len bytes) under the container on top of
+ * the stack: the hot path of both fast readers. With room on both sides
+ * (s + 16 within the input, which ends at src_end), a short scalar is
+ * copied as 16 bytes, a fixed-size copy instead of a call; the bytes past
+ * its end land in free space that the next scalar overwrites. Returns 0,
+ * -ENOMEM or -E2BIG. */
+static inline int scalar_add(struct ytree *t, const uint32_t *stack, size_t depth, const char *s,
+			     size_t len, bool plain, uint32_t line, uint32_t col, const char *src_end)
+{
+	if (t->n < t->cap && t->n < CFG_MAX_NODES && t->slen + len + 16 <= t->scap) {
+		uint32_t idx = (uint32_t)t->n++;
+		char *d = t->strs + t->slen;
+		if (len < 16 && (size_t)(src_end - s) >= 16)
+			memcpy(d, s, 16);
+		else
+			memcpy(d, s, len);
+		d[len] = '\0';
+		t->nodes[idx] = (struct ynode){ .type = Y_SCALAR, .plain = plain, .line = line, .col = col,
+						.len = (uint32_t)len, .first = (uint32_t)t->slen };
+		t->slen += len + 1;
+		attach(t, stack, depth, idx);
+		return 0;
+	}
+	long idx = node_new(t, Y_SCALAR, line, col);
+	if (idx < 0)
+		return (int)idx;	/* -ENOMEM or -E2BIG */
+	long off = str_add(t, s, len);
+	if (off < 0)
+		return -ENOMEM;
+	struct ynode *n = &t->nodes[idx];
+	n->first = (uint32_t)off;
+	n->len = (uint32_t)len;
+	n->plain = plain;
+	attach(t, stack, depth, (uint32_t)idx);
+	return 0;
+}
+
 /* --- libyaml reader -------------------------------------------------------- */
 
 /* Line and column (1-based) of a byte offset, for libyaml reader errors
@@ -268,7 +305,7 @@ static const uint8_t q_stop[256] = {
 
 struct jrd {
 	struct ytree *t;
-	const char *p, *end;
+	const char *start, *p, *end;
 	uint32_t line;
 	const char *line_start;
 	uint32_t stack[CFG_MAX_DEPTH];
@@ -309,18 +346,9 @@ static uint32_t j_col(const struct jrd *j)
 static int j_scalar(struct jrd *j, const char *s, size_t len, bool plain, uint32_t line,
 		    uint32_t col)
 {
-	long idx = node_new(j->t, Y_SCALAR, line, col);
-	if (idx < 0)
-		return (int)idx;	/* -ENOMEM or -E2BIG */
-	long off = str_add(j->t, s, len);
-	if (off < 0)
-		return -ENOMEM;
-	struct ynode *n = &j->t->nodes[idx];
-	n->first = (uint32_t)off;
-	n->len = (uint32_t)len;
-	n->plain = plain;
-	attach(j->t, j->stack, j->depth, (uint32_t)idx);
-	return 0;
+	/* s is in the input or in the unescaping buffer */
+	const char *src_end = s >= j->start && s < j->end ? j->end : s + len;
+	return scalar_add(j->t, j->stack, j->depth, s, len, plain, line, col, src_end);
 }
 
 static int j_string(struct jrd *j)
@@ -536,7 +564,7 @@ static int reserve(struct ytree *t, size_t len)
 
 int ytree_parse_json(struct ytree *t, const char *buf, size_t len)
 {
-	struct jrd j = { .t = t, .p = buf, .end = buf + len, .line = 1, .line_start = buf };
+	struct jrd j = { .t = t, .start = buf, .p = buf, .end = buf + len, .line = 1, .line_start = buf };
 	j_ws(&j);
 	int r = J_GIVE_UP;
 	if (j.p < j.end && *j.p == '{') {
@@ -655,18 +683,7 @@ static int b_push(struct brd *b, uint8_t type)
 
 static int b_scalar(struct brd *b, const char *s, size_t len, bool plain, uint32_t col)
 {
-	long idx = node_new(b->t, Y_SCALAR, b->line, col);
-	if (idx < 0)
-		return (int)idx;	/* -ENOMEM or -E2BIG */
-	long off = str_add(b->t, s, len);
-	if (off < 0)
-		return -ENOMEM;
-	struct ynode *n = &b->t->nodes[idx];
-	n->first = (uint32_t)off;
-	n->len = (uint32_t)len;
-	n->plain = plain;
-	attach(b->t, b->stack, b->depth, (uint32_t)idx);
-	return 0;
+	return scalar_add(b->t, b->stack, b->depth, s, len, plain, b->line, col, b->end);
 }
 
 /* Byte classes of the subset, one table lookup per byte (hot loops). */
