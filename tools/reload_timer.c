@@ -1,4 +1,4 @@
-/* reload_timer.c - times the phases of a config reload (read, parse, validate, diff, build, entries, sync, free) like control_reload does them. */
+/* reload_timer.c - times the phases of a config reload (read, parse, validate, diff, build, steering, free) like control_reload does them; writes the bench reload configs. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -85,6 +85,45 @@ static struct cfg *load(const char *path, uint64_t *t)
 	return cfg;
 }
 
+/* Writes the benchmark's reload configs (bench/l4bench.py reload_apps and
+ * pandit_yaml): n apps of 4 consecutive ports from 10000, two loopback
+ * targets each among 127.0.0.1:5001-5004, no health checks; the app n/3
+ * gets `extra` more ports from 50000. YAML as the bench writes it, and the
+ * same as indented JSON. */
+static int gen_one(const char *dir, unsigned n, unsigned extra, bool json)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/a%u.%s", dir, extra, json ? "json" : "yaml");
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		fprintf(stderr, "%s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	static const unsigned be[4] = { 5001, 5002, 5003, 5004 };
+	if (json)
+		fprintf(f, "{\n \"workers\": 1,\n \"user\": \"nobody\",\n \"admin\": \"127.0.0.1:9900\",\n \"apps\": [");
+	else
+		fprintf(f, "workers: 1\nuser: nobody\nadmin: \"127.0.0.1:9900\"\napps:\n");
+	for (unsigned i = 0; i < n; i++) {
+		unsigned p = 10000 + 4 * i, np = 4 + (i == n / 3 ? extra : 0);
+		if (json)
+			fprintf(f, "%s\n  {\"name\": \"app%u\", \"ports\": [", i ? "," : "", i);
+		else
+			fprintf(f, "  - name: app%u\n    ports: [", i);
+		for (unsigned k = 0; k < np; k++)
+			fprintf(f, "%s%u", k ? ", " : "", k < 4 ? p + k : 50000 + k - 4);
+		if (json)
+			fprintf(f, "], \"targets\": [\"127.0.0.1:%u\", \"127.0.0.1:%u\"], \"health_check\": false}",
+				be[i % 4], be[(i + 1) % 4]);
+		else
+			fprintf(f, "]\n    targets: [\"127.0.0.1:%u\", \"127.0.0.1:%u\"]\n    health_check: false\n",
+				be[i % 4], be[(i + 1) % 4]);
+	}
+	if (json)
+		fprintf(f, "\n ]\n}\n");
+	return fclose(f) == 0 ? 0 : -1;
+}
+
 static int cmp_u64(const void *x, const void *y)
 {
 	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
@@ -93,15 +132,25 @@ static int cmp_u64(const void *x, const void *y)
 
 int main(int argc, char **argv)
 {
+	if (argc >= 3 && strcmp(argv[1], "--gen") == 0) {
+		unsigned n = argc > 3 ? (unsigned)atoi(argv[3]) : 10000;
+		for (unsigned extra = 0; extra < 3; extra++)
+			if (gen_one(argv[2], n, extra, false) < 0 || gen_one(argv[2], n, extra, true) < 0)
+				return 1;
+		printf("%s/a{0,1,2}.{yaml,json}: %u apps, app %u with 0, 1, 2 extra ports\n", argv[2], n,
+		       n / 3);
+		return 0;
+	}
 	if (argc < 3) {
 		fprintf(stderr, "usage: %s BASE.yaml OTHER.yaml [ROUNDS] [--no-steer] [--full-sync] [--gap-ms=N] [--cpu]\n"
+				"       %s --gen DIR [APPS]   (writes the bench's reload configs, default 10000 apps)\n"
 				"Loads BASE, then reloads OTHER and BASE in turn ROUNDS times (default 20),\n"
 				"printing the median time of each phase in ms. Syncs real BPF maps\n"
 				"(loaded, not attached) when run as root, unless --no-steer; with the\n"
 				"changed apps' entries only (as pandit does) unless --full-sync.\n"
 				"--gap-ms: pause between rounds (caches go cold as between real reloads).\n"
 				"--cpu: the thread's CPU time instead of the wall clock (steadier on a busy machine).\n",
-			argv[0]);
+			argv[0], argv[0]);
 		return 2;
 	}
 	int rounds = argc > 3 && argv[3][0] != '-' ? atoi(argv[3]) : 20;
