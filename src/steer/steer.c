@@ -733,7 +733,8 @@ int steer_apply(struct steer *s, const struct steer_entry *add, size_t na,
 		s->di[nd++] = (uint32_t)i;
 	}
 	/* mirror order for the deletions (and mirror_remove below) */
-	qsort(s->di, nd, sizeof(*s->di), cmp_u32);
+	if (nd)	/* s->di may still be NULL when nothing was ever deleted */
+		qsort(s->di, nd, sizeof(*s->di), cmp_u32);
 	for (size_t k = 0; k < nd; k++)
 		s->dk[k] = s->m[s->di[k]].e.key;
 
