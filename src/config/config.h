@@ -15,10 +15,12 @@ struct cfg_mark {
 	uint32_t col;
 };
 
+/* LB_LEAST_CONN: fewest open connections; for http apps, fewest requests
+ * in flight (written least_request in configs, least_conn accepted too). */
 enum lb_policy { LB_ROUND_ROBIN = 0, LB_RANDOM, LB_LEAST_CONN };
 
 /* What an app's connections carry: plain bytes, or a protocol pandit parses. */
-enum app_protocol { PROTO_TCP = 0, PROTO_FOO };
+enum app_protocol { PROTO_TCP = 0, PROTO_FOO, PROTO_HTTP };
 
 /* The Foo line protocol (REQ/ACK/NAK): how a connection that breaks it is
  * treated. strict: closed and counted; lenient: relayed on, no longer
@@ -26,6 +28,48 @@ enum app_protocol { PROTO_TCP = 0, PROTO_FOO };
 struct cfg_foo {
 	bool strict;
 	uint32_t max_line;	/* bytes before '\n'; a longer line breaks the protocol */
+};
+
+/* HTTP/1.1 reverse proxy (protocol http). */
+
+/* A named group of targets requests are balanced over. Its targets are the
+ * app's targets[target_first .. target_first + n_targets): an http app's
+ * targets array is the concatenation of its clusters' targets, cluster 0
+ * being "default", the app-level `targets` list (possibly empty). */
+struct cfg_http_cluster {
+	char *name;
+	uint32_t target_first, n_targets;
+	enum lb_policy policy;
+	struct cfg_mark mark;
+};
+
+/* A route: requests whose host matches and whose path starts with path go
+ * to cluster. Routes are tried in the order written; the first match wins. */
+struct cfg_http_route {
+	char *host;		/* NULL: any host. Lower case, no port. "*.example.com"
+				 * matches any name ending in ".example.com" */
+	char *path;		/* path prefix, starts with '/'; "/" matches everything */
+	uint32_t cluster;	/* index into cfg_http.clusters */
+	struct cfg_mark mark;
+};
+
+enum http_log_format { HTTP_LOG_NONE = 0, HTTP_LOG_JSON, HTTP_LOG_COMBINED };
+
+struct cfg_http {
+	struct cfg_http_cluster *clusters;	/* [0] is "default"; n_clusters >= 1 */
+	uint32_t n_clusters;
+	struct cfg_http_route *routes;		/* none: every request to cluster 0 */
+	uint32_t n_routes;
+	uint32_t header_timeout_ms;	/* whole request head must arrive within (408) */
+	uint32_t response_timeout_ms;	/* upstream response head within, after the request (504) */
+	uint32_t client_idle_ms;	/* idle keep-alive client connection closed after */
+	uint32_t upstream_idle_ms;	/* pooled idle upstream connection closed after */
+	uint32_t max_idle_upstream;	/* pooled idle connections per target per worker */
+	uint32_t max_header_bytes;	/* request head bytes (431) */
+	uint32_t max_headers;		/* request header fields (431) */
+	bool forwarded;			/* add Forwarded, X-Forwarded-For, Via */
+	enum http_log_format log_format;
+	char *access_log;		/* file path, "-" for stdout; NULL with HTTP_LOG_NONE */
 };
 
 /* An inclusive port range; a single port has lo == hi. */
@@ -82,6 +126,7 @@ struct cfg_app {
 	bool health_check;		/* active checks of this app's targets, default true */
 	enum app_protocol protocol;
 	struct cfg_foo foo;		/* protocol foo */
+	struct cfg_http http;		/* protocol http */
 	struct cfg_mark mark;
 };
 
@@ -129,6 +174,17 @@ struct cfg {
 #define CFG_DEFAULT_RESOLVE_INTERVAL_MS	30000u
 #define CFG_DEFAULT_FOO_MAX_LINE	4096u
 #define CFG_MAX_FOO_MAX_LINE		(1u << 20)
+#define CFG_DEFAULT_HTTP_HEADER_TIMEOUT_MS	10000u
+#define CFG_DEFAULT_HTTP_RESPONSE_TIMEOUT_MS	30000u
+#define CFG_DEFAULT_HTTP_CLIENT_IDLE_MS		60000u
+#define CFG_DEFAULT_HTTP_UPSTREAM_IDLE_MS	30000u
+#define CFG_DEFAULT_HTTP_MAX_IDLE_UPSTREAM	64u
+#define CFG_DEFAULT_HTTP_MAX_HEADER_BYTES	32768u
+#define CFG_DEFAULT_HTTP_MAX_HEADERS		100u
+#define CFG_MAX_HTTP_HEADER_BYTES		(1u << 20)
+#define CFG_MAX_HTTP_HEADERS			1000u
+#define CFG_MAX_HTTP_CLUSTERS			256u
+#define CFG_MAX_HTTP_ROUTES			4096u
 #define CFG_MAX_APPS			100000u
 #define CFG_MAX_TARGETS_PER_APP		1024u
 #define CFG_MAX_NAME_LEN		128u
@@ -153,7 +209,7 @@ void cfg_errors_free(struct cfg_errors *errs);
 void cfg_errors_add(struct cfg_errors *errs, const char *file, struct cfg_mark mark,
 		    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
-/* "tcp", "foo"; and back (0 or -EINVAL). */
+/* "tcp", "foo", "http"; and back (0 or -EINVAL). */
 const char *cfg_protocol_name(enum app_protocol p);
 int cfg_protocol_parse(const char *s, enum app_protocol *out);
 
