@@ -6,9 +6,9 @@ PKGS=(
 	# build: compiler, BPF toolchain (clang -target bpf, bpftool gen skeleton), libraries
 	gcc make clang llvm libbpf-dev bpftool libyaml-dev libcap-dev libelf-dev zlib1g-dev pkg-config
 	# tests: cmocka, clang's sanitizer and libFuzzer runtimes, pytest (run by /usr/bin/python3), netns tools
-	libcmocka-dev libclang-rt-14-dev libfuzzer-14-dev python3 python3-pytest iproute2 procps curl netcat-openbsd
+	libcmocka-dev libclang-rt-14-dev libfuzzer-14-dev python3 python3-pytest python3-websockets iproute2 procps curl netcat-openbsd
 	# benchmark: the proxies pandit is compared with, load generators, the chart
-	haproxy nginx-light libnginx-mod-stream iperf3 sockperf gnuplot-nox
+	haproxy nginx-light libnginx-mod-stream iperf3 sockperf gnuplot-nox wrk nghttp2-client
 )
 
 missing=()
