@@ -14,6 +14,8 @@
 
 struct steer_entry;
 struct foo_app_stats;
+struct http_app_stats;
+struct http_log_sink;
 struct rt_arena;
 
 struct rt_app_target {
@@ -35,6 +37,9 @@ struct rt_app {
 	_Atomic uint32_t active;	/* open connections (max_connections) */
 	struct conn_stats *stats;	/* per app, carried across reloads */
 	struct foo_app_stats *foo;	/* protocol foo: message counters, carried across reloads */
+	struct http_app_stats *http;	/* protocol http: route counters, carried across reloads */
+	struct http_log_sink *http_log;	/* protocol http: the access log, NULL when off */
+	_Atomic uint32_t *cluster_rr;	/* protocol http: a round robin cursor per cluster */
 };
 
 /* One rule of a port: an address prefix (plen over the 128-bit form, 0 for
