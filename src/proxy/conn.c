@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "proto/foo_stats.h"
+#include "proto/proto.h"
 #include "proxy/worker.h"
 #include "stats/stats.h"
 
@@ -56,33 +56,29 @@ static bool io_would_block(int err)
 	return err == EAGAIN || err == EWOULDBLOCK;
 }
 
-/* Copy path: recv() into the buffer, send() from it, until neither side
- * can make progress. Returns 0, or -1 on a socket error (reset, EPIPE...). */
-/* Shows bytes read in direction dir (FOO_DIR_C2S or _S2C; len 0: EOF) to
- * the protocol watcher, before they are forwarded. Returns -1 when the
- * connection must be closed (strict policy), else 0. */
+/* Shows bytes read in direction dir (PROTO_DIR_*; len 0: EOF) to the
+ * protocol watcher, before they are forwarded. Returns -1 when the
+ * connection must be closed, else 0. */
 static int conn_watch(struct conn *c, int dir, const char *data, size_t len)
 {
-	if (!c->foo || c->foo_off)
+	if (!c->watch)
 		return 0;
-	uint64_t now = c->w->loop.now;
-	int r = len ? foo_conn_data(c->foo, c->app->foo, dir, data, len, now)
-		    : foo_conn_eof(c->foo, c->app->foo, dir, now);
-	if (r == 0)
+	const struct proto_handler *h = c->proto;
+	switch (h->watch(c->watch, c->app, dir, data, len, c->w->loop.now)) {
+	case PROTO_CONTINUE:
 		return 0;
-	int side;
-	enum foo_err e = foo_conn_error(c->foo, &side);
-	c->foo_off = true;
-	if (!c->app->cfg->foo.strict) {
-		log_debug("app %s: the %s broke the Foo protocol (%s): relayed on, no longer counted",
-			  c->app->cfg->name, side == FOO_DIR_C2S ? "client" : "server", foo_err_name(e));
+	case PROTO_UNWATCH:
+		h->watch_free(c->watch, c->app);
+		c->watch = NULL;
 		return 0;
+	case PROTO_CLOSE:
+	default:
+		return -1;
 	}
-	log_info("app %s: the %s broke the Foo protocol (%s): closing the connection (strict policy)",
-		 c->app->cfg->name, side == FOO_DIR_C2S ? "client" : "server", foo_err_name(e));
-	return len ? -1 : 0;	/* at EOF there is nothing left to stop */
 }
 
+/* Copy path: recv() into the buffer, send() from it, until neither side
+ * can make progress. Returns 0, or -1 on a socket error (reset, EPIPE...). */
 static int move_copy(struct conn *c, int dir, struct conn_side *from, struct conn_side *to,
 		     struct conn_buf *buf, uint64_t *moved)
 {
@@ -226,10 +222,10 @@ static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn
 			     _Atomic uint64_t *target_bytes)
 {
 	uint64_t moved = 0;
-	int dir = from == &c->cli ? FOO_DIR_C2S : FOO_DIR_S2C;
+	int dir = from == &c->cli ? PROTO_DIR_C2S : PROTO_DIR_S2C;
 	/* a parsed protocol needs the bytes in userspace; bytes read ahead by
 	 * copy stay on the copy path until written */
-	bool use_splice = c->w->splice && !c->foo && !buf->data;
+	bool use_splice = c->w->splice && !c->proto->watch_new && !buf->data;
 	int r = use_splice ? move_splice(c, from, to, buf, &moved)
 			   : move_copy(c, dir, from, to, buf, &moved);
 	if (moved) {
@@ -451,10 +447,9 @@ void conn_accept(struct worker *w, int fd, struct rt_app *app)
 	c->c2u.pipe[0] = c->c2u.pipe[1] = c->u2c.pipe[0] = c->u2c.pipe[1] = -1;
 	ev_timer_init(&c->timer, conn_timer_cb);
 	set_sock_opts(fd, app->cfg);
-	if (app->cfg->protocol == PROTO_FOO &&
-	    !(c->foo = foo_conn_new(app->cfg->foo.max_line, app->cfg->foo.strict, app->foo)))
-		log_warn("app %s: out of memory for the Foo parser: connection not counted",
-			 app->cfg->name);
+	c->proto = proto_handler(app->cfg->protocol);
+	if (c->proto->watch_new)
+		c->watch = c->proto->watch_new(app);
 	stats_add(&app->stats->accepted, 1);
 	stats_add(&app->stats->active, 1);
 	stats_add(&stats_global.accepted, 1);
@@ -503,8 +498,8 @@ static void conn_free(struct conn *c, bool reset)
 	stats_sub(&stats_global.active, 1);
 	if (c->app->cfg->max_connections)
 		atomic_fetch_sub_explicit(&c->app->active, 1, memory_order_relaxed);
-	if (c->foo)
-		foo_conn_free(c->foo, c->app->foo);
+	if (c->watch)
+		c->proto->watch_free(c->watch, c->app);
 	rt_app_put(c->app);
 	if (c->prev)
 		c->prev->next = c->next;

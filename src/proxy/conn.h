@@ -10,7 +10,7 @@
 #include "runtime/runtime.h"
 
 struct worker;
-struct foo_conn;
+struct proto_handler;
 
 /* Bytes read from one side not yet written to the other: data[head, tail)
  * on the copy path, or pipe_len bytes in a pipe on the splice path. */
@@ -46,8 +46,8 @@ struct conn {
 	uint64_t connect_start;
 	uint64_t last_active;
 	bool dead;			/* closed; freed after the current batch of events */
-	struct foo_conn *foo;		/* protocol foo: the parsers of both directions */
-	bool foo_off;			/* lenient policy: broke the protocol, relayed unwatched */
+	const struct proto_handler *proto;	/* the app's protocol */
+	void *watch;			/* its watcher's state (Foo parsers); NULL: not watched */
 };
 
 /* Takes a freshly accepted client fd for app (reference passed in) and

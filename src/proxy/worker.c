@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "proto/proto.h"
 #include "proxy/conn.h"
 #include "stats/stats.h"
 
@@ -131,7 +132,11 @@ static void worker_accept(struct worker *w)
 			rt_app_put(app);
 			continue;
 		}
-		conn_accept(w, fd, app);
+		const struct proto_handler *h = proto_handler(app->cfg->protocol);
+		if (h->accept)
+			h->accept(w, fd, app);
+		else
+			conn_accept(w, fd, app);
 	}
 }
 
