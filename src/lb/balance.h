@@ -17,6 +17,12 @@ struct lb_tried {
  * when no target is left. Thread-safe; never blocks. */
 int lb_pick(struct rt_app *app, const struct lb_tried *tried, uint64_t now_ns);
 
+/* The same over app->targets[first, first + n) with the given policy and
+ * round robin cursor (NULL: the app's): an http cluster. Returns an index
+ * into app->targets, or -1. */
+int lb_pick_range(struct rt_app *app, uint32_t first, uint32_t n, enum lb_policy policy,
+		  _Atomic uint32_t *cursor, const struct lb_tried *tried, uint64_t now_ns);
+
 static inline void lb_tried_set(struct lb_tried *t, uint32_t i)
 {
 	t->w[i / 64] |= 1ull << (i % 64);
