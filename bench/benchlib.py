@@ -1,0 +1,299 @@
+"""benchlib.py - what the bench/ drivers share: processes pinned and stopped by pid, proxy CPU time, other load on the machine, the private network namespace.
+
+Python stdlib only, imported by bench/http_bench.py (and usable by the other
+drivers). Nothing here measures on its own: it starts, stops and reads
+/proc, and every number it returns comes from the kernel at that moment.
+"""
+import datetime
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build")
+PANDIT = os.path.join(BUILD, "pandit")
+
+CPU_PROXY = "1"      # every proxy runs here, one worker
+CPU_LOAD = "0"       # load generators and backends run here
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def make_log(name):
+    """A log(msg) function printing '[name HH:MM:SS] msg' to stderr."""
+    def log(msg):
+        print(f"[{name} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    return log
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+# ---- processes ---------------------------------------------------------------
+
+class Procs:
+    """Background processes started by a benchmark, pinned with taskset and
+    stopped by pid (with their children: nginx and haproxy -W fork workers)."""
+
+    def __init__(self, tmp, log=None):
+        self.tmp = tmp
+        self.live = []
+        self.log = log or make_log("bench")
+
+    def start(self, name, argv, cpu, env=None):
+        """Starts argv pinned to cpu; stdout to TMP/name.out, stderr to
+        TMP/name.err. Returns the Popen with .name, .out_path, .err_path."""
+        out = open(os.path.join(self.tmp, f"{name}.out"), "ab")
+        err = open(os.path.join(self.tmp, f"{name}.err"), "ab")
+        p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=out, stderr=err,
+                             stdin=subprocess.DEVNULL, env=env, cwd=self.tmp)
+        p.name, p.out_path, p.err_path = name, out.name, err.name
+        out.close()
+        err.close()
+        self.live.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, wait=5.0):
+        if p.poll() is None:
+            tree = proc_tree(p.pid)
+            for pid in reversed(tree):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            try:
+                p.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                for pid in proc_tree(p.pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                p.wait(timeout=5)
+            # workers that outlive their parent (same pids, checked still ours)
+            for pid in tree[1:]:
+                try:
+                    if os.stat(f"/proc/{pid}/ns/net").st_ino == NETNS_INO:
+                        os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, FileNotFoundError):
+                    pass
+        if p in self.live:
+            self.live.remove(p)
+
+    def stop_all(self):
+        for p in list(self.live):
+            try:
+                self.stop(p)
+            except Exception as e:   # keep stopping the others
+                self.log(f"stopping {p.name} failed: {e}")
+
+
+def proc_tree(root):
+    """root and all its descendants, parents first."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        out.append(pid)
+        todo.extend(sorted(children.get(pid, [])))
+    return out
+
+
+def cpu_ticks(root):
+    """utime+stime (clock ticks) of root and its descendants, all threads
+    (fields 14 and 15 of stat(5) count every thread of the process)."""
+    total = 0
+    for pid in proc_tree(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fl = st[st.rindex(")") + 2:].split()
+        total += int(fl[11]) + int(fl[12])
+    return total
+
+
+def tail(path, n=6):
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(l.strip() for l in f.readlines()[-n:] if l.strip())
+    except OSError:
+        return ""
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)   # pandit reads its config again as nobody
+
+
+# ---- other load on the machine -------------------------------------------------
+
+NETNS_INO = os.stat("/proc/self/ns/net").st_ino
+
+
+def busy_ticks():
+    """(busy ticks of all CPUs incl. steal, ticks of the processes in this
+    network namespace and the children they reaped)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    total = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]   # user nice system irq softirq steal
+    ours = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{d}/ns/net").st_ino != NETNS_INO:
+                continue
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fl = st[st.rindex(")") + 2:].split()
+        ours += int(fl[11]) + int(fl[12]) + int(fl[13]) + int(fl[14])
+    return total, ours
+
+
+class Background:
+    """CPU used by processes outside the benchmark during a window, in % of one CPU (.pct)."""
+
+    def __enter__(self):
+        self.t0, (self.b0, self.o0) = time.monotonic(), busy_ticks()
+        return self
+
+    def __exit__(self, *exc):
+        b1, o1 = busy_ticks()
+        dt = time.monotonic() - self.t0
+        self.pct = max(0.0, ((b1 - self.b0) - (o1 - self.o0)) / CLK_TCK / dt * 100) if dt > 0 else 0.0
+        return False
+
+
+def wait_quiet(max_s, limit_pct, log=None):
+    """Waits at most max_s for the rest of the machine to use less than
+    limit_pct of one CPU over a second; returns (last reading, seconds waited)."""
+    t0 = time.monotonic()
+    while True:
+        with Background() as bg:
+            time.sleep(1)
+        waited = time.monotonic() - t0
+        if bg.pct < limit_pct or waited >= max_s:
+            return bg.pct, waited
+        if log:
+            log(f"  machine busy ({bg.pct:.0f}% of a CPU used outside the benchmark, load {loadavg()}), waiting")
+
+
+def other_ticks():
+    """{(pid, comm): ticks} of every process outside this network namespace."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{d}/ns/net").st_ino == NETNS_INO:
+                continue
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fl = st[st.rindex(")") + 2:].split()
+        out[(int(d), st[st.index("(") + 1:st.rindex(")")])] = int(fl[11]) + int(fl[12])
+    return out
+
+
+def other_top(before, after, seconds, n=8):
+    """[[comm, % of a CPU]] of the processes alive in both other_ticks()
+    readings, busiest first."""
+    top = {}
+    for k, v in after.items():
+        if k in before and v > before[k]:
+            top[k[1]] = top.get(k[1], 0) + v - before[k]
+    return sorted(([c, round(t / CLK_TCK / seconds * 100, 1)] for c, t in top.items()), key=lambda x: -x[1])[:n]
+
+
+# ---- the machine and the tree --------------------------------------------------
+
+def cmd_first_line(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return ((r.stdout + r.stderr).strip().splitlines() or ["unknown"])[0]
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def machine(tools):
+    """{cpu, cores, kernel, and the first line of each `tool` command in tools
+    ({key: argv})}, recorded at the time of the run."""
+    m = {"cpu": cpu_model(), "cores": os.cpu_count(), "kernel": platform.release()}
+    for k, argv in tools.items():
+        m[k] = cmd_first_line(argv)
+    return m
+
+
+def pandit_rev(paths=("src", "bpf")):
+    """The git revision of the tree, whether paths had uncommitted changes,
+    and when build/pandit was built."""
+    def git(*args):
+        r = subprocess.run(["git", "-C", ROOT] + list(args), capture_output=True, text=True, timeout=10)
+        return r.stdout.strip()
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no", "--", *paths):
+        rev += f" (plus uncommitted changes in {', '.join(p + '/' for p in paths)})"
+    try:
+        built = datetime.datetime.fromtimestamp(os.path.getmtime(PANDIT), datetime.timezone.utc)
+        rev += f", build/pandit built {built.strftime('%Y-%m-%d %H:%M:%S UTC')}"
+    except OSError:
+        pass
+    return rev
+
+
+# ---- the network namespace -------------------------------------------------------
+
+def run_in_netns(prefix, tmp, argv, timeout_s, log):
+    """Makes a network namespace PREFIX-PID (loopback up, ephemeral ports
+    50100-65535 so they never collide with a benchmark's ports), runs argv in
+    it (bounded by timeout_s), then kills by pid whatever is left in it and
+    deletes it. Returns argv's exit status."""
+    ns = f"{prefix}-{os.getpid()}"
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=50100 65535"],
+                       check=True)
+        log(f"namespace {ns}, scratch {tmp}")
+        r = subprocess.run(["timeout", str(int(timeout_s)), "ip", "netns", "exec", ns] + argv)
+        return r.returncode
+    finally:
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        for pid in pids:   # whatever the inside run left behind (it stops its own)
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
