@@ -74,11 +74,34 @@ void cfg_app_defaults(struct cfg_app *a)
 	a->protocol = PROTO_TCP;
 	a->foo.strict = false;
 	a->foo.max_line = CFG_DEFAULT_FOO_MAX_LINE;
+	cfg_http_defaults(&a->http);
+}
+
+void cfg_http_defaults(struct cfg_http *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->header_timeout_ms = CFG_DEFAULT_HTTP_HEADER_TIMEOUT_MS;
+	h->response_timeout_ms = CFG_DEFAULT_HTTP_RESPONSE_TIMEOUT_MS;
+	h->client_idle_ms = CFG_DEFAULT_HTTP_CLIENT_IDLE_MS;
+	h->upstream_idle_ms = CFG_DEFAULT_HTTP_UPSTREAM_IDLE_MS;
+	h->max_idle_upstream = CFG_DEFAULT_HTTP_MAX_IDLE_UPSTREAM;
+	h->max_header_bytes = CFG_DEFAULT_HTTP_MAX_HEADER_BYTES;
+	h->max_headers = CFG_DEFAULT_HTTP_MAX_HEADERS;
+	h->forwarded = true;
+	h->log_format = HTTP_LOG_NONE;
+	h->access_log = NULL;
 }
 
 const char *cfg_protocol_name(enum app_protocol p)
 {
-	return p == PROTO_FOO ? "foo" : "tcp";
+	switch (p) {
+	case PROTO_FOO:
+		return "foo";
+	case PROTO_HTTP:
+		return "http";
+	default:
+		return "tcp";
+	}
 }
 
 int cfg_protocol_parse(const char *s, enum app_protocol *out)
@@ -87,6 +110,8 @@ int cfg_protocol_parse(const char *s, enum app_protocol *out)
 		*out = PROTO_TCP;
 	else if (strcmp(s, "foo") == 0)
 		*out = PROTO_FOO;
+	else if (strcmp(s, "http") == 0)
+		*out = PROTO_HTTP;
 	else
 		return -EINVAL;
 	return 0;
@@ -188,6 +213,15 @@ static void app_clear(struct cfg_app *a)
 	for (size_t i = 0; i < a->n_targets; i++)
 		free(a->targets[i].host);
 	free(a->targets);
+	for (uint32_t i = 0; i < a->http.n_clusters; i++)
+		free(a->http.clusters[i].name);
+	free(a->http.clusters);
+	for (uint32_t i = 0; i < a->http.n_routes; i++) {
+		free(a->http.routes[i].host);
+		free(a->http.routes[i].path);
+	}
+	free(a->http.routes);
+	free(a->http.access_log);
 }
 
 void cfg_app_free(struct cfg_app *a)
@@ -219,6 +253,11 @@ struct cfg_app *cfg_app_dup(const struct cfg_app *a)
 	d->prefixes = NULL;
 	d->targets = NULL;
 	d->n_targets = 0;
+	d->http.clusters = NULL;
+	d->http.n_clusters = 0;
+	d->http.routes = NULL;
+	d->http.n_routes = 0;
+	d->http.access_log = NULL;
 	if (a->name && !(d->name = strdup(a->name)))
 		goto fail;
 	if (a->n_ports && !(d->ports = dup_mem(a->ports, a->n_ports, sizeof(*a->ports))))
@@ -237,6 +276,35 @@ struct cfg_app *cfg_app_dup(const struct cfg_app *a)
 			d->n_targets++;
 		}
 	}
+	if (a->http.n_clusters) {
+		d->http.clusters = calloc(a->http.n_clusters, sizeof(*d->http.clusters));
+		if (!d->http.clusters)
+			goto fail;
+		for (uint32_t i = 0; i < a->http.n_clusters; i++) {
+			d->http.clusters[i] = a->http.clusters[i];
+			if (!(d->http.clusters[i].name = strdup(a->http.clusters[i].name)))
+				goto fail;
+			d->http.n_clusters++;
+		}
+	}
+	if (a->http.n_routes) {
+		d->http.routes = calloc(a->http.n_routes, sizeof(*d->http.routes));
+		if (!d->http.routes)
+			goto fail;
+		for (uint32_t i = 0; i < a->http.n_routes; i++) {
+			const struct cfg_http_route *r = &a->http.routes[i];
+			struct cfg_http_route *o = &d->http.routes[i];
+			*o = *r;
+			o->host = NULL;
+			o->path = NULL;
+			d->http.n_routes++;
+			if ((r->host && !(o->host = strdup(r->host))) ||
+			    (r->path && !(o->path = strdup(r->path))))
+				goto fail;
+		}
+	}
+	if (a->http.access_log && !(d->http.access_log = strdup(a->http.access_log)))
+		goto fail;
 	return d;
 fail:
 	cfg_app_free(d);
@@ -248,6 +316,33 @@ static bool str_eq(const char *a, const char *b)
 	if (!a || !b)
 		return a == b;
 	return strcmp(a, b) == 0;
+}
+
+/* Every field of the http settings (for every protocol: clusters[0]
+ * mirrors the targets of any app). */
+static bool http_equal(const struct cfg_http *a, const struct cfg_http *b)
+{
+	if (a->n_clusters != b->n_clusters || a->n_routes != b->n_routes ||
+	    a->header_timeout_ms != b->header_timeout_ms ||
+	    a->response_timeout_ms != b->response_timeout_ms ||
+	    a->client_idle_ms != b->client_idle_ms || a->upstream_idle_ms != b->upstream_idle_ms ||
+	    a->max_idle_upstream != b->max_idle_upstream ||
+	    a->max_header_bytes != b->max_header_bytes || a->max_headers != b->max_headers ||
+	    a->forwarded != b->forwarded || a->log_format != b->log_format ||
+	    !str_eq(a->access_log, b->access_log))
+		return false;
+	for (uint32_t i = 0; i < a->n_clusters; i++) {
+		const struct cfg_http_cluster *x = &a->clusters[i], *y = &b->clusters[i];
+		if (x->target_first != y->target_first || x->n_targets != y->n_targets ||
+		    x->policy != y->policy || !str_eq(x->name, y->name))
+			return false;
+	}
+	for (uint32_t i = 0; i < a->n_routes; i++) {
+		const struct cfg_http_route *x = &a->routes[i], *y = &b->routes[i];
+		if (x->cluster != y->cluster || !str_eq(x->host, y->host) || !str_eq(x->path, y->path))
+			return false;
+	}
+	return true;
 }
 
 bool cfg_app_equal(const struct cfg_app *a, const struct cfg_app *b)
@@ -278,7 +373,7 @@ bool cfg_app_equal(const struct cfg_app *a, const struct cfg_app *b)
 		if (a->targets[i].port != b->targets[i].port ||
 		    !str_eq(a->targets[i].host, b->targets[i].host))
 			return false;
-	return true;
+	return http_equal(&a->http, &b->http);
 }
 
 /* --- the app pool ------------------------------------------------------------- */
@@ -566,6 +661,17 @@ int cfg_quick(const char *listen, const char *forward, struct cfg **out, struct 
 		cfg_errors_add(errs, "--forward", none, "'%s': %s", forward, why);
 	else
 		a->n_targets = 1;
+	/* the "default" cluster: every target, so that a protocol set later
+	 * (--protocol http) finds a complete model */
+	if (!(a->http.clusters = calloc(1, sizeof(*a->http.clusters))) ||
+	    !(a->http.clusters[0].name = strdup("default"))) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	a->http.n_clusters = 1;
+	a->http.clusters[0].target_first = 0;
+	a->http.clusters[0].n_targets = (uint32_t)a->n_targets;
+	a->http.clusters[0].policy = a->policy;
 	if (r == 0 && rf)
 		r = rf;
 	if (r)

@@ -213,6 +213,11 @@ void cfg_errors_add(struct cfg_errors *errs, const char *file, struct cfg_mark m
 const char *cfg_protocol_name(enum app_protocol p);
 int cfg_protocol_parse(const char *s, enum app_protocol *out);
 
+/* Fills the http settings with their defaults: no clusters, no routes, no
+ * access log (cfg_app_defaults calls it; the loader and cfg_quick then add
+ * clusters[0], "default"). */
+void cfg_http_defaults(struct cfg_http *h);
+
 /* Deep copy of one app (NULL on ENOMEM); freed with cfg_app_free. */
 struct cfg_app *cfg_app_dup(const struct cfg_app *a);
 void cfg_app_free(struct cfg_app *a);

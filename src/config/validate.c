@@ -428,6 +428,7 @@ struct vctx {
 	struct cfg_errors *errs;
 	struct cfg *cfg;
 	const char *app;	/* label of the app being read, for messages; NULL: globals */
+	char *default_name;	/* "default" in the pool, shared by every app's clusters[0] */
 	size_t n_err;
 	bool full;	/* CFG_MAX_ERRORS reached: stop looking */
 	bool oom;
@@ -819,7 +820,7 @@ static void parse_health(struct vctx *c, uint32_t i)
 
 enum {
 	A_NAME, A_PORTS, A_ADDRS, A_TARGETS, A_BALANCE, A_CTIMEOUT, A_ITIMEOUT, A_ATTEMPTS,
-	A_MAXCONN, A_KEEPALIVE, A_HEALTH, A_PROTO, A_FOO, A_N
+	A_MAXCONN, A_KEEPALIVE, A_HEALTH, A_PROTO, A_FOO, A_HTTP, A_N
 };
 static const struct keydef app_keys[A_N] = {
 	[A_NAME] = KEY("name", "Name"),
@@ -835,6 +836,7 @@ static const struct keydef app_keys[A_N] = {
 	[A_HEALTH] = KEY("health_check", NULL),
 	[A_PROTO] = KEY("protocol", NULL),
 	[A_FOO] = KEY("foo", NULL),
+	[A_HTTP] = KEY("http", NULL),
 };
 
 enum { K_IDLE, K_INTERVAL, K_COUNT, K_N };
@@ -928,26 +930,10 @@ static void parse_addrs(struct vctx *c, uint32_t i, struct cfg_app *a, const cha
 	});
 }
 
-static void parse_targets(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
+/* Appends the targets of list (or lone scalar) i to a->targets, whose room
+ * was reserved by parse_app. */
+static void add_targets(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
 {
-	size_t n = n_items(c, i);
-	if (N(c, i)->type == Y_MAP) {
-		verr(c, nmark(c, i), "app '%s': targets must be a list of host:port, not a mapping", an);
-		return;
-	}
-	if (n > CFG_MAX_TARGETS_PER_APP) {
-		verr(c, nmark(c, i), "app '%s' has %zu targets; at most %u are allowed", an, n,
-		     CFG_MAX_TARGETS_PER_APP);
-		return;
-	}
-	if (!n)
-		return;
-	a->targets = cfg_pool_alloc(c->cfg, n * sizeof(*a->targets));
-	if (!a->targets) {
-		c->oom = true;
-		return;
-	}
-	memset(a->targets, 0, n * sizeof(*a->targets));
 	FOR_ITEMS(c, i, it, {
 		const char *why = NULL;
 		char b[64];
@@ -970,6 +956,61 @@ static void parse_targets(struct vctx *c, uint32_t i, struct cfg_app *a, const c
 			a->n_targets++;
 		}
 	});
+}
+
+/* The first value of key name in mapping m, 0 when absent (as map_fields
+ * would find it: the first of duplicate keys). */
+static uint32_t find_key(const struct vctx *c, uint32_t m, const char *name)
+{
+	size_t nl = strlen(name);
+	if (N(c, m)->type != Y_MAP)
+		return 0;
+	for (uint32_t k = N(c, m)->first, n = 0; n < N(c, m)->len; n += 2) {
+		uint32_t v = N(c, k)->next;
+		if (N(c, k)->type == Y_SCALAR && N(c, k)->len == nl && memcmp(S(c, k), name, nl) == 0)
+			return v;
+		k = N(c, v)->next;
+	}
+	return 0;
+}
+
+/* How many targets the clusters of http section h list, so that the app's
+ * targets array (its own, then each cluster's) is allocated once. Lists
+ * that will be refused count as empty. */
+static size_t http_count_targets(const struct vctx *c, uint32_t h)
+{
+	uint32_t cl = find_key(c, h, "clusters");
+	size_t n = 0;
+	if (!cl || N(c, cl)->type != Y_SEQ || N(c, cl)->len >= CFG_MAX_HTTP_CLUSTERS)
+		return 0;
+	uint32_t it = N(c, cl)->first;
+	for (uint32_t k = 0; k < N(c, cl)->len; k++, it = N(c, it)->next) {
+		uint32_t t = find_key(c, it, "targets");
+		if (t && N(c, t)->type != Y_MAP && n_items(c, t) <= CFG_MAX_TARGETS_PER_APP)
+			n += n_items(c, t);
+	}
+	return n;
+}
+
+/* balance: round_robin, random, least_conn or least_request (the same
+ * policy: fewest connections, or for http apps fewest requests in flight). */
+static void parse_balance(struct vctx *c, uint32_t i, const char *what, const char *an,
+			  enum lb_policy *out)
+{
+	char b[64];
+	const char *s = want_scalar(c, i, what);
+	if (!s)
+		return;
+	if (strcmp(s, "round_robin") == 0)
+		*out = LB_ROUND_ROBIN;
+	else if (strcmp(s, "random") == 0)
+		*out = LB_RANDOM;
+	else if (strcmp(s, "least_conn") == 0 || strcmp(s, "least_request") == 0)
+		*out = LB_LEAST_CONN;
+	else
+		verr(c, nmark(c, i),
+		     "app '%s': unknown %s '%s' (use round_robin, random, least_conn or least_request)",
+		     an, what, show(c, i, b, sizeof(b)));
 }
 
 static void parse_keepalive(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
@@ -1027,6 +1068,439 @@ static void parse_foo(struct vctx *c, uint32_t i, struct cfg_app *a, const char 
 	}
 	if (v[F_MAXLINE])
 		get_uint(c, v[F_MAXLINE], "foo max_line", 16, CFG_MAX_FOO_MAX_LINE, &a->foo.max_line);
+}
+
+/* --- protocol http ---------------------------------------------------------------- */
+
+enum {
+	H_CLUSTERS, H_ROUTES, H_HDR_TO, H_RESP_TO, H_CIDLE, H_UIDLE, H_MAXIDLE, H_MAXHB, H_MAXH,
+	H_FWD, H_LOG, H_LOGFMT, H_N
+};
+static const struct keydef http_keys[H_N] = {
+	[H_CLUSTERS] = KEY("clusters", NULL),
+	[H_ROUTES] = KEY("routes", NULL),
+	[H_HDR_TO] = KEY("header_timeout_ms", NULL),
+	[H_RESP_TO] = KEY("response_timeout_ms", NULL),
+	[H_CIDLE] = KEY("client_idle_timeout_ms", NULL),
+	[H_UIDLE] = KEY("upstream_idle_timeout_ms", NULL),
+	[H_MAXIDLE] = KEY("max_idle_upstream", NULL),
+	[H_MAXHB] = KEY("max_header_bytes", NULL),
+	[H_MAXH] = KEY("max_headers", NULL),
+	[H_FWD] = KEY("forwarded", NULL),
+	[H_LOG] = KEY("access_log", NULL),
+	[H_LOGFMT] = KEY("access_log_format", NULL),
+};
+
+enum { HCL_NAME, HCL_TARGETS, HCL_BALANCE, HCL_N };
+static const struct keydef cluster_keys[HCL_N] = {
+	[HCL_NAME] = KEY("name", NULL),
+	[HCL_TARGETS] = KEY("targets", NULL),
+	[HCL_BALANCE] = KEY("balance", NULL),
+};
+
+enum { HR_HOST, HR_PATH, HR_CLUSTER, HR_N };
+static const struct keydef route_keys[HR_N] = {
+	[HR_HOST] = KEY("host", NULL),
+	[HR_PATH] = KEY("path", NULL),
+	[HR_CLUSTER] = KEY("cluster", NULL),
+};
+
+/* At most this many idle upstream connections pooled per target and worker. */
+#define HTTP_MAX_IDLE_UPSTREAM	65536u
+
+/* Gives app a its clusters array with room for 1 + extra clusters and
+ * fills clusters[0], "default": the app-level targets (all the targets
+ * parsed so far) under the app's policy. Returns false on ENOMEM. */
+static bool set_default_cluster(struct vctx *c, struct cfg_app *a, uint32_t extra,
+				struct cfg_mark mark)
+{
+	if (!c->default_name && !(c->default_name = cfg_pool_strndup(c->cfg, "default", 7)))
+		goto oom;
+	a->http.clusters = cfg_pool_alloc(c->cfg, (1 + (size_t)extra) * sizeof(*a->http.clusters));
+	if (!a->http.clusters)
+		goto oom;
+	a->http.clusters[0] = (struct cfg_http_cluster){
+		.name = c->default_name,
+		.target_first = 0,
+		.n_targets = (uint32_t)a->n_targets,
+		.policy = a->policy,
+		.mark = mark,
+	};
+	a->http.n_clusters = 1;
+	return true;
+oom:
+	c->oom = true;
+	return false;
+}
+
+/* A route's host: a host name, or "*." before one; NULL when fine, else why not. */
+static const char *host_pattern_why(const char *s, size_t len)
+{
+	const char *h = s;
+	size_t hl = len;
+	if (len >= 2 && s[0] == '*' && s[1] == '.') {
+		h += 2;
+		hl -= 2;
+	}
+	if (memchr(h, '*', hl))
+		return "the only wildcard is a leading \"*.\", like *.example.com";
+	if (memchr(h, ':', hl) || memchr(h, '[', hl))
+		return "a host is a name without a port (the port of the Host header is ignored; IPv6 literals are not supported)";
+	if (hl && h[hl - 1] == '.')
+		return "a host must not end with '.'";
+	if (!hostname_ok(h, hl))
+		return "malformed host name (letters, digits, '-', '_' and dots between labels)";
+	return NULL;
+}
+
+/* A route's path prefix; NULL when fine, else why not. */
+static const char *path_why(const char *s, size_t len)
+{
+	if (!len || s[0] != '/')
+		return "a path must start with '/'";
+	for (size_t k = 0; k < len; k++) {
+		unsigned char ch = (unsigned char)s[k];
+		if (ch <= 0x20 || ch >= 0x7f)
+			return "a path must not contain spaces, control characters or non-ASCII bytes (percent-encode them as requests do)";
+		if (ch == '?' || ch == '#')
+			return "a path must not contain '?' or '#' (routes match the path, not the query)";
+	}
+	return NULL;
+}
+
+/* The cluster name at node i (a scalar); false, with an error, when refused. */
+static bool cluster_name_ok(struct vctx *c, uint32_t i, const struct cfg_app *a, const char *an)
+{
+	char b[64];
+	const char *s = S(c, i);
+	size_t len = N(c, i)->len;
+	if (len == 0) {
+		verr(c, nmark(c, i), "app '%s': empty cluster name", an);
+		return false;
+	}
+	if (len > CFG_MAX_NAME_LEN) {
+		verr(c, nmark(c, i), "app '%s': cluster name '%s' is longer than %u bytes", an,
+		     show(c, i, b, sizeof(b)), CFG_MAX_NAME_LEN);
+		return false;
+	}
+	if (has_ctl(s, len)) {
+		verr(c, nmark(c, i), "app '%s': cluster name '%s' contains control characters", an,
+		     show(c, i, b, sizeof(b)));
+		return false;
+	}
+	if (strcmp(s, "default") == 0) {
+		verr(c, nmark(c, i),
+		     "app '%s': the cluster name 'default' is reserved for the app's own targets", an);
+		return false;
+	}
+	for (uint32_t k = 1; k < a->http.n_clusters; k++)
+		if (strcmp(a->http.clusters[k].name, s) == 0) {
+			verr(c, nmark(c, i),
+			     "app '%s': duplicate cluster name '%s' (first defined at line %u column %u)",
+			     an, show(c, i, b, sizeof(b)), a->http.clusters[k].mark.line,
+			     a->http.clusters[k].mark.col);
+			return false;
+		}
+	return true;
+}
+
+/* One item of http.clusters (room for it was made by parse_http). */
+static void parse_cluster(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an, bool room)
+{
+	char what[64 + CFG_MAX_NAME_LEN];
+	uint32_t v[HCL_N];
+	if (N(c, i)->type != Y_MAP) {
+		verr(c, nmark(c, i), "app '%s': a cluster must be a mapping (name, targets, balance), not %s",
+		     an, type_name(c, i));
+		return;
+	}
+	snprintf(what, sizeof(what), "in a cluster of app '%s'", an);
+	map_fields(c, i, cluster_keys, HCL_N, v, what);
+	struct cfg_http_cluster cl = { .policy = a->policy, .mark = nmark(c, i) };
+	bool ok = true;
+	if (!v[HCL_NAME]) {
+		verr(c, nmark(c, i), "app '%s': a cluster has no name", an);
+		ok = false;
+	} else if (!want_scalar(c, v[HCL_NAME], "cluster name")) {
+		ok = false;
+	} else if (!cluster_name_ok(c, v[HCL_NAME], a, an)) {
+		ok = false;
+	} else if (!(cl.name = cfg_pool_strndup(c->cfg, S(c, v[HCL_NAME]), N(c, v[HCL_NAME])->len))) {
+		c->oom = true;
+		return;
+	}
+	const char *cn = cl.name ? cl.name : "?";
+	if (v[HCL_BALANCE])
+		parse_balance(c, v[HCL_BALANCE], "cluster balance", an, &cl.policy);
+	uint32_t t = v[HCL_TARGETS];
+	if (!t) {
+		verr(c, nmark(c, i), "app '%s': cluster '%s' has no targets", an, cn);
+	} else if (N(c, t)->type == Y_MAP) {
+		verr(c, nmark(c, t), "app '%s': targets of cluster '%s' must be a list of host:port, not a mapping",
+		     an, cn);
+	} else if (n_items(c, t) == 0) {
+		verr(c, nmark(c, t), "app '%s': cluster '%s' has no targets", an, cn);
+	} else if (n_items(c, t) > CFG_MAX_TARGETS_PER_APP) {
+		verr(c, nmark(c, t), "app '%s': cluster '%s' has %zu targets; at most %u are allowed", an,
+		     cn, n_items(c, t), CFG_MAX_TARGETS_PER_APP);
+	} else if (room) {
+		cl.target_first = (uint32_t)a->n_targets;
+		add_targets(c, t, a, an);
+		cl.n_targets = (uint32_t)a->n_targets - cl.target_first;
+	}
+	if (ok)
+		a->http.clusters[a->http.n_clusters++] = cl;
+}
+
+/* Duplicate routes: an open-addressing table of route index + 1 by host and path. */
+static uint64_t route_hash(const struct cfg_http_route *r)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (const char *s = r->host ? r->host : ""; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	h = (h ^ (r->host ? 1u : 2u)) * 1099511628211ull;
+	for (const char *s = r->path; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+/* One item of http.routes: resolved into a->http.routes[a->http.n_routes]. */
+static void parse_route(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an,
+			bool default_empty)
+{
+	char what[64 + CFG_MAX_NAME_LEN], b[64];
+	uint32_t v[HR_N];
+	if (N(c, i)->type != Y_MAP) {
+		verr(c, nmark(c, i), "app '%s': a route must be a mapping (host, path, cluster), not %s", an,
+		     type_name(c, i));
+		return;
+	}
+	snprintf(what, sizeof(what), "in a route of app '%s'", an);
+	map_fields(c, i, route_keys, HR_N, v, what);
+	struct cfg_http_route r = { .mark = nmark(c, i) };
+	bool ok = true;
+	const char *s, *why;
+	if (v[HR_HOST] && !is_null(c, v[HR_HOST])) {
+		if (!(s = want_scalar(c, v[HR_HOST], "route host"))) {
+			ok = false;
+		} else if ((why = host_pattern_why(s, N(c, v[HR_HOST])->len))) {
+			verr(c, nmark(c, v[HR_HOST]), "app '%s': route host '%s': %s", an,
+			     show(c, v[HR_HOST], b, sizeof(b)), why);
+			ok = false;
+		} else if (!(r.host = cfg_pool_strndup(c->cfg, s, N(c, v[HR_HOST])->len))) {
+			c->oom = true;
+			return;
+		} else {
+			/* Host names compare without case: stored lower case */
+			for (char *p = r.host; *p; p++)
+				if (*p >= 'A' && *p <= 'Z')
+					*p = (char)(*p - 'A' + 'a');
+		}
+	}
+	if (v[HR_PATH]) {
+		if (!(s = want_scalar(c, v[HR_PATH], "route path"))) {
+			ok = false;
+		} else if ((why = path_why(s, N(c, v[HR_PATH])->len))) {
+			verr(c, nmark(c, v[HR_PATH]), "app '%s': route path '%s': %s", an,
+			     show(c, v[HR_PATH], b, sizeof(b)), why);
+			ok = false;
+		} else if (!(r.path = cfg_pool_strndup(c->cfg, s, N(c, v[HR_PATH])->len))) {
+			c->oom = true;
+			return;
+		}
+	} else if (!(r.path = cfg_pool_strndup(c->cfg, "/", 1))) {
+		c->oom = true;
+		return;
+	}
+	r.cluster = 0;
+	if (v[HR_CLUSTER]) {
+		if (!(s = want_scalar(c, v[HR_CLUSTER], "route cluster"))) {
+			ok = false;
+		} else if (!key_is(s, N(c, v[HR_CLUSTER])->len, "default")) {
+			uint32_t k = 1, len = N(c, v[HR_CLUSTER])->len;
+			while (k < a->http.n_clusters && !key_is(s, len, a->http.clusters[k].name))
+				k++;
+			if (k == a->http.n_clusters) {
+				verr(c, nmark(c, v[HR_CLUSTER]), "app '%s': route to unknown cluster '%s'", an,
+				     show(c, v[HR_CLUSTER], b, sizeof(b)));
+				ok = false;
+			}
+			r.cluster = k;
+		}
+	}
+	if (ok && r.cluster == 0 && default_empty) {
+		verr(c, v[HR_CLUSTER] ? nmark(c, v[HR_CLUSTER]) : r.mark,
+		     "app '%s': this route sends requests to the cluster 'default', the app's own 'targets', but the app has none",
+		     an);
+		ok = false;
+	}
+	if (ok)
+		a->http.routes[a->http.n_routes++] = r;
+}
+
+/* Reports routes with the same host and path as an earlier one (the later
+ * could never match). */
+static void check_dup_routes(struct vctx *c, const struct cfg_app *a, const char *an)
+{
+	uint32_t n = a->http.n_routes;
+	size_t cap = 16;
+	if (n < 2)
+		return;
+	while (cap < (size_t)n * 2)
+		cap *= 2;
+	uint32_t *slot = calloc(cap, sizeof(*slot));
+	if (!slot) {
+		c->oom = true;
+		return;
+	}
+	for (uint32_t k = 0; k < n && !c->full; k++) {
+		const struct cfg_http_route *r = &a->http.routes[k];
+		for (size_t h = (size_t)route_hash(r) & (cap - 1);; h = (h + 1) & (cap - 1)) {
+			if (!slot[h]) {
+				slot[h] = k + 1;
+				break;
+			}
+			const struct cfg_http_route *o = &a->http.routes[slot[h] - 1];
+			bool same_host = (!o->host && !r->host) ||
+					 (o->host && r->host && strcmp(o->host, r->host) == 0);
+			if (same_host && strcmp(o->path, r->path) == 0) {
+				verr(c, r->mark,
+				     "app '%s': duplicate route (host %s, path %s; first at line %u column %u): it could never match",
+				     an, r->host ? r->host : "any", r->path, o->mark.line, o->mark.col);
+				break;
+			}
+		}
+	}
+	free(slot);
+}
+
+/* The http section i of app a (protocol http). default_empty: the app has
+ * no targets of its own (cluster "default" is empty); room: the clusters'
+ * targets fit in a->targets. clusters[0] is set already; a->http.clusters
+ * has room for every item of the clusters list. */
+static void parse_http(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an,
+		       bool default_empty, bool room)
+{
+	char what[64 + CFG_MAX_NAME_LEN], b[64];
+	uint32_t v[H_N];
+	struct cfg_http *h = &a->http;
+	if (N(c, i)->type != Y_MAP) {
+		verr(c, nmark(c, i),
+		     "app '%s': http must be a mapping (clusters, routes, timeouts, access_log, ...), not %s",
+		     an, type_name(c, i));
+		return;
+	}
+	snprintf(what, sizeof(what), "in http of app '%s'", an);
+	map_fields(c, i, http_keys, H_N, v, what);
+
+	uint32_t l = v[H_CLUSTERS];
+	if (l && !is_null(c, l)) {
+		if (N(c, l)->type != Y_SEQ) {
+			verr(c, nmark(c, l), "app '%s': http clusters must be a list of mappings (name, targets, balance), not %s",
+			     an, type_name(c, l));
+		} else if (N(c, l)->len >= CFG_MAX_HTTP_CLUSTERS) {
+			verr(c, nmark(c, l), "app '%s' has %u http clusters; at most %u are allowed (with 'default')",
+			     an, N(c, l)->len, CFG_MAX_HTTP_CLUSTERS - 1);
+		} else {
+			uint32_t it = N(c, l)->first;
+			for (uint32_t k = 0; k < N(c, l)->len && !c->full && !c->oom; k++, it = N(c, it)->next)
+				parse_cluster(c, it, a, an, room);
+		}
+	}
+
+	l = v[H_ROUTES];
+	bool routes_written = false;
+	if (l && !is_null(c, l)) {
+		if (N(c, l)->type != Y_SEQ) {
+			verr(c, nmark(c, l), "app '%s': http routes must be a list of mappings (host, path, cluster), not %s",
+			     an, type_name(c, l));
+			routes_written = true;
+		} else if (N(c, l)->len > CFG_MAX_HTTP_ROUTES) {
+			verr(c, nmark(c, l), "app '%s' has %u http routes; at most %u are allowed", an,
+			     N(c, l)->len, CFG_MAX_HTTP_ROUTES);
+			routes_written = true;
+		} else if (N(c, l)->len) {
+			routes_written = true;
+			h->routes = cfg_pool_alloc(c->cfg, N(c, l)->len * sizeof(*h->routes));
+			if (!h->routes) {
+				c->oom = true;
+				return;
+			}
+			uint32_t it = N(c, l)->first;
+			for (uint32_t k = 0; k < N(c, l)->len && !c->full && !c->oom; k++, it = N(c, it)->next)
+				parse_route(c, it, a, an, default_empty);
+			check_dup_routes(c, a, an);
+		}
+	}
+	if (!routes_written && default_empty && a->protocol == PROTO_HTTP)
+		verr(c, nmark(c, l ? l : i),
+		     "app '%s': without http routes every request goes to the app's own 'targets', but it has none (add routes to its clusters, or targets)",
+		     an);
+
+	if (v[H_HDR_TO])
+		get_duration(c, v[H_HDR_TO], "http header_timeout_ms", 1, &h->header_timeout_ms);
+	if (v[H_RESP_TO])
+		get_duration(c, v[H_RESP_TO], "http response_timeout_ms", 1, &h->response_timeout_ms);
+	if (v[H_CIDLE])
+		get_duration(c, v[H_CIDLE], "http client_idle_timeout_ms", 1, &h->client_idle_ms);
+	if (v[H_UIDLE])
+		get_duration(c, v[H_UIDLE], "http upstream_idle_timeout_ms", 1, &h->upstream_idle_ms);
+	if (v[H_MAXIDLE])
+		get_uint(c, v[H_MAXIDLE], "http max_idle_upstream", 0, HTTP_MAX_IDLE_UPSTREAM,
+			 &h->max_idle_upstream);
+	if (v[H_MAXHB]) {
+		const char *s = want_scalar(c, v[H_MAXHB], "http max_header_bytes"), *why = NULL;
+		uint32_t sz = 0;
+		if (s && cfg_parse_size(s, &sz, &why) == 0 &&
+		    (sz < 1024 || sz > CFG_MAX_HTTP_HEADER_BYTES))
+			why = "must be from 1024 (1k) to 1048576 (1m)";
+		if (s && why)
+			verr(c, nmark(c, v[H_MAXHB]), "app '%s': http max_header_bytes '%s': %s", an,
+			     show(c, v[H_MAXHB], b, sizeof(b)), why);
+		else if (s)
+			h->max_header_bytes = sz;
+	}
+	if (v[H_MAXH])
+		get_uint(c, v[H_MAXH], "http max_headers", 8, CFG_MAX_HTTP_HEADERS, &h->max_headers);
+	if (v[H_FWD])
+		get_bool(c, v[H_FWD], "http forwarded", &h->forwarded);
+
+	bool log = false;
+	if (v[H_LOG] && !is_null(c, v[H_LOG])) {
+		const char *s = want_scalar(c, v[H_LOG], "http access_log");
+		size_t len = s ? N(c, v[H_LOG])->len : 0;
+		if (!s) {
+			/* reported */
+		} else if (has_ctl(s, len) || len == 0 || len > 4096 ||
+			   (s[0] != '/' && strcmp(s, "-") != 0)) {
+			verr(c, nmark(c, v[H_LOG]),
+			     "app '%s': http access_log '%s' must be an absolute file path or \"-\" (standard output)",
+			     an, show(c, v[H_LOG], b, sizeof(b)));
+		} else if (!(h->access_log = cfg_pool_strndup(c->cfg, s, len))) {
+			c->oom = true;
+			return;
+		} else {
+			log = true;
+			h->log_format = HTTP_LOG_COMBINED;
+		}
+	}
+	if (v[H_LOGFMT]) {
+		const char *s = want_scalar(c, v[H_LOGFMT], "http access_log_format");
+		enum http_log_format f = HTTP_LOG_NONE;
+		if (s && strcmp(s, "combined") == 0)
+			f = HTTP_LOG_COMBINED;
+		else if (s && strcmp(s, "json") == 0)
+			f = HTTP_LOG_JSON;
+		else if (s)
+			verr(c, nmark(c, v[H_LOGFMT]),
+			     "app '%s': http access_log_format '%s' is not one of combined, json", an,
+			     show(c, v[H_LOGFMT], b, sizeof(b)));
+		if (!v[H_LOG] || is_null(c, v[H_LOG]))
+			verr(c, nmark(c, v[H_LOGFMT]),
+			     "app '%s': http access_log_format needs an access_log (a file path or \"-\")", an);
+		else if (log && f != HTTP_LOG_NONE)
+			h->log_format = f;
+	}
 }
 
 /* Name hash table for duplicate detection: open addressing over app indices. */
@@ -1113,28 +1587,76 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 	}
 	if (v[A_ADDRS])
 		parse_addrs(c, v[A_ADDRS], a, an);
-	if (!v[A_TARGETS]) {
+	if (v[A_PROTO]) {
+		const char *s = want_scalar(c, v[A_PROTO], "protocol");
+		if (s && cfg_protocol_parse(s, &a->protocol) < 0) {
+			verr(c, nmark(c, v[A_PROTO]), "app '%s': protocol '%s' is not one of tcp, foo, http",
+			     an, show(c, v[A_PROTO], b, sizeof(b)));
+		}
+	}
+	bool http = a->protocol == PROTO_HTTP;
+
+	/* The targets array holds the app's own targets, then those of each
+	 * http cluster: sized once for all of them. */
+	uint32_t t = v[A_TARGETS];
+	size_t n_own = 0, n_cl = 0;
+	bool own = false, room = true;
+	if (t && N(c, t)->type == Y_MAP) {
+		verr(c, nmark(c, t), "app '%s': targets must be a list of host:port, not a mapping", an);
+	} else if (t && (n_own = n_items(c, t)) > CFG_MAX_TARGETS_PER_APP) {
+		verr(c, nmark(c, t), "app '%s' has %zu targets; at most %u are allowed", an, n_own,
+		     CFG_MAX_TARGETS_PER_APP);
+		n_own = 0;
+	} else if (t) {
+		own = n_own > 0;
+	}
+	if (v[A_HTTP] && (n_cl = http_count_targets(c, v[A_HTTP])) &&
+	    n_own + n_cl > CFG_MAX_TARGETS_PER_APP) {
+		verr(c, nmark(c, v[A_HTTP]),
+		     "app '%s' has %zu targets with those of its http clusters; at most %u are allowed",
+		     an, n_own + n_cl, CFG_MAX_TARGETS_PER_APP);
+		n_cl = 0;
+		room = false;
+	}
+	if (n_own + n_cl) {
+		a->targets = cfg_pool_alloc(c->cfg, (n_own + n_cl) * sizeof(*a->targets));
+		if (!a->targets) {
+			c->oom = true;
+			return;
+		}
+		memset(a->targets, 0, (n_own + n_cl) * sizeof(*a->targets));
+	}
+	if (own)
+		add_targets(c, t, a, an);
+	if (http) {
+		/* the app's own targets are optional when clusters have some */
+		if (!n_own && !n_cl && room && (!t || N(c, t)->type != Y_MAP))
+			verr(c, t ? nmark(c, t) : nmark(c, i),
+			     "app '%s' has no targets (neither 'targets' nor http clusters with targets)",
+			     an);
+	} else if (!t) {
 		verr(c, nmark(c, i), "app '%s' has no targets", an);
-	} else {
-		parse_targets(c, v[A_TARGETS], a, an);
-		if (n_items(c, v[A_TARGETS]) == 0 && N(c, v[A_TARGETS])->type != Y_MAP)
-			verr(c, nmark(c, v[A_TARGETS]), "app '%s' has no targets", an);
+	} else if (n_items(c, t) == 0 && N(c, t)->type != Y_MAP) {
+		verr(c, nmark(c, t), "app '%s' has no targets", an);
 	}
 
-	if (v[A_BALANCE]) {
-		const char *s = want_scalar(c, v[A_BALANCE], "balance");
-		if (s) {
-			if (strcmp(s, "round_robin") == 0)
-				a->policy = LB_ROUND_ROBIN;
-			else if (strcmp(s, "random") == 0)
-				a->policy = LB_RANDOM;
-			else if (strcmp(s, "least_conn") == 0)
-				a->policy = LB_LEAST_CONN;
-			else
-				verr(c, nmark(c, v[A_BALANCE]),
-				     "app '%s': unknown balance '%s' (use round_robin, random or least_conn)",
-				     an, show(c, v[A_BALANCE], b, sizeof(b)));
-		}
+	if (v[A_BALANCE])
+		parse_balance(c, v[A_BALANCE], "balance", an, &a->policy);
+
+	/* every app has cluster "default" (its own targets); http apps may add more */
+	{
+		uint32_t cl = v[A_HTTP] ? find_key(c, v[A_HTTP], "clusters") : 0;
+		uint32_t extra = cl && N(c, cl)->type == Y_SEQ && N(c, cl)->len < CFG_MAX_HTTP_CLUSTERS
+					 ? N(c, cl)->len : 0;
+		if (!set_default_cluster(c, a, extra, t ? nmark(c, t) : nmark(c, i)))
+			return;
+	}
+	if (v[A_HTTP]) {
+		if (!http)
+			verr(c, nmark(c, v[A_HTTP]), "app '%s': http settings need 'protocol: http'", an);
+		/* an app without any target is reported once, above */
+		if (!is_null(c, v[A_HTTP]))
+			parse_http(c, v[A_HTTP], a, an, !own && (n_cl || !room), room);
 	}
 	if (v[A_CTIMEOUT]) {
 		get_duration(c, v[A_CTIMEOUT], "connect_timeout", 1, &a->connect_timeout_ms);
@@ -1150,14 +1672,6 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 	}
 	if (v[A_KEEPALIVE])
 		parse_keepalive(c, v[A_KEEPALIVE], a, an);
-	if (v[A_PROTO]) {
-		const char *s = want_scalar(c, v[A_PROTO], "protocol");
-		if (s && cfg_protocol_parse(s, &a->protocol) < 0) {
-			char b[64];
-			verr(c, nmark(c, v[A_PROTO]), "app '%s': protocol '%s' is not one of tcp, foo", an,
-			     show(c, v[A_PROTO], b, sizeof(b)));
-		}
-	}
 	if (v[A_FOO]) {
 		parse_foo(c, v[A_FOO], a, an);
 		if (a->protocol != PROTO_FOO)

@@ -1020,6 +1020,40 @@ static void tree_equal(const char *text)
 	tree_equal_by(text, false);
 }
 
+#define HTTP_FULL                                                            \
+	"apps:\n"                                                            \
+	"  - name: web\n"                                                    \
+	"    ports: [8080]\n"                                                \
+	"    protocol: http\n"                                               \
+	"    targets: [\"127.0.0.1:9001\"]\n"                                \
+	"    balance: least_request\n"                                       \
+	"    http:\n"                                                        \
+	"      clusters:\n"                                                  \
+	"        - name: api\n"                                              \
+	"          targets: [\"127.0.0.1:9101\", \"127.0.0.1:9102\"]\n"      \
+	"          balance: round_robin\n"                                   \
+	"        - name: static\n"                                           \
+	"          targets: [\"[::1]:9201\"]\n"                              \
+	"      routes:\n"                                                    \
+	"        - host: API.Example.com\n"                                  \
+	"          path: /v1/\n"                                             \
+	"          cluster: api\n"                                           \
+	"        - host: \"*.example.com\"\n"                                \
+	"          cluster: static\n"                                        \
+	"        - path: /static/\n"                                         \
+	"          cluster: static\n"                                        \
+	"        - path: /\n"                                                \
+	"      header_timeout_ms: 5000\n"                                    \
+	"      response_timeout_ms: 2s\n"                                    \
+	"      client_idle_timeout_ms: 1000\n"                               \
+	"      upstream_idle_timeout_ms: 2000\n"                             \
+	"      max_idle_upstream: 0\n"                                       \
+	"      max_header_bytes: 16k\n"                                      \
+	"      max_headers: 50\n"                                            \
+	"      forwarded: false\n"                                           \
+	"      access_log: /var/log/pandit/access.log\n"                     \
+	"      access_log_format: json\n"
+
 static void test_block_tree_matches_libyaml(void **state)
 {
 	(void)state;
@@ -1036,6 +1070,8 @@ static void test_block_tree_matches_libyaml(void **state)
 		"a: [ 1 , 2 ]\nb: { x: 1 , y: [ 2 ] }\n",
 		"x: user@host\ny: a-b_c.d/e~f+g\n",
 		"targets: [127.0.0.1:9001, h:2, a.b:c:d]\n",
+		HTTP_FULL,
+		"apps:\n- name: w\n  http:\n    clusters:\n    - name: a\n      targets:\n      - h:1\n    routes:\n    - {host: a.org, path: /x/, cluster: a}\n    - path: /\n  ports: 1\n",
 	};
 	for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++)
 		tree_equal_by(docs[i], true);
@@ -1064,6 +1100,9 @@ static void test_json_tree_matches_libyaml(void **state)
 	tree_equal("{ \"a\" : [ 1 , -2.5e+3 , true , false , null , \"\" , { } , [ ] ] ,\n \"b\\n\\t\\\"\" : {\"c\": 0}}");
 	tree_equal("\n\n   {\"x\": [\n  [1,\n 2], {\"y\": \"z\"}]}\n\n");
 	tree_equal("{\"k\": \"a\\/b\\\\c\\r\\f\\b\"}");
+	tree_equal("{\"apps\": [{\"name\": \"w\", \"protocol\": \"http\", \"http\": {\"clusters\": [{\"name\": \"a\",\n"
+		   "  \"targets\": [\"h:1\"]}], \"routes\": [{\"host\": \"*.a.org\", \"path\": \"/v1/\", \"cluster\": \"a\"}],\n"
+		   "  \"max_headers\": 20, \"forwarded\": false, \"access_log\": \"-\"}}]}");
 	/* not handled by the fast reader */
 	struct ytree t = { 0 };
 	assert_int_equal(ytree_parse_json(&t, "apps: []", 8), 1);
@@ -1181,6 +1220,359 @@ static void test_big_config(void **state)
 	sbuf_free(&j);
 }
 
+
+/* --- protocol http ------------------------------------------------------------ */
+
+static void test_http_full(void **state)
+{
+	(void)state;
+	struct cfg *cfg = load_ok(HTTP_FULL);
+	const struct cfg_app *a = &cfg->apps[0];
+	const struct cfg_http *h = &a->http;
+	assert_int_equal(a->protocol, PROTO_HTTP);
+	assert_int_equal(a->policy, LB_LEAST_CONN);
+	/* targets: default ++ api ++ static */
+	assert_int_equal(a->n_targets, 4);
+	assert_string_equal(a->targets[0].host, "127.0.0.1");
+	assert_int_equal(a->targets[0].port, 9001);
+	assert_int_equal(a->targets[1].port, 9101);
+	assert_int_equal(a->targets[2].port, 9102);
+	assert_string_equal(a->targets[3].host, "::1");
+	assert_int_equal(a->targets[3].port, 9201);
+	assert_int_equal(h->n_clusters, 3);
+	assert_string_equal(h->clusters[0].name, "default");
+	assert_int_equal(h->clusters[0].target_first, 0);
+	assert_int_equal(h->clusters[0].n_targets, 1);
+	assert_int_equal(h->clusters[0].policy, LB_LEAST_CONN);
+	assert_string_equal(h->clusters[1].name, "api");
+	assert_int_equal(h->clusters[1].target_first, 1);
+	assert_int_equal(h->clusters[1].n_targets, 2);
+	assert_int_equal(h->clusters[1].policy, LB_ROUND_ROBIN);
+	assert_int_equal(h->clusters[1].mark.line, 9);
+	assert_string_equal(h->clusters[2].name, "static");
+	assert_int_equal(h->clusters[2].target_first, 3);
+	assert_int_equal(h->clusters[2].n_targets, 1);
+	assert_int_equal(h->clusters[2].policy, LB_LEAST_CONN);	/* the app's */
+	assert_int_equal(h->n_routes, 4);
+	assert_string_equal(h->routes[0].host, "api.example.com");	/* lower case */
+	assert_string_equal(h->routes[0].path, "/v1/");
+	assert_int_equal(h->routes[0].cluster, 1);
+	assert_int_equal(h->routes[0].mark.line, 15);
+	assert_string_equal(h->routes[1].host, "*.example.com");
+	assert_string_equal(h->routes[1].path, "/");
+	assert_int_equal(h->routes[1].cluster, 2);
+	assert_null(h->routes[2].host);
+	assert_string_equal(h->routes[2].path, "/static/");
+	assert_int_equal(h->routes[2].cluster, 2);
+	assert_null(h->routes[3].host);
+	assert_int_equal(h->routes[3].cluster, 0);
+	assert_int_equal(h->header_timeout_ms, 5000);
+	assert_int_equal(h->response_timeout_ms, 2000);
+	assert_int_equal(h->client_idle_ms, 1000);
+	assert_int_equal(h->upstream_idle_ms, 2000);
+	assert_int_equal(h->max_idle_upstream, 0);
+	assert_int_equal(h->max_header_bytes, 16384);
+	assert_int_equal(h->max_headers, 50);
+	assert_false(h->forwarded);
+	assert_string_equal(h->access_log, "/var/log/pandit/access.log");
+	assert_int_equal(h->log_format, HTTP_LOG_JSON);
+
+	/* a copy is equal, owns its memory, and every http field counts */
+	struct cfg_app *d = cfg_app_dup(a);
+	assert_non_null(d);
+	assert_true(cfg_app_equal(d, a));
+	assert_ptr_not_equal(d->http.clusters[1].name, h->clusters[1].name);
+	assert_ptr_not_equal(d->http.routes[0].host, h->routes[0].host);
+	assert_ptr_not_equal(d->http.access_log, h->access_log);
+	uint32_t *fields[] = {
+		&d->http.header_timeout_ms, &d->http.response_timeout_ms, &d->http.client_idle_ms,
+		&d->http.upstream_idle_ms, &d->http.max_idle_upstream, &d->http.max_header_bytes,
+		&d->http.max_headers, &d->http.clusters[1].target_first, &d->http.clusters[2].n_targets,
+		&d->http.routes[2].cluster,
+	};
+	for (size_t k = 0; k < sizeof(fields) / sizeof(fields[0]); k++) {
+		(*fields[k])++;
+		assert_false(cfg_app_equal(d, a));
+		(*fields[k])--;
+		assert_true(cfg_app_equal(d, a));
+	}
+	d->http.forwarded = true;
+	assert_false(cfg_app_equal(d, a));
+	d->http.forwarded = false;
+	d->http.log_format = HTTP_LOG_COMBINED;
+	assert_false(cfg_app_equal(d, a));
+	d->http.log_format = HTTP_LOG_JSON;
+	d->http.clusters[1].policy = LB_RANDOM;
+	assert_false(cfg_app_equal(d, a));
+	d->http.clusters[1].policy = LB_ROUND_ROBIN;
+	d->http.clusters[2].name[0] = 'S';
+	assert_false(cfg_app_equal(d, a));
+	d->http.clusters[2].name[0] = 's';
+	d->http.routes[0].path[1] = 'w';
+	assert_false(cfg_app_equal(d, a));
+	d->http.routes[0].path[1] = 'v';
+	d->http.routes[1].host[0] = 'x';
+	assert_false(cfg_app_equal(d, a));
+	d->http.routes[1].host[0] = '*';
+	d->http.access_log[1] = 'x';
+	assert_false(cfg_app_equal(d, a));
+	d->http.access_log[1] = 'v';
+	d->http.n_routes--;
+	assert_false(cfg_app_equal(d, a));
+	d->http.n_routes++;
+	d->http.n_clusters--;
+	assert_false(cfg_app_equal(d, a));
+	d->http.n_clusters++;
+	assert_true(cfg_app_equal(d, a));
+	cfg_app_free(d);
+	cfg_free(cfg);
+}
+
+/* Every app has cluster "default" (its targets), whatever its protocol, and
+ * an http app without an http section gets every default. */
+static void test_http_defaults(void **state)
+{
+	(void)state;
+	struct cfg *cfg = load_ok("apps:\n"
+				  "  - name: t\n    ports: 1\n    targets: [\"h:1\", \"h:2\"]\n    balance: random\n"
+				  "  - name: w\n    ports: 2\n    protocol: http\n    targets: [\"h:3\"]\n"
+				  "  - name: e\n    ports: 3\n    protocol: http\n    targets: [\"h:4\"]\n    http:\n"
+				  "  - name: l\n    ports: 4\n    protocol: http\n    targets: [\"h:4\"]\n"
+				  "    http: {access_log: \"-\"}\n");
+	for (size_t i = 0; i < cfg->n_apps; i++) {
+		const struct cfg_app *a = &cfg->apps[i];
+		const struct cfg_http *h = &a->http;
+		assert_int_equal(h->n_clusters, 1);
+		assert_string_equal(h->clusters[0].name, "default");
+		assert_int_equal(h->clusters[0].target_first, 0);
+		assert_int_equal(h->clusters[0].n_targets, a->n_targets);
+		assert_int_equal(h->clusters[0].policy, a->policy);
+		assert_int_equal(h->n_routes, 0);
+		assert_int_equal(h->header_timeout_ms, CFG_DEFAULT_HTTP_HEADER_TIMEOUT_MS);
+		assert_int_equal(h->response_timeout_ms, CFG_DEFAULT_HTTP_RESPONSE_TIMEOUT_MS);
+		assert_int_equal(h->client_idle_ms, CFG_DEFAULT_HTTP_CLIENT_IDLE_MS);
+		assert_int_equal(h->upstream_idle_ms, CFG_DEFAULT_HTTP_UPSTREAM_IDLE_MS);
+		assert_int_equal(h->max_idle_upstream, CFG_DEFAULT_HTTP_MAX_IDLE_UPSTREAM);
+		assert_int_equal(h->max_header_bytes, CFG_DEFAULT_HTTP_MAX_HEADER_BYTES);
+		assert_int_equal(h->max_headers, CFG_DEFAULT_HTTP_MAX_HEADERS);
+		assert_true(h->forwarded);
+		if (i < 3) {
+			assert_null(h->access_log);
+			assert_int_equal(h->log_format, HTTP_LOG_NONE);
+		}
+	}
+	assert_int_equal(cfg->apps[0].protocol, PROTO_TCP);
+	assert_int_equal(cfg->apps[0].http.clusters[0].n_targets, 2);
+	assert_int_equal(cfg->apps[0].http.clusters[0].policy, LB_RANDOM);
+	assert_int_equal(cfg->apps[1].protocol, PROTO_HTTP);
+	assert_string_equal(cfg->apps[3].http.access_log, "-");
+	assert_int_equal(cfg->apps[3].http.log_format, HTTP_LOG_COMBINED);
+	/* least_conn is still the same policy */
+	cfg_free(cfg);
+	cfg = load_ok("apps:\n  - {name: a, ports: 1, targets: h:1, balance: least_conn}\n");
+	assert_int_equal(cfg->apps[0].policy, LB_LEAST_CONN);
+	cfg_free(cfg);
+
+	/* quick mode: the caller sets the protocol afterwards; the model is whole */
+	assert_int_equal(cfg_quick(":8002", "127.0.0.1:9000", &cfg, &errs), 0);
+	const struct cfg_http *h = &cfg->apps[0].http;
+	assert_int_equal(h->n_clusters, 1);
+	assert_string_equal(h->clusters[0].name, "default");
+	assert_int_equal(h->clusters[0].n_targets, 1);
+	assert_int_equal(h->max_headers, CFG_DEFAULT_HTTP_MAX_HEADERS);
+	assert_true(h->forwarded);
+	cfg->apps[0].protocol = PROTO_HTTP;
+	struct cfg_app *d = cfg_app_dup(&cfg->apps[0]);
+	assert_true(cfg_app_equal(d, &cfg->apps[0]));
+	cfg_app_free(d);
+	cfg_free(cfg);
+
+	assert_string_equal(cfg_protocol_name(PROTO_HTTP), "http");
+	enum app_protocol p = PROTO_TCP;
+	assert_int_equal(cfg_protocol_parse("http", &p), 0);
+	assert_int_equal(p, PROTO_HTTP);
+}
+
+/* Only clusters, no targets of the app's own: fine when every route names a cluster. */
+static void test_http_clusters_only(void **state)
+{
+	(void)state;
+	struct cfg *cfg = load_ok("apps:\n  - name: w\n    ports: 1\n    protocol: http\n    http:\n"
+				  "      clusters:\n        - {name: a, targets: [\"h:1\"]}\n"
+				  "        - {name: b, targets: h:2}\n"
+				  "      routes:\n        - {path: /a, cluster: a}\n        - {cluster: b}\n");
+	const struct cfg_app *a = &cfg->apps[0];
+	assert_int_equal(a->n_targets, 2);
+	assert_int_equal(a->http.n_clusters, 3);
+	assert_int_equal(a->http.clusters[0].n_targets, 0);
+	assert_int_equal(a->http.clusters[1].target_first, 0);
+	assert_int_equal(a->http.clusters[2].target_first, 1);
+	assert_int_equal(a->http.routes[1].cluster, 2);
+	cfg_free(cfg);
+
+	/* the same in JSON */
+	cfg = load_ok("{\"apps\": [{\"name\": \"w\", \"ports\": [1], \"protocol\": \"http\", \"http\": {"
+		      "\"clusters\": [{\"name\": \"a\", \"targets\": [\"h:1\"]}],"
+		      "\"routes\": [{\"host\": \"X.org\", \"cluster\": \"a\"}]}}]}");
+	assert_int_equal(cfg->apps[0].http.n_clusters, 2);
+	assert_string_equal(cfg->apps[0].http.routes[0].host, "x.org");
+	assert_int_equal(cfg->apps[0].http.routes[0].cluster, 1);
+	cfg_free(cfg);
+}
+
+/* The loopback loop check covers the clusters' targets. */
+static void test_http_target_loops(void **state)
+{
+	(void)state;
+	expect_error("apps:\n  - name: w\n    ports: 80\n    protocol: http\n    targets: [\"h:1\"]\n"
+		     "    http:\n      clusters:\n        - name: c\n          targets: [\"127.0.0.1:80\"]\n",
+		     "9:21", "target '127.0.0.1:80' of app 'w'", "loop", NULL);
+}
+
+#define HTTP_APP "apps:\n  - name: w\n    ports: 1\n    protocol: http\n    targets: [\"h:1\"]\n"
+
+static void test_http_errors(void **state)
+{
+	(void)state;
+	expect_error("apps:\n  - name: w\n    ports: 1\n    targets: [\"h:1\"]\n    http: {forwarded: false}\n",
+		     "5:11", "http settings need 'protocol: http'", NULL, NULL);
+	expect_error(HTTP_APP "    http: {bogus: 1}\n", "6:12", "unknown key 'bogus' in http of app 'w'", NULL, NULL);
+	expect_error(HTTP_APP "    http: [1]\n", "6:11", "http must be a mapping", NULL, NULL);
+	expect_error("apps:\n  - {name: w, ports: 1, targets: h:1, protocol: gopher}\n", "2:49",
+		     "protocol 'gopher' is not one of tcp, foo, http", NULL, NULL);
+	expect_error(HTTP_APP "    balance: fastest\n", "6:14", "least_request", NULL, NULL);
+	/* clusters */
+	expect_error(HTTP_APP "    http:\n      clusters:\n        - {name: c, targets: [\"h:2\"], weight: 1}\n",
+		     "8:39", "unknown key 'weight' in a cluster of app 'w'", NULL, NULL);
+	expect_error(HTTP_APP "    http:\n      clusters:\n        - {name: default, targets: [\"h:2\"]}\n",
+		     "8:18", "'default' is reserved", NULL, NULL);
+	expect_error(HTTP_APP "    http:\n      clusters:\n        - {name: c, targets: [\"h:2\"]}\n"
+		     "        - {name: c, targets: [\"h:3\"]}\n",
+		     "9:18", "duplicate cluster name 'c'", "line 8 column 11", NULL);
+	expect_error(HTTP_APP "    http:\n      clusters:\n        - {name: c}\n", "8:11", "cluster 'c' has no targets",
+		     NULL, NULL);
+	expect_error(HTTP_APP "    http:\n      clusters:\n        - {name: c, targets: []}\n", "8:30",
+		     "cluster 'c' has no targets", NULL, NULL);
+	expect_error(HTTP_APP "    http:\n      clusters:\n        - {targets: [h:2]}\n", "8:11", "a cluster has no name",
+		     NULL, NULL);
+	expect_error(HTTP_APP "    http:\n      clusters:\n        - {name: c, targets: [\"h\"]}\n", "8:31",
+		     "target 'h'", "missing port", NULL);
+	expect_error(HTTP_APP "    http:\n      clusters:\n        - {name: c, targets: [h:2], balance: x}\n",
+		     "8:46", "unknown cluster balance 'x'", NULL, NULL);
+	expect_error(HTTP_APP "    http:\n      clusters: {name: c}\n", "7:17", "clusters must be a list", NULL, NULL);
+	expect_error(HTTP_APP "    http:\n      clusters: [1]\n", "7:18", "a cluster must be a mapping", NULL, NULL);
+	/* routes */
+	expect_error(HTTP_APP "    http:\n      routes:\n        - {cluster: nope}\n", "8:21",
+		     "route to unknown cluster 'nope'", NULL, NULL);
+	expect_error(HTTP_APP "    http:\n      routes:\n        - {path: /, colour: red}\n", "8:21",
+		     "unknown key 'colour' in a route of app 'w'", NULL, NULL);
+	expect_error(HTTP_APP "    http:\n      routes:\n        - {path: /a}\n        - {path: /b}\n        - {path: /a}\n",
+		     "10:11", "duplicate route", "line 8 column 11", NULL);
+	expect_error(HTTP_APP "    http:\n      routes:\n        - {host: a.org}\n        - {host: A.ORG, path: /}\n",
+		     "9:11", "duplicate route", NULL, NULL);
+	static const char *const bad_hosts[] = {
+		"\"a.org:80\"", "\"*\"", "\"a.*.org\"", "\"**.org\"", "\"a..org\"", "a.org.", "\"[::1]\"", "\"a b\"", "\"\"",
+		"\"*.\"", "\"a/b\"",
+	};
+	for (size_t k = 0; k < sizeof(bad_hosts) / sizeof(bad_hosts[0]); k++) {
+		char doc[512];
+		snprintf(doc, sizeof(doc), HTTP_APP "    http:\n      routes:\n        - host: %s\n", bad_hosts[k]);
+		expect_error(doc, "8:17", "route host", NULL, NULL);
+	}
+	static const char *const bad_paths[] = {
+		"v1", "\"\"", "\"/a b\"", "\"/a?x=1\"", "\"/a#x\"", "\"/a\\tb\"", "\"/caf\xc3\xa9\"",
+	};
+	for (size_t k = 0; k < sizeof(bad_paths) / sizeof(bad_paths[0]); k++) {
+		char doc[512];
+		snprintf(doc, sizeof(doc), HTTP_APP "    http:\n      routes:\n        - path: %s\n", bad_paths[k]);
+		expect_error(doc, "8:17", "route path", NULL, NULL);
+	}
+	expect_error(HTTP_APP "    http:\n      routes: {path: /}\n", "7:15", "routes must be a list", NULL, NULL);
+	/* requests to the default cluster of an app without targets of its own */
+	const char *only_c = "apps:\n  - name: w\n    ports: 1\n    protocol: http\n    http:\n"
+			     "      clusters: [{name: c, targets: [h:2]}]\n";
+	char doc[1024];
+	snprintf(doc, sizeof(doc), "%s      routes:\n        - {path: /c, cluster: c}\n        - {path: /}\n", only_c);
+	expect_error(doc, "9:11", "cluster 'default'", "has none", NULL);
+	snprintf(doc, sizeof(doc), "%s      routes:\n        - {path: /, cluster: default}\n", only_c);
+	expect_error(doc, "8:30", "cluster 'default'", "has none", NULL);
+	expect_error(only_c, "6:7", "without http routes", NULL, NULL);
+	snprintf(doc, sizeof(doc), "%s    targets: []\n", only_c);
+	expect_error(doc, "6:7", "without http routes", NULL, NULL);
+	/* no targets at all */
+	expect_error("apps:\n  - name: w\n    ports: 1\n    protocol: http\n", "2:5", "app 'w' has no targets", NULL, NULL);
+	expect_error("apps:\n  - name: w\n    ports: 1\n    protocol: http\n    targets: []\n    http: {}\n", "5:14",
+		     "app 'w' has no targets", NULL, NULL);
+	/* numbers */
+	expect_error(HTTP_APP "    http: {header_timeout_ms: 0}\n", "6:31", "header_timeout_ms must be at least 1 ms", NULL, NULL);
+	expect_error(HTTP_APP "    http: {response_timeout_ms: x}\n", "6:33", "response_timeout_ms", "malformed duration", NULL);
+	expect_error(HTTP_APP "    http: {client_idle_timeout_ms: -1}\n", "6:36", "client_idle_timeout_ms", NULL, NULL);
+	expect_error(HTTP_APP "    http: {upstream_idle_timeout_ms: 0}\n", "6:38", "upstream_idle_timeout_ms", NULL, NULL);
+	expect_error(HTTP_APP "    http: {max_idle_upstream: 70000}\n", "6:31", "max_idle_upstream must be from 0 to 65536", NULL, NULL);
+	expect_error(HTTP_APP "    http: {max_header_bytes: 1000}\n", "6:30", "max_header_bytes '1000'", "from 1024", NULL);
+	expect_error(HTTP_APP "    http: {max_header_bytes: 2m}\n", "6:30", "max_header_bytes '2m'", NULL, NULL);
+	expect_error(HTTP_APP "    http: {max_headers: 7}\n", "6:25", "max_headers must be from 8 to 1000", NULL, NULL);
+	expect_error(HTTP_APP "    http: {max_headers: 1001}\n", "6:25", "max_headers must be from 8 to 1000", NULL, NULL);
+	expect_error(HTTP_APP "    http: {forwarded: maybe}\n", "6:23", "forwarded must be true or false", NULL, NULL);
+	/* access log */
+	expect_error(HTTP_APP "    http: {access_log_format: json}\n", "6:31", "access_log_format needs an access_log", NULL, NULL);
+	expect_error(HTTP_APP "    http: {access_log: /x, access_log_format: xml}\n", "6:47", "not one of combined, json", NULL, NULL);
+	expect_error(HTTP_APP "    http: {access_log: x.log}\n", "6:24", "absolute file path", NULL, NULL);
+	expect_error(HTTP_APP "    http: {access_log: \"\"}\n", "6:24", "absolute file path", NULL, NULL);
+	expect_error(HTTP_APP "    http: {access_log: \"/a\\nb\"}\n", "6:24", "absolute file path", NULL, NULL);
+	/* every error is collected */
+	struct cfg *cfg = load(HTTP_APP "    http:\n      clusters:\n        - {name: default, targets: [h:2]}\n"
+				"      routes:\n        - {cluster: x}\n      max_headers: 1\n");
+	assert_null(cfg);
+	assert_int_equal(errs.n, 3);
+	assert_true(find_error("8:18", "reserved", NULL, NULL));
+	assert_true(find_error("10:21", "unknown cluster 'x'", NULL, NULL));
+	assert_true(find_error("11:20", "max_headers", NULL, NULL));
+}
+
+/* Limits: clusters, routes and the targets of an app with its clusters. */
+static void test_http_limits(void **state)
+{
+	(void)state;
+	struct sbuf y;
+	sbuf_init(&y);
+	sbuf_puts(&y, HTTP_APP "    http:\n      clusters:\n");
+	for (unsigned k = 0; k < CFG_MAX_HTTP_CLUSTERS - 1; k++)
+		sbuf_printf(&y, "        - {name: c%u, targets: [h:%u]}\n", k, k + 2);
+	struct cfg *cfg = load_ok(y.data);
+	assert_int_equal(cfg->apps[0].http.n_clusters, CFG_MAX_HTTP_CLUSTERS);
+	assert_int_equal(cfg->apps[0].n_targets, CFG_MAX_HTTP_CLUSTERS);
+	assert_int_equal(cfg->apps[0].http.clusters[CFG_MAX_HTTP_CLUSTERS - 1].target_first,
+			 CFG_MAX_HTTP_CLUSTERS - 1);
+	cfg_free(cfg);
+	sbuf_puts(&y, "        - {name: one-too-many, targets: [h:1]}\n");
+	expect_error(y.data, "8:9", "http clusters; at most 255", NULL, NULL);
+
+	sbuf_reset(&y);
+	sbuf_puts(&y, HTTP_APP "    http:\n      routes:\n");
+	for (unsigned k = 0; k < CFG_MAX_HTTP_ROUTES; k++)
+		sbuf_printf(&y, "        - {path: /p%u}\n", k);
+	cfg = load_ok(y.data);
+	assert_int_equal(cfg->apps[0].http.n_routes, CFG_MAX_HTTP_ROUTES);
+	cfg_free(cfg);
+	sbuf_puts(&y, "        - {path: /last}\n");
+	expect_error(y.data, "8:9", "http routes; at most 4096", NULL, NULL);
+
+	/* 1024 targets with the clusters' */
+	sbuf_reset(&y);
+	sbuf_puts(&y, "apps:\n  - name: w\n    ports: 1\n    protocol: http\n    targets: [h:1");
+	for (unsigned k = 1; k < CFG_MAX_TARGETS_PER_APP - 2; k++)
+		sbuf_printf(&y, ", h:%u", k + 1);
+	sbuf_puts(&y, "]\n    http:\n      clusters:\n        - {name: c, targets: [a:1, a:2]}\n");
+	cfg = load_ok(y.data);
+	assert_int_equal(cfg->apps[0].n_targets, CFG_MAX_TARGETS_PER_APP);
+	assert_int_equal(cfg->apps[0].http.clusters[1].target_first, CFG_MAX_TARGETS_PER_APP - 2);
+	cfg_free(cfg);
+	sbuf_puts(&y, "        - {name: d, targets: [a:3]}\n");
+	expect_error(y.data, "7:7", "1025 targets with those of its http clusters", NULL, NULL);
+	sbuf_free(&y);
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -1227,6 +1619,12 @@ int main(void)
 		cmocka_unit_test_teardown(test_block_tree_matches_libyaml, teardown),
 		cmocka_unit_test_teardown(test_big_config, teardown),
 		cmocka_unit_test_teardown(test_pool_apps, teardown),
+		cmocka_unit_test_teardown(test_http_full, teardown),
+		cmocka_unit_test_teardown(test_http_defaults, teardown),
+		cmocka_unit_test_teardown(test_http_clusters_only, teardown),
+		cmocka_unit_test_teardown(test_http_target_loops, teardown),
+		cmocka_unit_test_teardown(test_http_errors, teardown),
+		cmocka_unit_test_teardown(test_http_limits, teardown),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
