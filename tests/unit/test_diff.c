@@ -152,6 +152,98 @@ static void test_every_field_is_a_change(void **state)
 	cfg_free(o);
 }
 
+/* Every http setting of an http app counts: a change of any of them makes
+ * the app "changed"; the same settings written differently do not. */
+static void test_http_change(void **state)
+{
+	(void)state;
+	static const char *const base =
+		"apps:\n  - name: w\n    ports: 1\n    protocol: http\n    targets: [\"h:1\"]\n"
+		"    http:\n"
+		"      clusters:\n        - {name: api, targets: [\"h:2\", \"h:3\"]}\n"
+		"      routes:\n        - {host: a.org, path: /v1/, cluster: api}\n        - {path: /}\n";
+	static const char *const variants[] = {
+		"      header_timeout_ms: 1\n",	"      response_timeout_ms: 1\n",
+		"      client_idle_timeout_ms: 1\n",	"      upstream_idle_timeout_ms: 1\n",
+		"      max_idle_upstream: 1\n",	"      max_header_bytes: 2k\n",
+		"      max_headers: 9\n",		"      forwarded: false\n",
+		"      access_log: \"-\"\n",
+	};
+	struct cfg *o = load(base);
+	for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
+		char text[1024];
+		snprintf(text, sizeof(text), "%s%s", base, variants[v]);
+		struct cfg *n = load(text);
+		struct cfg_diff d;
+		assert_int_equal(cfg_diff(o, n, &d), 0);
+		if (d.n_changed != 1)
+			fail_msg("variant %s not seen as a change", variants[v]);
+		cfg_diff_free(&d);
+		cfg_free(n);
+	}
+	/* rewritten bodies of the http section */
+	static const char *const bodies[] = {
+		/* a route's host, path or cluster */
+		"      clusters:\n        - {name: api, targets: [\"h:2\", \"h:3\"]}\n"
+		"      routes:\n        - {host: b.org, path: /v1/, cluster: api}\n        - {path: /}\n",
+		"      clusters:\n        - {name: api, targets: [\"h:2\", \"h:3\"]}\n"
+		"      routes:\n        - {host: a.org, path: /v2/, cluster: api}\n        - {path: /}\n",
+		"      clusters:\n        - {name: api, targets: [\"h:2\", \"h:3\"]}\n"
+		"      routes:\n        - {host: a.org, path: /v1/}\n        - {path: /}\n",
+		/* route order */
+		"      clusters:\n        - {name: api, targets: [\"h:2\", \"h:3\"]}\n"
+		"      routes:\n        - {path: /}\n        - {host: a.org, path: /v1/, cluster: api}\n",
+		/* a cluster's name, targets or policy */
+		"      clusters:\n        - {name: apx, targets: [\"h:2\", \"h:3\"]}\n"
+		"      routes:\n        - {host: a.org, path: /v1/, cluster: apx}\n        - {path: /}\n",
+		"      clusters:\n        - {name: api, targets: [\"h:2\"]}\n"
+		"      routes:\n        - {host: a.org, path: /v1/, cluster: api}\n        - {path: /}\n",
+		"      clusters:\n        - {name: api, targets: [\"h:2\", \"h:3\"], balance: random}\n"
+		"      routes:\n        - {host: a.org, path: /v1/, cluster: api}\n        - {path: /}\n",
+		/* one more cluster, unused */
+		"      clusters:\n        - {name: api, targets: [\"h:2\", \"h:3\"]}\n        - {name: x, targets: [\"h:4\"]}\n"
+		"      routes:\n        - {host: a.org, path: /v1/, cluster: api}\n        - {path: /}\n",
+	};
+	for (size_t v = 0; v < sizeof(bodies) / sizeof(bodies[0]); v++) {
+		char text[1024];
+		snprintf(text, sizeof(text),
+			 "apps:\n  - name: w\n    ports: 1\n    protocol: http\n    targets: [\"h:1\"]\n    http:\n%s",
+			 bodies[v]);
+		struct cfg *n = load(text);
+		struct cfg_diff d;
+		assert_int_equal(cfg_diff(o, n, &d), 0);
+		if (d.n_changed != 1)
+			fail_msg("http body %zu not seen as a change", v);
+		cfg_diff_free(&d);
+		cfg_free(n);
+	}
+	/* the access log format alone, and the same settings in another form */
+	struct cfg *l1 = load("apps:\n  - {name: w, ports: 1, protocol: http, targets: [\"h:1\"], http: {access_log: /l}}\n");
+	struct cfg *l2 = load("apps:\n  - {name: w, ports: 1, protocol: http, targets: [\"h:1\"],"
+			      " http: {access_log: /l, access_log_format: json}}\n");
+	struct cfg *l3 = load("{\"apps\": [{\"name\": \"w\", \"ports\": [1], \"protocol\": \"http\", \"targets\": [\"h:1\"],"
+			      " \"http\": {\"access_log\": \"/l\", \"access_log_format\": \"combined\", \"max_headers\": 100}}]}");
+	struct cfg_diff d;
+	assert_int_equal(cfg_diff(l1, l2, &d), 0);
+	assert_int_equal(d.n_changed, 1);
+	cfg_diff_free(&d);
+	assert_int_equal(cfg_diff(l1, l3, &d), 0);
+	assert_int_equal(d.n_unchanged, 1);
+	cfg_diff_free(&d);
+	/* protocol tcp -> http with the same targets: changed */
+	struct cfg *t = load("apps:\n  - {name: w, ports: 1, targets: [\"h:1\"]}\n");
+	struct cfg *h = load("apps:\n  - {name: w, ports: 1, targets: [\"h:1\"], protocol: http}\n");
+	assert_int_equal(cfg_diff(t, h, &d), 0);
+	assert_int_equal(d.n_changed, 1);
+	cfg_diff_free(&d);
+	cfg_free(t);
+	cfg_free(h);
+	cfg_free(l1);
+	cfg_free(l2);
+	cfg_free(l3);
+	cfg_free(o);
+}
+
 static void test_empty_configs(void **state)
 {
 	(void)state;
@@ -486,6 +578,7 @@ int main(void)
 		cmocka_unit_test(test_rename_is_remove_and_add),
 		cmocka_unit_test(test_reorder_and_cosmetic),
 		cmocka_unit_test(test_every_field_is_a_change),
+		cmocka_unit_test(test_http_change),
 		cmocka_unit_test(test_empty_configs),
 		cmocka_unit_test(test_big_diff),
 		cmocka_unit_test(test_positional_same_as_hashed),
