@@ -48,11 +48,16 @@ class Procs:
         self.live = []
         self.log = log or make_log("bench")
 
-    def start(self, name, argv, cpu, env=None):
+    def start(self, name, argv, cpu, env=None, combined=False):
         """Starts argv pinned to cpu; stdout to TMP/name.out, stderr to
-        TMP/name.err. Returns the Popen with .name, .out_path, .err_path."""
-        out = open(os.path.join(self.tmp, f"{name}.out"), "ab")
-        err = open(os.path.join(self.tmp, f"{name}.err"), "ab")
+        TMP/name.err, or both to TMP/name.log when combined. Returns the Popen
+        with .name, .out_path, .err_path (the same file when combined)."""
+        if combined:
+            out = open(os.path.join(self.tmp, f"{name}.log"), "ab")
+            err = out
+        else:
+            out = open(os.path.join(self.tmp, f"{name}.out"), "ab")
+            err = open(os.path.join(self.tmp, f"{name}.err"), "ab")
         p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=out, stderr=err,
                              stdin=subprocess.DEVNULL, env=env, cwd=self.tmp)
         p.name, p.out_path, p.err_path = name, out.name, err.name

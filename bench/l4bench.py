@@ -11,22 +11,22 @@ import json
 import os
 import re
 import resource
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.join(ROOT, "build")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (BUILD, CLK_TCK, Background, Procs as _Procs, cpu_ticks, pandit_rev,  # noqa: E402
+                      tail, wait_quiet, write)
+
 L4TOOL = os.path.join(BUILD, "bench", "l4tool")
 PANDIT = os.path.join(BUILD, "pandit")
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 CPU_PROXY = "1"      # every proxy runs here, one worker
 CPU_LOAD = "0"       # load generators and servers run here
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # backends (all on CPU_LOAD)
 IPERF_PORT, SOCKPERF_PORT, ECHO_PORT = 5201, 5111, 5000
@@ -53,142 +53,14 @@ def log(msg):
     print(f"[l4bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-class Procs:
-    """Background processes started by the benchmark, stopped by pid."""
+class Procs(_Procs):
+    """benchlib.Procs with each process's stdout and stderr in TMP/name.log."""
 
     def __init__(self, tmp):
-        self.tmp = tmp
-        self.live = []
+        super().__init__(tmp, log)
 
     def start(self, name, argv, cpu, env=None):
-        out = open(os.path.join(self.tmp, f"{name}.log"), "ab")
-        p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, env=env, cwd=self.tmp)
-        p.bench_name = name
-        p.bench_log = out.name
-        self.live.append(p)
-        return p
-
-    def stop(self, p, sig=signal.SIGTERM, wait=5.0):
-        if p.poll() is None:
-            # the whole tree: nginx and haproxy -W fork workers
-            tree = proc_tree(p.pid)
-            for pid in reversed(tree):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            try:
-                p.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                for pid in proc_tree(p.pid):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                p.wait(timeout=5)
-            # workers that outlive their parent
-            for pid in tree:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        if p in self.live:
-            self.live.remove(p)
-
-    def stop_all(self):
-        for p in list(self.live):
-            try:
-                self.stop(p)
-            except Exception as e:  # keep stopping the others
-                log(f"stopping {p.bench_name} failed: {e}")
-
-
-def proc_tree(root):
-    """root and all its descendants, parents first."""
-    children = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        ppid = int(st[st.rindex(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop(0)
-        out.append(pid)
-        todo.extend(sorted(children.get(pid, [])))
-    return out
-
-
-def cpu_ticks(root):
-    """utime+stime (clock ticks) of root and its descendants, all threads."""
-    total = 0
-    for pid in proc_tree(root):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])   # fields 14 and 15 of stat(5)
-    return total
-
-
-NETNS_INO = os.stat("/proc/self/ns/net").st_ino
-
-
-def busy_ticks():
-    """(all CPUs' busy ticks incl. steal, ticks of this benchmark's processes).
-    The benchmark's are the processes in this network namespace, with the
-    children they reaped (the iperf3 and sockperf clients)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    total = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]   # user nice system irq softirq steal
-    ours = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{d}/ns/net").st_ino != NETNS_INO:
-                continue
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        fl = st[st.rindex(")") + 2:].split()
-        ours += int(fl[11]) + int(fl[12]) + int(fl[13]) + int(fl[14])
-    return total, ours
-
-
-class Background:
-    """CPU used by processes outside the benchmark during a window, in % of one CPU."""
-
-    def __enter__(self):
-        self.t0, (self.b0, self.o0) = time.monotonic(), busy_ticks()
-        return self
-
-    def __exit__(self, *exc):
-        b1, o1 = busy_ticks()
-        dt = time.monotonic() - self.t0
-        self.pct = max(0.0, ((b1 - self.b0) - (o1 - self.o0)) / CLK_TCK / dt * 100) if dt > 0 else 0.0
-        return False
-
-
-def wait_quiet(max_s, limit_pct=15.0):
-    """Waits (at most max_s) for other processes on the machine to use less
-    than limit_pct of one CPU over a second; returns the last reading."""
-    t0 = time.monotonic()
-    while True:
-        with Background() as bg:
-            time.sleep(1)
-        if bg.pct < limit_pct or time.monotonic() - t0 >= max_s:
-            return bg.pct
-        log(f"  machine busy ({bg.pct:.0f}% of a CPU used outside the benchmark), waiting")
+        return super().start(name, argv, cpu, env, combined=True)
 
 
 def run(argv, timeout, cpu=CPU_LOAD, check=True):
@@ -209,14 +81,6 @@ def wait_port(port, timeout_ms, proc=None):
         if proc is not None and proc.poll() is not None:
             return None
     return None
-
-
-def tail(path, n=6):
-    try:
-        with open(path, errors="replace") as f:
-            return " | ".join(l.strip() for l in f.readlines()[-n:] if l.strip())
-    except OSError:
-        return ""
 
 
 # ---- proxy configs --------------------------------------------------------
@@ -267,12 +131,6 @@ def nginx_conf(apps, tmp):
     return "\n".join(out) + "\n"
 
 
-def write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o644)   # pandit reads it again after dropping to nobody
-
-
 def bench_apps(fronts):
     pi, ps, pe = fronts
     return [("iperf", [pi], [f"127.0.0.1:{IPERF_PORT}"]),
@@ -300,23 +158,6 @@ def start_proxy(kind, procs, tmp, apps, tag):
         return procs.start(f"nginx-{tag}", ["nginx", "-p", tmp, "-e", f"{tmp}/nginx-error.log", "-c", cfg],
                            CPU_PROXY)
     raise ValueError(kind)
-
-
-def pandit_rev():
-    """The git revision of the tree the benchmark runs, and whether src/ or
-    bpf/ had uncommitted changes (build/pandit is built from the tree)."""
-    def git(*args):
-        r = subprocess.run(["git", "-C", ROOT] + list(args), capture_output=True, text=True, timeout=10)
-        return r.stdout.strip()
-    rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no", "--", "src", "bpf"):
-        rev += " (plus uncommitted changes in src/ or bpf/)"
-    try:
-        built = datetime.datetime.fromtimestamp(os.path.getmtime(PANDIT), datetime.timezone.utc)
-        rev += f", build/pandit built {built.strftime('%Y-%m-%d %H:%M:%S UTC')}"
-    except OSError:
-        pass
-    return rev
 
 
 def pandit_unavailable():
@@ -374,7 +215,7 @@ def measure_setup(kind, procs, tmp, secs, tag):
         ports = FRONTS[kind]
         p = start_proxy(kind, procs, tmp, bench_apps(ports), tag)
         if wait_port(ports[2], 15000, p) is None:
-            log_tail = tail(p.bench_log)
+            log_tail = tail(p.out_path)
             procs.stop(p)
             raise RuntimeError(f"{kind} did not answer on port {ports[2]} within 15 s: {log_tail}")
     try:
@@ -394,7 +235,7 @@ def measure_setup(kind, procs, tmp, secs, tag):
         sp["background_pct"] = bg.pct
         res["sockperf"] = sp
         if p and p.poll() is not None:
-            raise RuntimeError(f"{kind} exited during the run: {tail(p.bench_log)}")
+            raise RuntimeError(f"{kind} exited during the run: {tail(p.out_path)}")
     finally:
         if p:
             procs.stop(p)
@@ -483,7 +324,7 @@ def reload_test(kind, procs, tmp, n_apps, rounds):
     try:
         # started: the first and the last app's ports answer
         if wait_port(RELOAD_BASE, 120000, p) is None or wait_port(last_port, 30000, p) is None:
-            raise RuntimeError(f"{kind} with {n_apps} apps did not answer: {tail(p.bench_log)}")
+            raise RuntimeError(f"{kind} with {n_apps} apps did not answer: {tail(p.out_path)}")
         res["startup_s"] = time.monotonic() - t0
         for k in range(1, rounds + 1):
             nxt = cfg + ".next"
@@ -494,14 +335,14 @@ def reload_test(kind, procs, tmp, n_apps, rounds):
             log(f"  {kind} reload {k}: {r}")
             res["rounds"].append(r)
             if p.poll() is not None:
-                raise RuntimeError(f"{kind} exited during reload {k}: {tail(p.bench_log)}")
+                raise RuntimeError(f"{kind} exited during reload {k}: {tail(p.out_path)}")
             if not r["answered"]:
                 break
     finally:
         procs.stop(p, wait=10)
     if kind == "pandit":
         # pandit's own account of each reload, when its log has one
-        with open(p.bench_log, errors="replace") as f:
+        with open(p.out_path, errors="replace") as f:
             res["pandit_log"] = [{"parse_build_ms": float(m.group(1)), "apply_ms": float(m.group(2))}
                                  for m in re.finditer(r"parse\+build ([0-9.]+) ms, apply ([0-9.]+) ms", f.read())]
     return res
@@ -598,7 +439,7 @@ def main():
                 log(f"run {rep + 1}/{a.repeat}: {s}")
                 if quiet_budget > 0:
                     t = time.monotonic()
-                    wait_quiet(min(20, quiet_budget))
+                    wait_quiet(min(20, quiet_budget), 15.0, log)
                     quiet_budget -= time.monotonic() - t
                 try:
                     r = measure_setup(s, procs, a.tmp, a.secs, f"r{rep}")
