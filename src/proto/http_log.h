@@ -3,6 +3,7 @@
 #define PANDIT_PROTO_HTTP_LOG_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -13,9 +14,11 @@ struct sbuf;
 
 /* What one line says. Strings are (pointer, length), not NUL-terminated;
  * NULL/0 means absent ("-" in the combined format, null in JSON). Every
- * string is escaped on output (JSON escapes; in the combined format '"',
- * '\\' and bytes outside 0x20..0x7e as \xHH), so hostile request bytes can
- * never forge a line. */
+ * string is escaped on output (JSON: '"', '\\', \n, \r, \t and every other
+ * byte outside 0x20..0x7e as \u00XX, its byte value, so a line is ASCII and
+ * valid JSON whatever the bytes; in the combined format '"', '\\' and bytes
+ * outside 0x20..0x7e as \xHH, and in the request line spaces too), so
+ * hostile request bytes can never forge a line. */
 struct http_log_entry {
 	const struct sockaddr_storage *client;	/* peer address */
 	uint64_t time_ns;			/* CLOCK_REALTIME when the request head arrived */
@@ -35,9 +38,13 @@ struct http_log_entry {
 
 /* Appends one line (with its '\n') to out. JSON: one object with the keys
  * time (RFC 3339 UTC with ms), client, method, target, protocol, host,
- * status, bytes, duration_us, referer, user_agent, app, route, upstream.
+ * status, bytes, duration_us, referer, user_agent, app, route, upstream
+ * (absent: null; status 0: null; protocol null when method is absent).
  * Combined: the Apache/NGINX "combined" format
- *   client - - [10/Oct/2026:13:55:36 +0000] "GET /x HTTP/1.1" 200 2326 "referer" "agent" */
+ *   client - - [10/Oct/2026:13:55:36 +0000] "GET /x HTTP/1.1" 200 2326 "referer" "agent"
+ * with the request time in UTC, "- - -" as the request line when method is
+ * absent, status 0 written 000 (as NGINX does), client an address without
+ * port (IPv4-mapped IPv6 shown as IPv4). */
 void http_log_format(struct sbuf *out, enum http_log_format fmt, const struct http_log_entry *e);
 
 /* An open access log file, shared by the workers and refcounted: the
@@ -47,6 +54,11 @@ struct http_log_sink {
 	_Atomic uint32_t refcnt;
 	int fd;			/* O_WRONLY|O_APPEND|O_CREAT (0644), or 1 for "-" */
 	enum http_log_format fmt;
+	bool own_fd;		/* closed with the last reference (not stdout) */
+	bool regular;		/* a regular file: a whole buffer per write(2); otherwise
+				 * (pipe, terminal) whole lines up to PIPE_BUF per write */
+	_Atomic bool warned;	/* a write error was logged already */
+	char *path;		/* for messages */
 };
 
 /* Opens path ("-": stdout). Returns NULL with errno set on failure. */

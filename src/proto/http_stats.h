@@ -8,6 +8,8 @@
 #include "config/config.h"
 #include "stats/stats.h"
 
+struct sbuf;
+
 /* Counters of one route. Updated with relaxed atomics by every worker. */
 struct http_route_stats {
 	_Atomic uint64_t requests;	/* request heads routed here */
@@ -46,11 +48,17 @@ struct http_app_stats *http_stats_new(const struct cfg_app *a, const struct http
 struct http_app_stats *http_stats_get(struct http_app_stats *s);
 void http_stats_put(struct http_app_stats *s);
 
-/* Counts one finished request on route r (n_routes: unrouted): status 0
- * means no response was sent. */
+/* Counts one finished request on route r (n_routes: unrouted; larger is
+ * taken as unrouted): its route's requests, response class (status 0, or
+ * one outside 100..599: "none", no response was sent) and latency. The
+ * app-wide counters (requests included) are the caller's to add. */
 void http_stats_done(struct http_app_stats *s, uint32_t r, uint16_t status, uint64_t latency_us);
 
-struct sbuf;
+/* Appends the name of route r of app a as the metrics and the access log
+ * show it, unescaped: "host/path" ("api.example.com/v1/"), "*" for a route
+ * without host ("*" then the path), "unrouted" for r >= n_routes. */
+void http_route_label(struct sbuf *out, const struct cfg_app *a, uint32_t r);
+
 /* JSON: appends `"http":{...}` (no leading comma) for app a: the app-wide
  * counters and "routes":[{"host":..,"path":..,"cluster":..,"requests":..,
  * "responses":{"1xx":..,..,"5xx":..,"none":..},"latency_us":{"p50":..,

@@ -10,6 +10,8 @@
 #include "core/ref.h"
 #include "core/log.h"
 #include "proto/foo_stats.h"
+#include "proto/http_log.h"
+#include "proto/http_stats.h"
 #include "steer/steer.h"
 
 /* --- app IDs -----------------------------------------------------------------
@@ -93,6 +95,9 @@ static void rt_app_free(struct rt_app *a)
 	if (a->stats)
 		conn_stats_put(a->stats);
 	foo_app_stats_put(a->foo);
+	http_stats_put(a->http);
+	http_log_put(a->http_log);
+	free(a->cluster_rr);
 	if (a->id)
 		rt_id_put(a->id);
 	cfg_app_free(a->cfg);
@@ -114,6 +119,68 @@ static struct conn_stats *prev_target_stats(const struct rt_app *prev, const str
 		if (prev->targets[i].t == t)
 			return prev->targets[i].stats;
 	return NULL;
+}
+
+static bool str_same(const char *a, const char *b)
+{
+	if (!a || !b)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+/* True when the two versions of an http app have the same routes (host,
+ * path and cluster name, in order): the new version then shares the
+ * previous one's counters, and requests still running on the previous
+ * version go on counting into them. */
+static bool same_routes(const struct cfg_app *a, const struct cfg_app *b)
+{
+	if (a->http.n_routes != b->http.n_routes)
+		return false;
+	for (uint32_t i = 0; i < a->http.n_routes; i++) {
+		const struct cfg_http_route *x = &a->http.routes[i], *y = &b->http.routes[i];
+		const char *cx = x->cluster < a->http.n_clusters ? a->http.clusters[x->cluster].name : NULL;
+		const char *cy = y->cluster < b->http.n_clusters ? b->http.clusters[y->cluster].name : NULL;
+		if (!str_same(x->host, y->host) || !str_same(x->path, y->path) || !str_same(cx, cy))
+			return false;
+	}
+	return true;
+}
+
+/* The http parts of a new app object: route counters (shared with the
+ * previous version when its routes are the same, copied route by route
+ * otherwise), the access log (opened again, so a reload after a log
+ * rotation writes to the new file; a failed open is a warning, the app
+ * runs without its log) and the per-cluster cursors. */
+static int rt_app_http(struct rt_app *a, const struct rt_app *prev)
+{
+	const struct cfg_app *ca = a->cfg;
+	const struct http_app_stats *ps = prev ? prev->http : NULL;
+	if (ps && prev->cfg->protocol == PROTO_HTTP && ps->n_routes == ca->http.n_routes &&
+	    same_routes(ca, prev->cfg))
+		a->http = http_stats_get(prev->http);
+	else
+		a->http = http_stats_new(ca, ps, ps ? prev->cfg : NULL);
+	if (!a->http)
+		return -ENOMEM;
+	a->cluster_rr = calloc(ca->http.n_clusters ? ca->http.n_clusters : 1, sizeof(*a->cluster_rr));
+	if (!a->cluster_rr)
+		return -ENOMEM;
+	if (ca->http.log_format != HTTP_LOG_NONE && ca->http.access_log) {
+		a->http_log = http_log_open(ca->http.access_log, ca->http.log_format);
+		struct http_log_sink *old = prev ? prev->http_log : NULL;
+		if (!a->http_log && old && old->fmt == ca->http.log_format &&
+		    str_same(old->path, ca->http.access_log)) {
+			/* e.g. no longer allowed to create it after the privilege
+			 * drop: the file already open is better than none */
+			log_warn("app %s: access log open(%s) failed: %s; writing on to the file open before",
+				 ca->name, ca->http.access_log, strerror(errno));
+			a->http_log = http_log_get(old);
+		} else if (!a->http_log) {
+			log_warn("app %s: access log open(%s) failed: %s; running without it",
+				 ca->name, ca->http.access_log, strerror(errno));
+		}
+	}
+	return 0;
 }
 
 /* Makes the app object for cfg app `ca`; prev is the app of the same name in
@@ -145,6 +212,8 @@ static struct rt_app *rt_app_new(const struct cfg_app *ca, const struct rt_app *
 		if (!a->foo)
 			goto fail;
 	}
+	if (ca->protocol == PROTO_HTTP && rt_app_http(a, prev) < 0)
+		goto fail;
 	for (size_t i = 0; i < ca->n_targets; i++) {
 		struct rt_app_target *at = &a->targets[i];
 		at->t = target_get(ca->targets[i].host, ca->targets[i].port);

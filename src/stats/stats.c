@@ -10,6 +10,8 @@
 #include "core/ev.h"
 #include "lb/target.h"
 #include "proto/foo_stats.h"
+#include "proto/http_log.h"
+#include "proto/http_stats.h"
 #include "runtime/runtime.h"
 #include "steer/steer.h"
 
@@ -326,6 +328,10 @@ static void json_app(struct sbuf *out, const struct rt_app *a, bool first)
 		foo_stats_render_json_fields(out, a->foo, ev_now_ns());
 		LIT(out, "}");
 	}
+	if (a->http) {
+		LIT(out, ",");
+		http_stats_json(out, a->cfg, a->http);
+	}
 	LIT(out, ",\"targets\":[");
 	for (uint32_t i = 0; i < a->n_targets; i++) {
 		if (i)
@@ -382,11 +388,13 @@ static void prom_label_value(struct sbuf *out, const char *s)
 	sbuf_append(out, run, (size_t)(s - run));
 }
 
-/* {app="..",target="..",<extra>}, each part optional (nothing at all when
- * all are NULL); extra is a pre-escaped `key="value"` pair. */
-static void prom_labels(struct sbuf *out, const char *app, const char *target, const char *extra)
+/* {app="..",<k2>="..",<extra>}, each part optional (nothing at all when
+ * all are NULL); k2 is the second label's name (target, route), extra a
+ * pre-escaped `key="value"` pair. */
+static void prom_labels_k(struct sbuf *out, const char *app, const char *k2, const char *v2,
+			  const char *extra)
 {
-	if (!app && !target && !extra)
+	if (!app && !v2 && !extra)
 		return;
 	char sep = '{';
 	if (app) {
@@ -396,10 +404,11 @@ static void prom_labels(struct sbuf *out, const char *app, const char *target, c
 		LIT(out, "\"");
 		sep = ',';
 	}
-	if (target) {
+	if (v2) {
 		sbuf_append(out, &sep, 1);
-		LIT(out, "target=\"");
-		prom_label_value(out, target);
+		sbuf_puts(out, k2);
+		LIT(out, "=\"");
+		prom_label_value(out, v2);
 		LIT(out, "\"");
 		sep = ',';
 	}
@@ -411,20 +420,26 @@ static void prom_labels(struct sbuf *out, const char *app, const char *target, c
 }
 
 /* One sample line with an integer value. */
-static void prom_sample(struct sbuf *out, const char *name, const char *suffix,
-			const char *app, const char *target, const char *extra, uint64_t v)
+static void prom_sample_k(struct sbuf *out, const char *name, const char *suffix, const char *app,
+			  const char *k2, const char *v2, const char *extra, uint64_t v)
 {
 	sbuf_puts(out, name);
 	if (suffix)
 		sbuf_puts(out, suffix);
-	prom_labels(out, app, target, extra);
+	prom_labels_k(out, app, k2, v2, extra);
 	LIT(out, " ");
 	put_u64(out, v);
 	LIT(out, "\n");
 }
 
-static void prom_hist(struct sbuf *out, const char *name, const char *app, const char *target,
-		      const struct stats_hist *h)
+static void prom_sample(struct sbuf *out, const char *name, const char *suffix,
+			const char *app, const char *target, const char *extra, uint64_t v)
+{
+	prom_sample_k(out, name, suffix, app, "target", target, extra, v);
+}
+
+static void prom_hist_k(struct sbuf *out, const char *name, const char *app, const char *k2,
+			const char *v2, const struct stats_hist *h)
 {
 	struct hist_copy c;
 	hist_read(h, &c);
@@ -437,18 +452,24 @@ static void prom_hist(struct sbuf *out, const char *name, const char *app, const
 			size_t n = 4 + fmt_us_as_s(le + 4, hist_bounds[i]);
 			le[n] = '"';
 			le[n + 1] = '\0';
-			prom_sample(out, name, "_bucket", app, target, le, cum);
+			prom_sample_k(out, name, "_bucket", app, k2, v2, le, cum);
 		} else {
-			prom_sample(out, name, "_bucket", app, target, "le=\"+Inf\"", cum);
+			prom_sample_k(out, name, "_bucket", app, k2, v2, "le=\"+Inf\"", cum);
 		}
 	}
 	sbuf_puts(out, name);
 	LIT(out, "_sum");
-	prom_labels(out, app, target, NULL);
+	prom_labels_k(out, app, k2, v2, NULL);
 	LIT(out, " ");
 	put_us_as_s(out, c.sum_us);
 	LIT(out, "\n");
-	prom_sample(out, name, "_count", app, target, NULL, c.count);
+	prom_sample_k(out, name, "_count", app, k2, v2, NULL, c.count);
+}
+
+static void prom_hist(struct sbuf *out, const char *name, const char *app, const char *target,
+		      const struct stats_hist *h)
+{
+	prom_hist_k(out, name, app, "target", target, h);
 }
 
 enum prom_scope { SCOPE_GLOBAL, SCOPE_STEER, SCOPE_APP, SCOPE_TARGET };
@@ -666,6 +687,133 @@ static void prom_foo_step(struct stats_render *r, struct sbuf *out)
 	sbuf_free(&label);
 }
 
+/* The HTTP families follow the Foo ones. Route families have one series
+ * (or one histogram) per route of every http app, the unrouted slot last;
+ * app families one per http app; the global one a single sample. */
+enum http_scope { HSCOPE_ROUTE, HSCOPE_APP, HSCOPE_GLOBAL };
+
+struct http_family {
+	const char *name, *type, *help;
+	enum http_scope scope;
+	size_t off;	/* HSCOPE_APP: offset of the counter in struct http_app_stats */
+};
+
+#define HTTP_APP_FAMILY(name, field, help) \
+	{ name, "counter", help, HSCOPE_APP, offsetof(struct http_app_stats, field) }
+
+static const struct http_family http_families[] = {
+	{ "pandit_http_requests_total", "counter",
+	  "HTTP requests finished on the route (route unrouted: no route matched, or refused before routing).",
+	  HSCOPE_ROUTE, 0 },
+	{ "pandit_http_responses_total", "counter",
+	  "HTTP responses sent to clients by status class (pandit's own answers included); none: no response.",
+	  HSCOPE_ROUTE, 0 },
+	{ "pandit_http_request_duration_seconds", "histogram",
+	  "Time from a request head received to its response complete.", HSCOPE_ROUTE, 0 },
+	HTTP_APP_FAMILY("pandit_http_bad_requests_total", bad_requests,
+			"HTTP requests refused by the parser (400, 414, 417, 431, 501, 505)."),
+	HTTP_APP_FAMILY("pandit_http_header_timeouts_total", header_timeouts,
+			"HTTP requests whose head did not arrive in time (408)."),
+	HTTP_APP_FAMILY("pandit_http_upstream_errors_total", upstream_errors,
+			"HTTP requests answered 502 (upstream failed or sent a bad response)."),
+	HTTP_APP_FAMILY("pandit_http_no_target_total", no_target,
+			"HTTP requests answered 503 (no target available)."),
+	HTTP_APP_FAMILY("pandit_http_upstream_timeouts_total", upstream_timeouts,
+			"HTTP requests answered 504 (no response head from upstream in time)."),
+	HTTP_APP_FAMILY("pandit_http_retries_total", retries,
+			"HTTP requests sent again to another target."),
+	HTTP_APP_FAMILY("pandit_http_upgrades_total", upgrades,
+			"HTTP connections turned into tunnels (101 Switching Protocols)."),
+	HTTP_APP_FAMILY("pandit_http_upstream_reused_total", upstream_reused,
+			"HTTP requests sent on a pooled upstream connection."),
+	HTTP_APP_FAMILY("pandit_http_upstream_new_total", upstream_new,
+			"HTTP requests that needed a new upstream connection."),
+	{ "pandit_http_access_log_dropped_total", "counter",
+	  "Access log lines dropped (log file not keeping up, or failing), all apps together.",
+	  HSCOPE_GLOBAL, 0 },
+};
+
+#define HTTP_N_FAMILIES (sizeof(http_families) / sizeof(http_families[0]))
+#define PROM_HTTP_FIRST (PROM_N_FAMILIES + FOO_PROM_N_FAMILIES)
+#define PROM_END (PROM_HTTP_FIRST + HTTP_N_FAMILIES)
+
+static void http_route_samples(struct sbuf *out, const struct http_family *f, const struct rt_app *a,
+			       uint32_t route)
+{
+	struct sbuf label;
+	sbuf_init(&label);
+	http_route_label(&label, a->cfg, route);
+	if (label.oom) {
+		out->oom = true;
+		sbuf_free(&label);
+		return;
+	}
+	const char *rl = label.data ? label.data : "";
+	const struct http_route_stats *rs = &a->http->routes[route];
+	switch (f - http_families) {
+	case 0:
+		prom_sample_k(out, f->name, NULL, app_name(a), "route", rl, NULL, stats_get(&rs->requests));
+		break;
+	case 1: {
+		static const char *const cls[6] = {
+			"class=\"none\"", "class=\"1xx\"", "class=\"2xx\"",
+			"class=\"3xx\"", "class=\"4xx\"", "class=\"5xx\"",
+		};
+		for (unsigned i = 1; i <= 6; i++)
+			prom_sample_k(out, f->name, NULL, app_name(a), "route", rl, cls[i % 6],
+				      stats_get(&rs->responses[i % 6]));
+		break;
+	}
+	default:
+		prom_hist_k(out, f->name, app_name(a), "route", rl, &rs->latency);
+		break;
+	}
+	sbuf_free(&label);
+}
+
+/* One step of the HTTP families: the header, then one route (route
+ * families) or one app (app families) per call. */
+static void prom_http_step(struct stats_render *r, struct sbuf *out)
+{
+	const struct http_family *f = &http_families[r->stage - PROM_HTTP_FIRST];
+	if (!r->header_done) {
+		LIT(out, "# HELP ");
+		sbuf_puts(out, f->name);
+		LIT(out, " ");
+		sbuf_puts(out, f->help);
+		LIT(out, "\n# TYPE ");
+		sbuf_puts(out, f->name);
+		LIT(out, " ");
+		sbuf_puts(out, f->type);
+		LIT(out, "\n");
+		r->header_done = true;
+		return;
+	}
+	if (f->scope == HSCOPE_GLOBAL) {
+		prom_sample_k(out, f->name, NULL, NULL, NULL, NULL, NULL, http_log_dropped());
+		prom_next_family(r);
+		return;
+	}
+	while (r->app < n_apps(r) && !r->snap->apps[r->app]->http)
+		r->app++;
+	if (r->app >= n_apps(r)) {
+		prom_next_family(r);
+		return;
+	}
+	const struct rt_app *a = r->snap->apps[r->app];
+	if (f->scope == HSCOPE_APP) {
+		const _Atomic uint64_t *c = (const _Atomic uint64_t *)((const char *)a->http + f->off);
+		prom_sample_k(out, f->name, NULL, app_name(a), NULL, NULL, NULL, stats_get(c));
+		r->app++;
+		return;
+	}
+	http_route_samples(out, f, a, (uint32_t)r->target);
+	if (r->target++ >= a->http->n_routes) {
+		r->app++;
+		r->target = 0;
+	}
+}
+
 static bool prom_step(struct stats_render *r, struct sbuf *out, size_t limit)
 {
 	while (r->stage < PROM_N_FAMILIES && out->len < limit) {
@@ -718,10 +866,11 @@ static bool prom_step(struct stats_render *r, struct sbuf *out, size_t limit)
 		}
 		}
 	}
-	while (r->stage >= PROM_N_FAMILIES && r->stage < PROM_N_FAMILIES + FOO_PROM_N_FAMILIES &&
-	       out->len < limit)
+	while (r->stage >= PROM_N_FAMILIES && r->stage < PROM_HTTP_FIRST && out->len < limit)
 		prom_foo_step(r, out);
-	return r->stage >= PROM_N_FAMILIES + FOO_PROM_N_FAMILIES;
+	while (r->stage >= PROM_HTTP_FIRST && r->stage < PROM_END && out->len < limit)
+		prom_http_step(r, out);
+	return r->stage >= PROM_END;
 }
 
 /* --- entry points -------------------------------------------------------------- */

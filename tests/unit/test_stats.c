@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "lb/target.h"
+#include "proto/http_log.h"
+#include "proto/http_stats.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
 #include "steer/steer.h"
@@ -450,8 +452,9 @@ static void test_prometheus_render(void **state)
 	stats_render_prometheus(&b, f->snap, &sc);
 	assert_false(b.oom);
 	size_t samples = prom_validate(b.data, b.len);
-	/* per app: 3 + 2 (bytes) + 19 (histogram); per target: 1 (up) + 3 + 2 + 19 */
-	size_t want = 1 + 1 + 2 + 1 + 3 + 4 + 3 * (3 + 2 + 19) + 6 * (1 + 3 + 2 + 19);
+	/* per app: 3 + 2 (bytes) + 19 (histogram); per target: 1 (up) + 3 + 2 + 19;
+	 * 1: the access log drops (the other http families have no app here) */
+	size_t want = 1 + 1 + 2 + 1 + 3 + 4 + 3 * (3 + 2 + 19) + 6 * (1 + 3 + 2 + 19) + 1;
 	assert_int_equal(samples, want);
 
 	static const char *const lines[] = {
@@ -556,7 +559,7 @@ static void test_many_apps(void **state)
 	stats_render_prometheus(&b, f->snap, NULL);
 	assert_false(b.oom);
 	size_t samples = prom_validate(b.data, b.len);
-	assert_int_equal(samples, 1 + 1 + 2 + 1 + 3 + n * (3 + 2 + 19) + 2 * n * (1 + 3 + 2 + 19));
+	assert_int_equal(samples, 1 + 1 + 2 + 1 + 3 + n * (3 + 2 + 19) + 2 * n * (1 + 3 + 2 + 19) + 1);
 	assert_true(has_line(b.data, "pandit_connections_accepted_total{app=\"app9999\"} 42"));
 	sbuf_reset(&b);
 	stats_render_json(&b, f->snap, NULL);
@@ -572,6 +575,205 @@ static void test_many_apps(void **state)
 	fx_free(f);
 }
 
+/* --- HTTP apps ------------------------------------------------------------------- */
+
+/* Turns app i of f into an http app with the given routes (clusters
+ * "default" and "static"); freed by http_unmake. */
+static void http_make(struct fixture *f, size_t i, const char *const *hosts, const char *const *paths,
+		      uint32_t n_routes)
+{
+	struct cfg_app *a = &f->cfgs[i];
+	a->protocol = PROTO_HTTP;
+	a->http.clusters = calloc(2, sizeof(*a->http.clusters));
+	assert_non_null(a->http.clusters);
+	a->http.clusters[0].name = "default";
+	a->http.clusters[1].name = "static";
+	a->http.n_clusters = 2;
+	a->http.routes = calloc(n_routes ? n_routes : 1, sizeof(*a->http.routes));
+	assert_non_null(a->http.routes);
+	for (uint32_t r = 0; r < n_routes; r++) {
+		a->http.routes[r].host = (char *)hosts[r];
+		a->http.routes[r].path = (char *)paths[r];
+		a->http.routes[r].cluster = r % 2;
+	}
+	a->http.n_routes = n_routes;
+	f->apps[i].http = http_stats_new(a, NULL, NULL);
+	assert_non_null(f->apps[i].http);
+}
+
+static void http_unmake(struct fixture *f, size_t i)
+{
+	free(f->cfgs[i].http.clusters);
+	free(f->cfgs[i].http.routes);
+	http_stats_put(f->apps[i].http);
+	f->apps[i].http = NULL;
+}
+
+static const char *const web_hosts[] = { "api.example.com", NULL, "x" };
+static const char *const web_paths[] = { "/v1/", "/", "/q\"uo\\te\nnl" };
+
+/* Three apps: "web" http with three routes (the third with a path to
+ * escape), the odd-named one http without routes, the third tcp. */
+static struct fixture *fx_http(void)
+{
+	struct fixture *f = fx_make(3, 2, odd_names);
+	fill_counters(f);
+	http_make(f, 0, web_hosts, web_paths, 3);
+	http_make(f, 1, NULL, NULL, 0);
+	struct http_app_stats *h = f->apps[0].http;
+	for (int i = 0; i < 10; i++)
+		http_stats_done(h, 0, 200, 75);
+	http_stats_done(h, 0, 503, 300);
+	http_stats_done(h, 0, 0, 7000000);
+	http_stats_done(h, 1, 304, 2000);
+	http_stats_done(h, 2, 101, 40);
+	http_stats_done(h, 3, 404, 10);
+	stats_add(&h->requests, 15);
+	stats_add(&h->bad_requests, 1);
+	stats_add(&h->header_timeouts, 2);
+	stats_add(&h->upstream_errors, 3);
+	stats_add(&h->no_target, 4);
+	stats_add(&h->upstream_timeouts, 5);
+	stats_add(&h->retries, 6);
+	stats_add(&h->upgrades, 7);
+	stats_add(&h->upstream_reused, 8);
+	stats_add(&h->upstream_new, 9);
+	http_stats_done(f->apps[1].http, 0, 400, 10);
+	return f;
+}
+
+static void fx_http_free(struct fixture *f)
+{
+	http_unmake(f, 0);
+	http_unmake(f, 1);
+	fx_free(f);
+}
+
+static void test_prometheus_http(void **state)
+{
+	(void)state;
+	reset_global();
+	struct fixture *f = fx_http();
+	struct sbuf b;
+	sbuf_init(&b);
+	stats_render_prometheus(&b, f->snap, NULL);
+	assert_false(b.oom);
+	size_t samples = prom_validate(b.data, b.len);
+	/* base (as test_prometheus_render, no steering) + per route slot
+	 * (4 of web, 1 of the other): 1 + 6 + 19; per http app: 9 */
+	size_t want = 1 + 1 + 2 + 1 + 3 + 3 * (3 + 2 + 19) + 6 * (1 + 3 + 2 + 19) + 1 +
+		      5 * (1 + 6 + 19) + 2 * 9;
+	assert_int_equal(samples, want);
+	char drops[96];
+	snprintf(drops, sizeof(drops), "pandit_http_access_log_dropped_total %llu",
+		 (unsigned long long)http_log_dropped());
+	const char *const lines[] = {
+		"# TYPE pandit_http_requests_total counter",
+		"# TYPE pandit_http_responses_total counter",
+		"# TYPE pandit_http_request_duration_seconds histogram",
+		"# TYPE pandit_http_upstream_new_total counter",
+		"# TYPE pandit_http_access_log_dropped_total counter",
+		"pandit_http_requests_total{app=\"web\",route=\"api.example.com/v1/\"} 12",
+		"pandit_http_requests_total{app=\"web\",route=\"*/\"} 1",
+		"pandit_http_requests_total{app=\"web\",route=\"x/q\\\"uo\\\\te\\nnl\"} 1",
+		"pandit_http_requests_total{app=\"web\",route=\"unrouted\"} 1",
+		"pandit_http_requests_total{app=\"we\\\"ird\\\\name\\nwith\ttab\",route=\"unrouted\"} 1",
+		"pandit_http_responses_total{app=\"web\",route=\"api.example.com/v1/\",class=\"1xx\"} 0",
+		"pandit_http_responses_total{app=\"web\",route=\"api.example.com/v1/\",class=\"2xx\"} 10",
+		"pandit_http_responses_total{app=\"web\",route=\"api.example.com/v1/\",class=\"5xx\"} 1",
+		"pandit_http_responses_total{app=\"web\",route=\"api.example.com/v1/\",class=\"none\"} 1",
+		"pandit_http_responses_total{app=\"web\",route=\"*/\",class=\"3xx\"} 1",
+		"pandit_http_responses_total{app=\"web\",route=\"x/q\\\"uo\\\\te\\nnl\",class=\"1xx\"} 1",
+		"pandit_http_responses_total{app=\"web\",route=\"unrouted\",class=\"4xx\"} 1",
+		"pandit_http_request_duration_seconds_bucket{app=\"web\",route=\"api.example.com/v1/\",le=\"0.00005\"} 0",
+		"pandit_http_request_duration_seconds_bucket{app=\"web\",route=\"api.example.com/v1/\",le=\"0.0001\"} 10",
+		"pandit_http_request_duration_seconds_bucket{app=\"web\",route=\"api.example.com/v1/\",le=\"0.00025\"} 10",
+		"pandit_http_request_duration_seconds_bucket{app=\"web\",route=\"api.example.com/v1/\",le=\"0.0005\"} 11",
+		"pandit_http_request_duration_seconds_bucket{app=\"web\",route=\"api.example.com/v1/\",le=\"5\"} 11",
+		"pandit_http_request_duration_seconds_bucket{app=\"web\",route=\"api.example.com/v1/\",le=\"+Inf\"} 12",
+		"pandit_http_request_duration_seconds_sum{app=\"web\",route=\"api.example.com/v1/\"} 7.00105",
+		"pandit_http_request_duration_seconds_count{app=\"web\",route=\"api.example.com/v1/\"} 12",
+		"pandit_http_request_duration_seconds_count{app=\"web\",route=\"*/\"} 1",
+		"pandit_http_bad_requests_total{app=\"web\"} 1",
+		"pandit_http_header_timeouts_total{app=\"web\"} 2",
+		"pandit_http_upstream_errors_total{app=\"web\"} 3",
+		"pandit_http_no_target_total{app=\"web\"} 4",
+		"pandit_http_upstream_timeouts_total{app=\"web\"} 5",
+		"pandit_http_retries_total{app=\"web\"} 6",
+		"pandit_http_upgrades_total{app=\"web\"} 7",
+		"pandit_http_upstream_reused_total{app=\"web\"} 8",
+		"pandit_http_upstream_new_total{app=\"web\"} 9",
+		"pandit_http_upstream_new_total{app=\"we\\\"ird\\\\name\\nwith\ttab\"} 0",
+		drops,
+	};
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		if (!has_line(b.data, lines[i]))
+			fail_msg("missing line: %s", lines[i]);
+	}
+	/* the tcp app has no http series */
+	assert_null(strstr(b.data, "pandit_http_requests_total{app=\"\xc3\xa9t\xc3\xa9\""));
+	assert_null(strstr(b.data, "pandit_http_retries_total{app=\"\xc3\xa9t\xc3\xa9\""));
+
+	/* in small steps: the same text */
+	struct stats_render r;
+	struct sbuf part, all;
+	sbuf_init(&part);
+	sbuf_init(&all);
+	stats_render_begin(&r, STATS_FMT_PROMETHEUS, f->snap, NULL);
+	size_t steps = 0, longest = 0;
+	while (!stats_render_step(&r, &part, 1)) {
+		/* a step of limit 1 is one header, one route or one app */
+		if (part.len > longest)
+			longest = part.len;
+		sbuf_append(&all, part.data, part.len);
+		sbuf_reset(&part);
+		assert_true(++steps < 100000);
+	}
+	sbuf_append(&all, part.data, part.len);
+	assert_int_equal(all.len, b.len);
+	assert_memory_equal(all.data, b.data, b.len);
+	assert_true(longest < 4096);
+	sbuf_free(&part);
+	sbuf_free(&all);
+	sbuf_free(&b);
+	fx_http_free(f);
+}
+
+static void test_json_http(void **state)
+{
+	(void)state;
+	reset_global();
+	struct fixture *f = fx_http();
+	struct sbuf b;
+	sbuf_init(&b);
+	stats_render_json(&b, f->snap, NULL);
+	assert_false(b.oom);
+	assert_null(memchr(b.data, '\n', b.len));
+	static const char script[] =
+		"import json, sys\n"
+		"d = json.load(open(sys.argv[1], encoding='utf-8'))\n"
+		"a = d['apps']\n"
+		"w, o, t = a\n"
+		"assert w['protocol'] == 'http' and t['protocol'] == 'tcp' and 'http' not in t, a\n"
+		"h = w['http']\n"
+		"assert h['requests'] == 15 and h['retries'] == 6 and h['upstream_new'] == 9, h\n"
+		"r = h['routes']\n"
+		"assert [x['path'] for x in r] == ['/v1/', '/', '/q\"uo\\\\te\\nnl', None], r\n"
+		"assert [x['cluster'] for x in r] == ['default', 'static', 'default', None], r\n"
+		"assert r[0]['requests'] == 12 and r[0]['responses']['none'] == 1, r[0]\n"
+		"assert r[0]['latency_us']['count'] == 12, r[0]\n"
+		"assert len(o['http']['routes']) == 1 and o['http']['routes'][0]['requests'] == 1, o\n"
+		"assert w['accepted'] == 7 and len(w['targets']) == 2, w\n";
+	int rc = python_check(script, b.data, b.len);
+	if (rc > 0)
+		fprintf(stderr, "JSON was: %s\n", b.data);
+	sbuf_free(&b);
+	fx_http_free(f);
+	if (rc == -1)
+		skip();
+	assert_int_equal(rc, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -582,6 +784,8 @@ int main(void)
 		cmocka_unit_test(test_prometheus_render),
 		cmocka_unit_test(test_incremental_equals_full),
 		cmocka_unit_test(test_many_apps),
+		cmocka_unit_test(test_prometheus_http),
+		cmocka_unit_test(test_json_http),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
