@@ -68,6 +68,12 @@ size_t target_registry_count(void);
  * target with its last reference, from any thread. */
 struct target *target_get(const char *host, uint16_t port);
 void target_put(struct target *t);
+/* Takes one more reference on t, of which the caller already holds one. */
+static inline struct target *target_ref(struct target *t)
+{
+	atomic_fetch_add_explicit(&t->refcnt, 1, memory_order_relaxed);
+	return t;
+}
 /* Counts an app with health_check on that uses t (+1) or stops using it (-1). */
 void target_hc_ref(struct target *t, int delta);
 

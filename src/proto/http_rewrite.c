@@ -198,7 +198,7 @@ const char *http_status_reason(uint16_t status)
 	}
 }
 
-void http_local_response(struct sbuf *out, uint16_t status, bool close)
+void http_local_response(struct sbuf *out, uint16_t status, bool close, bool head)
 {
 	const char *reason = http_status_reason(status);
 	char body[96];
@@ -208,5 +208,5 @@ void http_local_response(struct sbuf *out, uint16_t status, bool close)
 	sbuf_printf(out,
 		    "HTTP/1.1 %u %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
 		    "Cache-Control: no-store\r\n%s\r\n%s",
-		    status, reason, n, close ? "Connection: close\r\n" : "", body);
+		    status, reason, n, close ? "Connection: close\r\n" : "", head ? "" : body);
 }

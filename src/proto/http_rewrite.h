@@ -50,8 +50,9 @@ void http_rewrite_response(struct sbuf *out, const char *buf, const struct h1_ms
 			   const struct http_resp_rewrite *rw);
 
 /* Appends a complete response pandit answers itself (status 4xx/5xx) with
- * a short text body naming the status. close: add Connection: close. */
-void http_local_response(struct sbuf *out, uint16_t status, bool close);
+ * a short text body naming the status (only announced in answer to HEAD:
+ * head). close: add Connection: close. */
+void http_local_response(struct sbuf *out, uint16_t status, bool close, bool head);
 
 /* The reason phrase of a status pandit may answer ("Bad Request"...). */
 const char *http_status_reason(uint16_t status);

@@ -8,6 +8,8 @@ const struct proto_handler *proto_handler(enum app_protocol p)
 	switch (p) {
 	case PROTO_FOO:
 		return &proto_foo;
+	case PROTO_HTTP:
+		return &proto_http;
 	case PROTO_TCP:
 	default:
 		return &proto_tcp;

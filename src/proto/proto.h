@@ -51,6 +51,6 @@ struct proto_handler {
 const struct proto_handler *proto_handler(enum app_protocol p);
 
 /* The handlers, one file each. */
-extern const struct proto_handler proto_tcp, proto_foo;
+extern const struct proto_handler proto_tcp, proto_foo, proto_http;
 
 #endif

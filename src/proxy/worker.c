@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "proto/http_proxy.h"
 #include "proto/proto.h"
 #include "proxy/conn.h"
 #include "stats/stats.h"
@@ -155,7 +156,10 @@ static void worker_accept_retry_cb(struct ev_loop *loop, struct ev_timer *t)
 
 static void worker_before_sleep(struct ev_loop *loop)
 {
-	conn_reap(loop->data);
+	struct worker *w = loop->data;
+	conn_reap(w);
+	if (w->http)
+		http_worker_before_sleep(w);
 }
 
 int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_size, bool splice,
@@ -270,6 +274,7 @@ void worker_stop(struct worker *w)
 	while (w->conns)
 		conn_close(w->conns);
 	conn_reap(w);
+	http_worker_stop(w);
 	ev_del(&w->loop, &w->listen_io);
 	ev_timer_stop(&w->loop, &w->accept_retry);
 	if (w->prev_snap)

@@ -10,6 +10,7 @@
 #include "runtime/runtime.h"
 
 struct conn;
+struct http_worker;
 
 /* Free buffers kept for reuse, so idle connections hold no buffer. */
 struct buf_pool {
@@ -41,6 +42,8 @@ struct worker {
 	struct conn *conns;		/* every open connection (doubly linked) */
 	struct conn *dead;		/* closed in this batch, freed before the next wait */
 	uint64_t n_conns;
+	struct http_worker *http;	/* protocol http: clients, upstream pool, log buffer;
+					 * made on the first http client */
 };
 
 /* Sets up w (loop, listener registration) with a reference to snap taken.
