@@ -17,7 +17,6 @@ from the run; a failed measurement is recorded as failed, never filled in.
 """
 import argparse
 import ctypes
-import datetime
 import json
 import os
 import platform
@@ -29,17 +28,18 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.join(ROOT, "build")
-PANDIT = os.path.join(BUILD, "pandit")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
+
+ROOT, BUILD, PANDIT = bl.ROOT, bl.BUILD, bl.PANDIT
 FOO_SERVER = os.path.join(BUILD, "foo_server")
 FOO_CLIENT = os.path.join(BUILD, "foo_client")
 OUT_DIR = os.path.join(ROOT, "bench", "results")
 GP = os.path.join(ROOT, "bench", "foo.gp")
 
-CPU_PROXY = "1"      # every proxy, one worker
-CPU_LOAD = "0"       # foo_client and foo_server
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+CPU_PROXY = bl.CPU_PROXY   # every proxy, one worker
+CPU_LOAD = bl.CPU_LOAD     # foo_client and foo_server
+CLK_TCK = bl.CLK_TCK
 
 SERVER_PORT = 5001        # foo_server on CPU 0
 SERVER_XCPU_PORT = 5002   # foo_server on CPU 1 (reference without proxy)
@@ -55,134 +55,18 @@ LABELS = {
 NAK_FRACTION = 0.1   # some NAKs, so the correctness check covers msg_nak too
 
 
-def log(msg):
-    print(f"[foo_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def utc_now():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-# ---- processes ---------------------------------------------------------------
-
-class Procs:
-    """Background processes started here, stopped here by pid."""
-
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.live = []
-
-    def start(self, name, argv, cpu):
-        out = open(os.path.join(self.tmp, f"{name}.out"), "ab")
-        err = open(os.path.join(self.tmp, f"{name}.err"), "ab")
-        p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=out, stderr=err,
-                             stdin=subprocess.DEVNULL, cwd=self.tmp)
-        p.name, p.out_path, p.err_path = name, out.name, err.name
-        out.close()
-        err.close()
-        self.live.append(p)
-        return p
-
-    def stop(self, p, wait=5.0):
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
-        if p in self.live:
-            self.live.remove(p)
-
-    def stop_all(self):
-        for p in list(self.live):
-            try:
-                self.stop(p)
-            except Exception as e:   # keep stopping the others
-                log(f"stopping {p.name} failed: {e}")
-
-
-def cpu_ticks(pid):
-    """utime+stime (clock ticks) of pid, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        st = f.read()
-    fl = st[st.rindex(")") + 2:].split()
-    return int(fl[11]) + int(fl[12])   # fields 14 and 15 of stat(5)
-
-
-NETNS_INO = os.stat("/proc/self/ns/net").st_ino
-
-
-def other_ticks():
-    """{(pid, comm): ticks} of every process outside this network namespace."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{d}/ns/net").st_ino == NETNS_INO:
-                continue
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        fl = st[st.rindex(")") + 2:].split()
-        out[(int(d), st[st.index("(") + 1:st.rindex(")")])] = int(fl[11]) + int(fl[12])
-    return out
-
-
-def busy_ticks():
-    """(busy ticks of all CPUs incl. steal, ticks of this namespace's processes
-    and the children they reaped)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    total = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]   # user nice system irq softirq steal
-    ours = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{d}/ns/net").st_ino != NETNS_INO:
-                continue
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        fl = st[st.rindex(")") + 2:].split()
-        ours += int(fl[11]) + int(fl[12]) + int(fl[13]) + int(fl[14])
-    return total, ours
-
-
-class Background:
-    """CPU used by processes outside the benchmark during a window, % of one CPU."""
-
-    def __enter__(self):
-        self.t0, (self.b0, self.o0) = time.monotonic(), busy_ticks()
-        return self
-
-    def __exit__(self, *exc):
-        b1, o1 = busy_ticks()
-        dt = time.monotonic() - self.t0
-        self.pct = max(0.0, ((b1 - self.b0) - (o1 - self.o0)) / CLK_TCK / dt * 100) if dt > 0 else 0.0
-        return False
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
+log = bl.make_log("foo_bench")
+utc_now, loadavg, write, tail = bl.utc_now, bl.loadavg, bl.write, bl.tail
+Procs, cpu_ticks, Background, other_ticks = bl.Procs, bl.cpu_ticks, bl.Background, bl.other_ticks
+cmd_first_line = bl.cmd_first_line
 
 
 def wait_quiet(max_s, limit_pct):
-    """Waits at most max_s for the rest of the machine to use less than
-    limit_pct of one CPU over a second; returns (last reading, seconds waited)."""
-    t0 = time.monotonic()
-    while True:
-        with Background() as bg:
-            time.sleep(1)
-        waited = time.monotonic() - t0
-        if bg.pct < limit_pct or waited >= max_s:
-            return bg.pct, waited
-        log(f"  machine busy ({bg.pct:.0f}% of a CPU used outside the benchmark, load {loadavg()}), waiting")
+    return bl.wait_quiet(max_s, limit_pct, log)
+
+
+def pandit_rev():
+    return bl.pandit_rev(("src", "bpf", "tools"))
 
 
 # ---- clients and proxies -----------------------------------------------------
@@ -232,12 +116,6 @@ def wait_answer(port, timeout_s, proc=None):
     return None
 
 
-def write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o644)   # pandit reads its config again as nobody
-
-
 def pandit_yaml(protocol, port):
     return ("workers: 1\n"
             "user: nobody\n"
@@ -268,14 +146,6 @@ def start_proxy(kind, procs, tmp, tag):
             raise RuntimeError(f"haproxy -c: {(r.stderr or r.stdout).strip()[-300:]}")
         return procs.start(f"haproxy-{tag}", ["haproxy", "-db", "-f", cfg], CPU_PROXY)
     raise ValueError(kind)
-
-
-def tail(path, n=5):
-    try:
-        with open(path, errors="replace") as f:
-            return " | ".join(l.strip() for l in f.readlines()[-n:] if l.strip())
-    except OSError:
-        return ""
 
 
 def pandit_counters(p, timeout_s=5.0):
@@ -334,24 +204,9 @@ def measure(kind, procs, tmp, a, tag):
     return res
 
 
-def pandit_rev():
-    def git(*args):
-        r = subprocess.run(["git", "-C", ROOT] + list(args), capture_output=True, text=True, timeout=10)
-        return r.stdout.strip()
-    rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no", "--", "src", "bpf", "tools"):
-        rev += " (plus uncommitted changes in src/, bpf/ or tools/)"
-    try:
-        built = datetime.datetime.fromtimestamp(os.path.getmtime(PANDIT), datetime.timezone.utc)
-        rev += f", build/pandit built {built.strftime('%Y-%m-%d %H:%M:%S UTC')}"
-    except OSError:
-        pass
-    return rev
-
-
 def inside(a):
     os.sched_setaffinity(0, {int(CPU_LOAD)})
-    procs = Procs(a.tmp)
+    procs = Procs(a.tmp, log)
     res = {"started": utc_now(), "pandit_rev": pandit_rev(), "secs": a.secs, "repeat": a.repeat,
            "conns": a.conns, "depth": a.depth, "pingpong_secs": a.pingpong_secs, "rate": a.rate, "nak_fraction": NAK_FRACTION,
            "quiet": {"pct": a.quiet_pct, "start_s": a.start_wait, "each_s": a.quiet_wait_each, "total_s": a.quiet_wait},
@@ -401,13 +256,7 @@ def inside(a):
     finally:
         procs.stop_all()
     t_others = time.monotonic() - t_others0
-    others1 = other_ticks()
-    top = {}
-    for k, v in others1.items():
-        if k in others0 and v > others0[k]:
-            top[k[1]] = top.get(k[1], 0) + v - others0[k]
-    res["other_top"] = sorted(([c, round(t / CLK_TCK / t_others * 100, 1)] for c, t in top.items()),
-                              key=lambda x: -x[1])[:8]
+    res["other_top"] = bl.other_top(others0, other_ticks(), t_others)
     res["loadavg_end"] = loadavg()
     res["finished"] = utc_now()
     with open(a.json, "w") as f:
@@ -415,14 +264,6 @@ def inside(a):
 
 
 # ---- report --------------------------------------------------------------------
-
-def cmd_first_line(argv):
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        return ((r.stdout + r.stderr).strip().splitlines() or ["unknown"])[0]
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"unknown ({e})"
-
 
 def summarize(runs):
     s = {"n": len(runs)}
@@ -674,20 +515,14 @@ def outside(a, argv):
     for b in (PANDIT, FOO_SERVER, FOO_CLIENT):
         if not os.access(b, os.X_OK):
             sys.exit(f"foo_bench: {b} not built")
-    ns = f"pandit-foo-{os.getpid()}"
     tmp = tempfile.mkdtemp(prefix="pandit-foo.")
     os.chmod(tmp, 0o755)   # pandit reads its config again as nobody
     jpath = os.path.join(tmp, "foo.json")
     try:
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=50100 65535"],
-                       check=True)
-        log(f"namespace {ns}, scratch {tmp}")
-        r = subprocess.run(["timeout", "900", "ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
-                            "--inside", "--tmp", tmp, "--json", jpath] + argv)
-        if r.returncode != 0 or not os.path.exists(jpath):
-            sys.exit(f"foo_bench: the run failed (exit {r.returncode}); results not written")
+        rc = bl.run_in_netns("pandit-foo", tmp, [sys.executable, os.path.abspath(__file__), "--inside", "--tmp", tmp,
+                                                 "--json", jpath] + argv, 900, log)
+        if rc != 0 or not os.path.exists(jpath):
+            sys.exit(f"foo_bench: the run failed (exit {rc}); results not written")
         with open(jpath) as f:
             j = json.load(f)
         j["only"] = a.only.split(",") if a.only else None
@@ -699,13 +534,6 @@ def outside(a, argv):
             shutil.copy(os.path.join(tmp, n), os.path.join(a.out_dir, n))
         log(f"wrote {a.out_dir}/foo.md, foo.png, foo.json")
     finally:
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-        for pid in pids:   # whatever the inside run left behind (it stops its own)
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         if not a.keep_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -39,11 +39,12 @@ PANDIT = bl.PANDIT
 CPU_PROXY, CPU_LOAD, CLK_TCK = bl.CPU_PROXY, bl.CPU_LOAD, bl.CLK_TCK
 
 BACKEND_PORT = 5080
-FRONTS = {"pandit": 6080, "haproxy": 7080, "nginx": 8080}
-SETUPS = ["direct", "pandit", "haproxy", "nginx"]
+FRONTS = {"pandit": 6080, "pandit-fwd": 6081, "haproxy": 7080, "nginx": 8080}
+SETUPS = ["direct", "pandit", "haproxy", "nginx", "pandit-fwd"]
 LABELS = {
     "direct": "direct (no proxy)",
-    "pandit": "pandit (protocol http)",
+    "pandit": "pandit (protocol http, forwarded: false)",
+    "pandit-fwd": "pandit, its default forwarded: true (adds X-Forwarded-For, Forwarded, Via)",
     "haproxy": "HAProxy (mode http)",
     "nginx": "NGINX (proxy_pass, upstream keepalive)",
 }
@@ -113,7 +114,10 @@ def haproxy_cfg(tmp, port):
         "listen web", f"    bind 127.0.0.1:{port}", f"    server s0 127.0.0.1:{BACKEND_PORT}", ""])
 
 
-def pandit_yaml(port):
+def pandit_yaml(port, forwarded=False):
+    """pandit's config. forwarded false: no Forwarded, X-Forwarded-For and
+    Via added, like HAProxy (no option forwardfor) and NGINX (no
+    proxy_set_header for them) here, so every proxy rewrites the same."""
     return "\n".join([
         "workers: 1", "user: nobody", "admin: off",
         "apps:",
@@ -122,7 +126,7 @@ def pandit_yaml(port):
         "    protocol: http",
         f"    targets: [\"127.0.0.1:{BACKEND_PORT}\"]",
         "    health_check: false",
-        f"    http: {{max_idle_upstream: {UPSTREAM_IDLE}}}", ""])
+        f"    http: {{max_idle_upstream: {UPSTREAM_IDLE}, forwarded: {'true' if forwarded else 'false'}}}", ""])
 
 
 def pandit_unavailable(tmp):
@@ -144,10 +148,10 @@ def pandit_unavailable(tmp):
 
 def start_proxy(kind, procs, tmp, tag):
     port = FRONTS[kind]
-    if kind == "pandit":
-        cfg = os.path.join(tmp, f"pandit-{tag}.yaml")
-        bl.write(cfg, pandit_yaml(port))
-        return procs.start(f"pandit-{tag}", [PANDIT, "-c", cfg], CPU_PROXY)
+    if kind in ("pandit", "pandit-fwd"):
+        cfg = os.path.join(tmp, f"{kind}-{tag}.yaml")
+        bl.write(cfg, pandit_yaml(port, forwarded=kind == "pandit-fwd"))
+        return procs.start(f"{kind}-{tag}", [PANDIT, "-c", cfg], CPU_PROXY)
     if kind == "haproxy":
         cfg = os.path.join(tmp, f"haproxy-{tag}.cfg")
         bl.write(cfg, haproxy_cfg(tmp, port))
@@ -339,7 +343,8 @@ def inside(a):
            "quiet": {"pct": a.quiet_pct, "start_s": a.start_wait, "each_s": a.quiet_wait_each, "total_s": a.quiet_wait},
            "loadavg_start": bl.loadavg(), "raw": {}, "errors": [], "not_run": {}, "quiet_waits": [],
            "configs": {"backend": backend_conf("TMP"), "haproxy": haproxy_cfg("TMP", FRONTS["haproxy"]),
-                       "nginx": nginx_proxy_conf("TMP", FRONTS["nginx"]), "pandit": pandit_yaml(FRONTS["pandit"])}}
+                       "nginx": nginx_proxy_conf("TMP", FRONTS["nginx"]), "pandit": pandit_yaml(FRONTS["pandit"]),
+                       "pandit-fwd": pandit_yaml(FRONTS["pandit-fwd"], True)}}
 
     def on_signal(sig, frame):
         procs.stop_all()
@@ -348,12 +353,14 @@ def inside(a):
     signal.signal(signal.SIGINT, on_signal)
 
     setups = [s for s in SETUPS if not a.only or s in a.only.split(",")]
-    if "pandit" in setups:
+    if "pandit" in setups or "pandit-fwd" in setups:
         why = pandit_unavailable(a.tmp)
         if why:
             log(f"pandit not run: {why}")
-            res["not_run"]["pandit"] = why
-            setups.remove("pandit")
+            for s in ("pandit", "pandit-fwd"):
+                if s in setups:
+                    res["not_run"][s] = why
+                    setups.remove(s)
     if a.start_wait > 0:
         pct_, waited = bl.wait_quiet(a.start_wait, a.quiet_pct, log)
         res["start_wait"] = {"waited_s": round(waited, 1), "background_pct": round(pct_, 1)}
@@ -463,11 +470,15 @@ def report(j, out_md, out_dat):
       "backend serves every setup.")
     w(f"- Proxies, one at a time, each pinned to CPU 1 (`taskset -c 1`) with one worker, keep-alive on both "
       f"sides and idle upstream connections reused: pandit `workers: 1`, the app's `protocol: http`, "
-      f"`http: {{max_idle_upstream: {j['upstream_idle']}}}`; HAProxy `mode http`, `nbthread 1`, "
+      f"`http: {{max_idle_upstream: {j['upstream_idle']}, forwarded: false}}`; HAProxy `mode http`, `nbthread 1`, "
       f"`option http-keep-alive`, `http-reuse always`; NGINX `worker_processes 1`, `proxy_pass` to an upstream "
       f"with `keepalive {j['upstream_idle']}`, `proxy_http_version 1.1`, `proxy_set_header Connection \"\"`. "
       "No access logs, no health checks, request limits per connection lifted; everything else is each "
-      "proxy's default. The configs are in the JSON (`configs`). A fresh proxy is started for each repetition.")
+      "proxy's default. None of these adds X-Forwarded-For, Forwarded or Via (HAProxy without `option "
+      "forwardfor`, NGINX without `proxy_set_header` for them, pandit with `forwarded: false`), so each "
+      "rewrites the same; the last row is pandit with its default `forwarded: true` (it adds all three to "
+      "each request, and Via to each response), for context. The configs are in the JSON (`configs`). A "
+      "fresh proxy is started for each repetition.")
     w("- Direct: the clients talk to the backend itself (no proxy).")
     w(f"- Requests per second: `wrk -t1 -c{j['conns']} -d{j['secs']}s --latency`, pinned to CPU 0 (it shares "
       f"CPU 0 with the backend): {j['conns']} keep-alive connections, each sending its next request as soon "
@@ -543,6 +554,10 @@ def report(j, out_md, out_dat):
           f"{'yes' if ratio >= 1.3 else 'no'} |")
         w(f"| p99 at {j['rate']:,}/s lower than HAProxy's | pandit {fmt(p['fixed_p99_us'])} us, HAProxy "
           f"{fmt(h['fixed_p99_us'])} us | {'yes' if p['fixed_p99_us'] < h['fixed_p99_us'] else 'no'} |")
+        pf = S.get("pandit-fwd")
+        if pf:
+            w(f"| (context) the same with pandit's default `forwarded: true` | {pf['rps'] / h['rps']:.2f}x HAProxy's "
+              f"requests/s; p99 {fmt(pf['fixed_p99_us'])} us | - |")
     else:
         why = "pandit not run (see above)" if "pandit" in j["not_run"] else \
             "HAProxy not run (see above)" if "haproxy" in j["not_run"] else "pandit or HAProxy has no successful run"
@@ -565,7 +580,7 @@ def report(j, out_md, out_dat):
     w("")
     w("## Reading it")
     w("")
-    prox = [s for s in ("pandit", "haproxy", "nginx") if s in S and S[s].get("cpu_busy_wrk") is not None]
+    prox = [s for s in ("pandit", "haproxy", "nginx", "pandit-fwd") if s in S and S[s].get("cpu_busy_wrk") is not None]
     if prox:
         busiest = max(S[s]["cpu_busy_wrk"] for s in prox)
         least = min(S[s]["cpu_busy_wrk"] for s in prox)
@@ -651,15 +666,15 @@ def outside(a, argv):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--secs", type=int, default=8, help="seconds of each wrk run and each measured h2load run")
+    ap.add_argument("--secs", type=int, default=7, help="seconds of each wrk run and each measured h2load run")
     ap.add_argument("--warmup", type=int, default=1, help="seconds of h2load's log dropped at the start")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--conns", type=int, default=50, help="keep-alive connections of wrk and h2load")
     ap.add_argument("--rate", type=int, default=5000, help="fixed rate of h2load, requests per second in all "
                     "(a multiple of --conns)")
     ap.add_argument("--only", default="", help="comma list of setups: " + ",".join(SETUPS))
-    ap.add_argument("--start-wait", type=float, default=30, help="seconds to wait for a quiet machine at the start")
-    ap.add_argument("--quiet-wait", type=float, default=40,
+    ap.add_argument("--start-wait", type=float, default=20, help="seconds to wait for a quiet machine at the start")
+    ap.add_argument("--quiet-wait", type=float, default=30,
                     help="seconds in all to wait for a quiet machine before the setups")
     ap.add_argument("--quiet-wait-each", type=float, default=10, help="at most this long before one setup")
     ap.add_argument("--quiet-pct", type=float, default=15, help="quiet: other processes under this % of a CPU")
