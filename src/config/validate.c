@@ -1229,7 +1229,10 @@ static void parse_cluster(struct vctx *c, uint32_t i, struct cfg_app *a, const c
 		c->oom = true;
 		return;
 	}
-	const char *cn = cl.name ? cl.name : "?";
+	char nb[64];
+	const char *cn = cl.name ? cl.name
+		       : v[HCL_NAME] && N(c, v[HCL_NAME])->type == Y_SCALAR ? show(c, v[HCL_NAME], nb, sizeof(nb))
+									: "?";
 	if (v[HCL_BALANCE])
 		parse_balance(c, v[HCL_BALANCE], "cluster balance", an, &cl.policy);
 	uint32_t t = v[HCL_TARGETS];
@@ -1278,15 +1281,14 @@ static void parse_route(struct vctx *c, uint32_t i, struct cfg_app *a, const cha
 	snprintf(what, sizeof(what), "in a route of app '%s'", an);
 	map_fields(c, i, route_keys, HR_N, v, what);
 	struct cfg_http_route r = { .mark = nmark(c, i) };
-	bool ok = true;
+	bool known = true;	/* the route's cluster */
 	const char *s, *why;
 	if (v[HR_HOST] && !is_null(c, v[HR_HOST])) {
 		if (!(s = want_scalar(c, v[HR_HOST], "route host"))) {
-			ok = false;
+			/* reported */
 		} else if ((why = host_pattern_why(s, N(c, v[HR_HOST])->len))) {
 			verr(c, nmark(c, v[HR_HOST]), "app '%s': route host '%s': %s", an,
 			     show(c, v[HR_HOST], b, sizeof(b)), why);
-			ok = false;
 		} else if (!(r.host = cfg_pool_strndup(c->cfg, s, N(c, v[HR_HOST])->len))) {
 			c->oom = true;
 			return;
@@ -1299,11 +1301,10 @@ static void parse_route(struct vctx *c, uint32_t i, struct cfg_app *a, const cha
 	}
 	if (v[HR_PATH]) {
 		if (!(s = want_scalar(c, v[HR_PATH], "route path"))) {
-			ok = false;
+			/* reported */
 		} else if ((why = path_why(s, N(c, v[HR_PATH])->len))) {
 			verr(c, nmark(c, v[HR_PATH]), "app '%s': route path '%s': %s", an,
 			     show(c, v[HR_PATH], b, sizeof(b)), why);
-			ok = false;
 		} else if (!(r.path = cfg_pool_strndup(c->cfg, s, N(c, v[HR_PATH])->len))) {
 			c->oom = true;
 			return;
@@ -1315,7 +1316,7 @@ static void parse_route(struct vctx *c, uint32_t i, struct cfg_app *a, const cha
 	r.cluster = 0;
 	if (v[HR_CLUSTER]) {
 		if (!(s = want_scalar(c, v[HR_CLUSTER], "route cluster"))) {
-			ok = false;
+			known = false;
 		} else if (!key_is(s, N(c, v[HR_CLUSTER])->len, "default")) {
 			uint32_t k = 1, len = N(c, v[HR_CLUSTER])->len;
 			while (k < a->http.n_clusters && !key_is(s, len, a->http.clusters[k].name))
@@ -1323,18 +1324,17 @@ static void parse_route(struct vctx *c, uint32_t i, struct cfg_app *a, const cha
 			if (k == a->http.n_clusters) {
 				verr(c, nmark(c, v[HR_CLUSTER]), "app '%s': route to unknown cluster '%s'", an,
 				     show(c, v[HR_CLUSTER], b, sizeof(b)));
-				ok = false;
+				known = false;
 			}
 			r.cluster = k;
 		}
 	}
-	if (ok && r.cluster == 0 && default_empty) {
+	if (known && r.cluster == 0 && default_empty)
 		verr(c, v[HR_CLUSTER] ? nmark(c, v[HR_CLUSTER]) : r.mark,
 		     "app '%s': this route sends requests to the cluster 'default', the app's own 'targets', but the app has none",
 		     an);
-		ok = false;
-	}
-	if (ok)
+	/* kept when its match is valid, so duplicates are found whatever else is wrong */
+	if (r.path && (r.host || !v[HR_HOST] || is_null(c, v[HR_HOST])))
 		a->http.routes[a->http.n_routes++] = r;
 }
 
