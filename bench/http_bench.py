@@ -554,6 +554,10 @@ def report(j, out_md, out_dat):
           f"{'yes' if ratio >= 1.3 else 'no'} |")
         w(f"| p99 at {j['rate']:,}/s lower than HAProxy's | pandit {fmt(p['fixed_p99_us'])} us, HAProxy "
           f"{fmt(h['fixed_p99_us'])} us | {'yes' if p['fixed_p99_us'] < h['fixed_p99_us'] else 'no'} |")
+        if p.get("cpu_us_wrk") and h.get("cpu_us_wrk"):
+            w(f"| (context) proxy CPU per request under wrk | pandit {p['cpu_us_wrk']:.2f} us at "
+              f"{p['cpu_busy_wrk']:.0f}% busy, HAProxy {h['cpu_us_wrk']:.2f} us at {h['cpu_busy_wrk']:.0f}% busy: "
+              f"HAProxy needs {h['cpu_us_wrk'] / p['cpu_us_wrk']:.2f}x pandit's CPU per request | - |")
         pf = S.get("pandit-fwd")
         if pf:
             w(f"| (context) the same with pandit's default `forwarded: true` | {pf['rps'] / h['rps']:.2f}x HAProxy's "
@@ -588,9 +592,10 @@ def report(j, out_md, out_dat):
             w(f"- Under wrk every proxy used {least:.0f}% or more of its CPU: the proxy, not the load side, set the "
               "pace, so the requests/s column compares the proxies' own ceilings on one CPU.")
         else:
-            w(f"- Under wrk the proxies used {least:.0f}% to {busiest:.0f}% of their CPU. A proxy under about 90% "
-              "was not the limit of its row: CPU 0 (wrk and the backend) was, and that row's requests/s "
-              "understates what the proxy alone could do. The proxies' own cost is the CPU per request "
+            used = f"{least:.0f}%" if round(least) == round(busiest) else f"{least:.0f}% to {busiest:.0f}%"
+            w(f"- Under wrk the proxies used {used} of their CPU. A proxy well under 100% was not the limit "
+              "of its row: CPU 0 (wrk and the backend) or other load on the machine was, and that row's "
+              "requests/s understates what the proxy alone could do. The proxies' own cost is the CPU per request "
               "column; its inverse (requests per second of one proxy CPU, derived, assuming the cost per request "
               "stays flat up to a full CPU) is: " +
               ", ".join(f"{LABELS[s]} {1e6 / S[s]['cpu_us_wrk']:,.0f}" for s in prox) + ".")
