@@ -659,6 +659,32 @@ static uint32_t hc_route(struct hcli *c, const char *base, const struct h1_msg *
 	return cfg->n_routes;
 }
 
+/* "addr:port" ("[v6]:port") of the local end of fd: the authority a
+ * request without Host was sent to. */
+static void local_authority(int fd, char *out, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char ip[INET6_ADDRSTRLEN];
+	out[0] = 0;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return;
+	if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+			inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], ip, sizeof(ip));
+			snprintf(out, len, "%s:%u", ip, ntohs(s6->sin6_port));
+		} else {
+			inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+			snprintf(out, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
+		}
+	} else if (ss.ss_family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+		snprintf(out, len, "%s:%u", ip, ntohs(s4->sin_port));
+	}
+}
+
 static bool method_idempotent(enum h1_method m)
 {
 	switch (m) {
@@ -706,7 +732,11 @@ static void hc_start_request(struct hcli *c)
 		return;
 	}
 	c->cluster = cfg->n_routes ? cfg->routes[c->route].cluster : 0;
+	char local[INET6_ADDRSTRLEN + 16] = "";
+	if (!m->authority.len)
+		local_authority(c->io.fd, local, sizeof(local));
 	struct http_req_rewrite rw = {
+		.default_host = local[0] ? local : NULL,
 		.client_ip = c->ip,
 		.client_v6 = c->v6,
 		.forwarded = cfg->forwarded,

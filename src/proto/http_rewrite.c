@@ -107,7 +107,10 @@ void http_rewrite_request(struct sbuf *out, const char *buf, const struct h1_msg
 
 	/* Host first, as RFC 9112 3.2 asks of a user agent */
 	sbuf_puts(out, "Host: ");
-	put_slice(out, buf, m->authority);
+	if (m->authority.len || !rw->default_host)
+		put_slice(out, buf, m->authority);
+	else
+		sbuf_puts(out, rw->default_host);
 	sbuf_append(out, "\r\n", 2);
 
 	for (uint32_t i = 0; i < m->n_hdr; i++) {

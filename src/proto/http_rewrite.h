@@ -16,6 +16,8 @@ struct http_req_rewrite {
 	bool upgrade;		/* keep Upgrade and send Connection: upgrade */
 	bool http10;		/* send HTTP/1.0 and no keep-alive (an HTTP/1.0 client
 				 * cannot read a chunked response) */
+	const char *default_host; /* Host to send when the request has none (HTTP/1.0
+				 * without Host): the address the client connected to */
 };
 
 /*
