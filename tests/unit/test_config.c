@@ -1328,6 +1328,30 @@ static void test_http_full(void **state)
 	cfg_free(cfg);
 }
 
+/* The shipped HTTP example loads, every app an http app with its clusters. */
+static void test_http_example_file(void **state)
+{
+	(void)state;
+	static const char *const paths[] = { "examples/http.yaml", "../examples/http.yaml",
+					     "../../examples/http.yaml" };
+	for (size_t i = 0; i < 3; i++) {
+		if (access(paths[i], R_OK))
+			continue;
+		struct cfg *cfg = NULL;
+		cfg_errors_free(&errs);
+		int r = cfg_load_file(paths[i], &cfg, &errs);
+		if (r)
+			dump_errors();
+		assert_int_equal(r, 0);
+		assert_int_equal(cfg->apps[0].protocol, PROTO_HTTP);
+		assert_int_equal(cfg->apps[0].http.n_clusters, 3);
+		assert_true(cfg->apps[0].http.n_routes > 0);
+		cfg_free(cfg);
+		return;
+	}
+	skip();
+}
+
 /* Every app has cluster "default" (its targets), whatever its protocol, and
  * an http app without an http section gets every default. */
 static void test_http_defaults(void **state)
@@ -1621,6 +1645,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_pool_apps, teardown),
 		cmocka_unit_test_teardown(test_http_full, teardown),
 		cmocka_unit_test_teardown(test_http_defaults, teardown),
+		cmocka_unit_test_teardown(test_http_example_file, teardown),
 		cmocka_unit_test_teardown(test_http_clusters_only, teardown),
 		cmocka_unit_test_teardown(test_http_target_loops, teardown),
 		cmocka_unit_test_teardown(test_http_errors, teardown),
