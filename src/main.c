@@ -42,8 +42,9 @@ static void usage(FILE *out)
 		"      --listen ADDR     quick mode: proxy one port without a config file\n"
 		"                        (\":8002\", \"127.0.0.1:8002\", \"[::1]:8002\"; also -listen=)\n"
 		"      --forward TARGET  quick mode: the target, host:port (also -forward=)\n"
-		"      --protocol P      quick mode: tcp (default) or foo (the Foo line protocol,\n"
-		"                        parsed and counted; also -protocol=)\n"
+		"      --protocol P      quick mode: tcp (default), foo (the Foo line protocol,\n"
+		"                        parsed and counted) or http (HTTP/1.1 reverse proxy);\n"
+		"                        also -protocol=\n"
 		"  -w, --workers N       worker threads (overrides the config; 0 = one per CPU)\n"
 		"      --busy-poll USEC  after handling events, a worker keeps polling for USEC\n"
 		"                        microseconds before it sleeps: lower latency for more\n"
@@ -101,8 +102,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case OPT_FORWARD: o->forward = optarg; break;
 		case OPT_PROTOCOL:
 			if (cfg_protocol_parse(optarg, &o->protocol) < 0) {
-				fprintf(stderr, "pandit: --protocol wants tcp or foo, not \"%s\"%s\n", optarg,
-					strcmp(optarg, "http") == 0 ? " (HTTP/1.1 is not implemented yet)" : "");
+				fprintf(stderr, "pandit: --protocol wants tcp, foo or http, not \"%s\"\n",
+					optarg);
 				return 2;
 			}
 			o->protocol_set = true;

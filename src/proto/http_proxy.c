@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -239,6 +240,35 @@ static ssize_t send_some(int fd, const char *data, size_t len, bool *writable)
 	return n;
 }
 
+/* One sendmsg() of a then b (either may be empty): a response head and the
+ * body bytes after it leave in one segment. Same results as send_some(). */
+static ssize_t send2(int fd, const char *a, size_t alen, const char *b, size_t blen, bool *writable)
+{
+	struct iovec iov[2];
+	int n_iov = 0;
+	if (alen)
+		iov[n_iov++] = (struct iovec){ .iov_base = (void *)a, .iov_len = alen };
+	if (blen)
+		iov[n_iov++] = (struct iovec){ .iov_base = (void *)b, .iov_len = blen };
+	if (n_iov == 1)
+		return send_some(fd, iov[0].iov_base, iov[0].iov_len, writable);
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n_iov };
+	ssize_t n;
+	do
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		if (would_block(errno)) {
+			*writable = false;
+			return 0;
+		}
+		return -1;
+	}
+	if ((size_t)n < alen + blen)
+		*writable = false;
+	return n;
+}
+
 /* --- the worker's http state ---------------------------------------------- */
 
 static struct http_worker *hw_get(struct worker *w)
@@ -276,23 +306,18 @@ static void pool_unlink(struct hup *u)
 	hw->pool_count[b]--;
 }
 
-/* An idle connection to t still open as far as we can tell, or NULL. */
+/* An idle connection to t, or NULL. */
 static struct hup *pool_take(struct http_worker *hw, struct target *t)
 {
 	uint32_t b = pool_bucket(t);
 	for (struct hup *u = hw->pool[b]; u; u = u->pnext) {
 		if (u->t != t)
 			continue;
+		/* A server that closed it meanwhile has been seen by epoll
+		 * (hup_cb) unless the close is in the batch being handled: a
+		 * request failing so is sent again (hc_upstream_failed). */
 		pool_unlink(u);
 		ev_timer_stop(&hw->w->loop, &u->timer);
-		char x;
-		ssize_t n = recv(u->io.fd, &x, 1, MSG_PEEK | MSG_DONTWAIT);
-		if (n == 0 || (n < 0 && !would_block(errno)) || n > 0) {
-			/* closed by the server meanwhile, or it sent bytes nobody
-			 * asked for: not usable */
-			hup_close(u, false);
-			return pool_take(hw, t);
-		}
 		return u;
 	}
 	return NULL;
@@ -1162,26 +1187,15 @@ static int hc_send_upstream(struct hcli *c)
 	struct hup *u = c->up;
 	if (!u || u->connecting || !u->writable || c->req_sent)
 		return 0;
-	int progress = 0;
-	if (c->up_out_off < c->up_out.len) {
-		ssize_t n = send_some(u->io.fd, c->up_out.data + c->up_out_off,
-				      c->up_out.len - c->up_out_off, &u->writable);
-		if (n < 0)
-			return -1;
-		c->up_out_off += (uint32_t)n;
-		progress = n > 0;
-		if (c->up_out_off < c->up_out.len)
-			return progress;
-	}
-	/* validate what arrived of the body, then send it */
+	/* validate what arrived of the body; what passed is sent */
 	if (!c->req_done && c->parsed < c->in.tail) {
 		size_t used = 0;
 		enum h1_res r = h1_body_feed(&c->rbody, c->in.data + c->parsed, c->in.tail - c->parsed,
 					     &used, NULL);
 		c->parsed += (uint32_t)used;
-		if (r == H1_DONE)
+		if (r == H1_DONE) {
 			c->req_done = true;
-		else if (r == H1_ERROR) {
+		} else if (r == H1_ERROR) {
 			log_info("app %s: bad request body from %s: %s", c->app->cfg->name, c->ip,
 				 h1_err_str(c->rbody.ch.err));
 			if (c->app->http)
@@ -1189,18 +1203,23 @@ static int hc_send_upstream(struct hcli *c)
 			return -2;
 		}
 	}
-	if (c->parsed > c->in.head && u->writable) {
-		ssize_t n = send_some(u->io.fd, c->in.data + c->in.head, c->parsed - c->in.head,
-				      &u->writable);
-		if (n < 0)
-			return -1;
-		c->in.head += (uint32_t)n;
-		progress |= n > 0;
-		hc_count_bytes(c, (uint64_t)n, true);
+	uint32_t head_left = (uint32_t)c->up_out.len - c->up_out_off;
+	uint32_t body_left = c->in.data ? c->parsed - c->in.head : 0;
+	if (!head_left && !body_left) {
+		c->req_sent = c->req_done;
+		return 0;
 	}
+	ssize_t n = send2(u->io.fd, c->up_out.data + c->up_out_off, head_left,
+			  body_left ? c->in.data + c->in.head : NULL, body_left, &u->writable);
+	if (n < 0)
+		return -1;
+	uint32_t h = (uint32_t)n < head_left ? (uint32_t)n : head_left;
+	c->up_out_off += h;
+	c->in.head += (uint32_t)n - h;
+	hc_count_bytes(c, (uint64_t)n - h, true);
 	if (c->req_done && c->in.head == c->parsed && c->up_out_off == c->up_out.len)
 		c->req_sent = true;
-	return progress;
+	return n > 0;
 }
 
 /* Reads and parses the response. Returns 1 on progress, 0, or -1 when the
@@ -1312,35 +1331,28 @@ static int hc_write_client(struct hcli *c)
 {
 	if (!c->writable)
 		return 0;
-	int progress = 0;
-	if (c->cli_out_off < c->cli_out.len) {
-		ssize_t n = send_some(c->io.fd, c->cli_out.data + c->cli_out_off,
-				      c->cli_out.len - c->cli_out_off, &c->writable);
-		if (n < 0)
-			return -1;
-		c->cli_out_off += (uint32_t)n;
-		c->bytes_sent += (uint64_t)n;
-		progress = n > 0;
-		if (c->cli_out_off < c->cli_out.len)
-			return progress;
-		if (!c->resp_head) {
-			/* interim responses written: room for the final one */
-			sbuf_reset(&c->cli_out);
-			c->cli_out_off = 0;
-		}
-	}
 	struct hup *u = c->up;
-	if (u && c->resp_head && c->uparsed > u->in.head && c->writable) {
-		ssize_t n = send_some(c->io.fd, u->in.data + u->in.head, c->uparsed - u->in.head,
-				      &c->writable);
-		if (n < 0)
-			return -1;
-		u->in.head += (uint32_t)n;
-		c->bytes_sent += (uint64_t)n;
-		progress |= n > 0;
-		hc_count_bytes(c, (uint64_t)n, false);
+	uint32_t head_left = (uint32_t)c->cli_out.len - c->cli_out_off;
+	uint32_t body_left = u && c->resp_head && u->in.data ? c->uparsed - u->in.head : 0;
+	if (!head_left && !body_left)
+		return 0;
+	ssize_t n = send2(c->io.fd, c->cli_out.data + c->cli_out_off, head_left,
+			  body_left ? u->in.data + u->in.head : NULL, body_left, &c->writable);
+	if (n < 0)
+		return -1;
+	uint32_t h = (uint32_t)n < head_left ? (uint32_t)n : head_left;
+	c->cli_out_off += h;
+	c->bytes_sent += (uint64_t)n;
+	if (body_left) {
+		u->in.head += (uint32_t)n - h;
+		hc_count_bytes(c, (uint64_t)n - h, false);
 	}
-	return progress;
+	if (!c->resp_head && c->cli_out_off == c->cli_out.len) {
+		/* interim responses written: room for the final one */
+		sbuf_reset(&c->cli_out);
+		c->cli_out_off = 0;
+	}
+	return n > 0;
 }
 
 static bool hc_exchange_done(const struct hcli *c)
