@@ -97,6 +97,7 @@ struct hcli {
 	enum hc_phase phase;
 	struct ev_timer timer;
 	uint64_t last_active;
+	uint64_t linger_until;
 	uint64_t head_start;		/* first byte of the head being read; 0: none yet */
 
 	/* the request */
@@ -149,6 +150,7 @@ struct http_worker {
 };
 
 static void hc_run(struct hcli *c);
+static uint64_t ms_ns(uint32_t ms);
 static void hc_close(struct hcli *c, bool reset);
 static void hup_close(struct hup *u, bool reset);
 static void hc_connect(struct hcli *c);
@@ -1006,7 +1008,8 @@ static void hc_finish(struct hcli *c)
 		c->shut = true;
 		c->phase = HC_LINGER;
 		hbuf_drop(c->w, &c->in);
-		ev_timer_start(&c->w->loop, &c->timer, LINGER_MS);
+		c->linger_until = c->w->loop.now + ms_ns(LINGER_MS);
+		ev_timer_start_at(&c->w->loop, &c->timer, c->linger_until);
 		return;
 	}
 	hc_next_request(c);
@@ -1385,6 +1388,35 @@ static void hc_send_failed(struct hcli *c, bool bad_body)
 	hc_close(c, true);
 }
 
+static uint64_t ms_ns(uint32_t ms)
+{
+	return (uint64_t)ms * 1000000ull;
+}
+
+/* When the state c is in times out (CLOCK_MONOTONIC ns), 0 for never. */
+static uint64_t hc_deadline(const struct hcli *c)
+{
+	const struct cfg_http *cfg = hc_cfg(c);
+	uint32_t ms;
+	switch (c->phase) {
+	case HC_LINGER:
+		return c->linger_until;
+	case HC_HEAD:
+		if (c->head_start)
+			return c->head_start + ms_ns(cfg->header_timeout_ms);
+		ms = cfg->client_idle_ms;
+		break;
+	case HC_TUNNEL:
+		ms = c->app->cfg->idle_timeout_ms;
+		break;
+	case HC_EXCHANGE:
+	default:
+		ms = cfg->response_timeout_ms;
+		break;
+	}
+	return ms ? c->last_active + ms_ns(ms) : 0;
+}
+
 static void hc_run(struct hcli *c)
 {
 	while (!c->dead) {
@@ -1498,70 +1530,56 @@ static void hc_run(struct hcli *c)
 	}
 	if (c->dead)
 		return;
-	/* timers for the state we stopped in */
-	const struct cfg_http *cfg = hc_cfg(c);
-	uint64_t ms;
-	if (c->phase == HC_LINGER) {
-		return;
-	} else if (c->phase == HC_HEAD) {
-		if (c->head_start) {
-			ev_timer_start_at(&c->w->loop, &c->timer,
-					  c->head_start + (uint64_t)cfg->header_timeout_ms * 1000000ull);
-			return;
-		}
-		ms = cfg->client_idle_ms;
-	} else if (c->phase == HC_TUNNEL) {
-		ms = c->app->cfg->idle_timeout_ms;
-	} else {
-		ms = cfg->response_timeout_ms;
-	}
-	if (ms)
-		ev_timer_start_at(&c->w->loop, &c->timer, c->last_active + ms * 1000000ull);
-	else
+	/* The timer may stay armed for an earlier time than the state's
+	 * deadline (it checks again when it fires): a busy connection then
+	 * does not move it in the heap on every event. */
+	uint64_t d = hc_deadline(c);
+	if (!d)
 		ev_timer_stop(&c->w->loop, &c->timer);
+	else if (!ev_timer_armed(&c->timer) || c->timer.when > d)
+		ev_timer_start_at(&c->w->loop, &c->timer, d);
 }
 
 static void hc_timer_cb(struct ev_loop *loop, struct ev_timer *t)
 {
 	struct hcli *c = container_of(t, struct hcli, timer);
 	const struct cfg_http *cfg = hc_cfg(c);
+	uint64_t d = hc_deadline(c);
+	if (!d)
+		return;
+	if (loop->now < d) {
+		ev_timer_start_at(loop, t, d);
+		return;
+	}
 	switch (c->phase) {
 	case HC_LINGER:
 		hc_close(c, false);
 		return;
 	case HC_HEAD:
-		if (c->head_start) {
-			log_debug("app %s: request head from %s not complete after %u ms",
-				  c->app->cfg->name, c->ip, cfg->header_timeout_ms);
-			c->t_start = loop->now;
-			c->t_start_real = 0;
-			c->route = cfg->n_routes;
-			if (c->app->http)
-				stats_add(&c->app->http->requests, 1);
-			sbuf_reset(&c->logf);
-			c->lg_method = c->lg_target = c->lg_host = c->lg_referer = c->lg_agent = 0;
-			memset(c->lg_end, 0, sizeof(c->lg_end));
-			c->phase = HC_EXCHANGE;
-			hc_local(c, 408, true);
-			hc_run(c);
+		if (!c->head_start) {
+			hc_close(c, false);	/* idle keep-alive connection */
 			return;
 		}
-		hc_close(c, false);	/* idle keep-alive connection */
+		log_debug("app %s: request head from %s not complete after %u ms", c->app->cfg->name,
+			  c->ip, cfg->header_timeout_ms);
+		c->t_start = loop->now;
+		c->t_start_real = 0;
+		c->route = cfg->n_routes;
+		c->method = H1_M_OTHER;
+		if (c->app->http)
+			stats_add(&c->app->http->requests, 1);
+		sbuf_reset(&c->logf);
+		c->lg_method = c->lg_target = c->lg_host = c->lg_referer = c->lg_agent = 0;
+		memset(c->lg_end, 0, sizeof(c->lg_end));
+		c->phase = HC_EXCHANGE;
+		hc_local(c, 408, true);
+		hc_run(c);
 		return;
 	case HC_TUNNEL:
-		if (c->app->cfg->idle_timeout_ms &&
-		    loop->now - c->last_active >= (uint64_t)c->app->cfg->idle_timeout_ms * 1000000ull) {
-			hc_close(c, false);
-			return;
-		}
-		hc_run(c);
+		hc_close(c, false);
 		return;
 	case HC_EXCHANGE:
 	default:
-		if (loop->now - c->last_active < (uint64_t)cfg->response_timeout_ms * 1000000ull) {
-			hc_run(c);
-			return;
-		}
 		if (!c->resp_head && !c->local && c->cli_out_off == 0) {
 			log_info("app %s: no response from %s within %u ms", c->app->cfg->name,
 				 c->ti >= 0 ? c->app->targets[c->ti].t->name : "upstream",
