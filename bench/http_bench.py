@@ -545,6 +545,12 @@ def report(j, out_md, out_dat):
     w("")
     w("## Aims (the issue)")
     w("")
+    bgs = [x["bg_median"] for x in S.values()]
+    if bgs and max(bgs) > 25:
+        w(f"Caution: other processes on this shared machine used up to {max(bgs):.0f}% of a CPU (median over a "
+          "setup's measurements) while this run measured, so the comparisons below carry that noise; the CPU "
+          "per request is the least disturbed figure.")
+        w("")
     w("| aim | measured | met |")
     w("|---|---|---|")
     p, h = S.get("pandit"), S.get("haproxy")
