@@ -41,7 +41,10 @@
  * until EAGAIN, and hc_run() loops until nothing more can move.
  */
 
-#define HC_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+/* EPOLLOUT is asked for only while a send came up short (or a connect is
+ * under way): otherwise every ACK from the peer would wake the loop. */
+#define HC_EVENTS_IN (EPOLLIN | EPOLLRDHUP | EPOLLET)
+#define HC_EVENTS (HC_EVENTS_IN | EPOLLOUT)
 #define POOL_BUCKETS 256	/* idle upstream connections hashed by target */
 #define LINGER_MS 2000		/* after a closing response: wait this long for the client's FIN */
 #define RESP_MAX_HEAD 65536u	/* response heads (upstream), bytes */
@@ -70,6 +73,7 @@ struct hup {
 	struct hbuf in;
 	uint64_t connect_start;
 	bool connecting, readable, writable, eof, rdhup, shut, dead;
+	bool out_armed;			/* EPOLLOUT is registered */
 	bool reused;			/* taken from the pool for the current request */
 	bool got_bytes;			/* a response byte arrived for the current request */
 	struct h1_parser p;
@@ -94,6 +98,7 @@ struct hcli {
 	struct sockaddr_storage peer;
 	struct hbuf in;
 	bool readable, writable, eof, rdhup, shut, dead;
+	bool out_armed;			/* EPOLLOUT is registered */
 	enum hc_phase phase;
 	struct ev_timer timer;
 	uint64_t last_active;
@@ -271,6 +276,16 @@ static ssize_t send2(int fd, const char *a, size_t alen, const char *b, size_t b
 	return n;
 }
 
+/* Registers EPOLLOUT for io when a send found no room, drops it when the
+ * socket has been writable through a whole exchange. */
+static void want_out(struct ev_loop *loop, struct ev_io *io, bool *armed, bool on)
+{
+	if (*armed == on || io->fd < 0)
+		return;
+	if (ev_mod(loop, io, on ? HC_EVENTS : HC_EVENTS_IN) == 0)
+		*armed = on;
+}
+
 /* --- the worker's http state ---------------------------------------------- */
 
 static struct http_worker *hw_get(struct worker *w)
@@ -340,6 +355,7 @@ static void pool_put(struct hup *u, const struct cfg_http *cfg)
 	uint32_t b = pool_bucket(u->t);
 	u->cli = NULL;
 	u->readable = false;
+	want_out(&hw->w->loop, &u->io, &u->out_armed, false);
 	hbuf_release_empty(hw->w, &u->in);
 	if (!cfg->max_idle_upstream || u->in.data || u->eof || u->rdhup) {
 		hup_close(u, false);
@@ -601,6 +617,7 @@ static void hc_next_request(struct hcli *c)
 	c->uparsed = 0;
 	c->status = 0;
 	c->bytes_sent = 0;
+	want_out(&c->w->loop, &c->io, &c->out_armed, false);
 	if (c->in.data && c->in.head == c->in.tail)
 		hbuf_drop(c->w, &c->in);
 	else if (c->in.data)
@@ -887,6 +904,7 @@ static void hc_connect(struct hcli *c)
 		u->connect_start = ev_now_ns();
 		ev_timer_init(&u->timer, hup_connect_timer_cb);
 		hup_bind(u, c, false);
+		u->out_armed = true;	/* the connect's completion */
 		if (ev_add(&c->w->loop, &u->io, HC_EVENTS) < 0) {
 			close(fd);
 			u->io.fd = -1;
@@ -1417,7 +1435,22 @@ static uint64_t hc_deadline(const struct hcli *c)
 	return ms ? c->last_active + ms_ns(ms) : 0;
 }
 
+static void hc_run_inner(struct hcli *c);
+
 static void hc_run(struct hcli *c)
+{
+	hc_run_inner(c);
+	if (c->dead)
+		return;
+	struct ev_loop *loop = &c->w->loop;
+	if (!c->writable)
+		want_out(loop, &c->io, &c->out_armed, true);
+	struct hup *u = c->up;
+	if (u && !u->writable)
+		want_out(loop, &u->io, &u->out_armed, true);
+}
+
+static void hc_run_inner(struct hcli *c)
 {
 	while (!c->dead) {
 		int progress = 0;
@@ -1669,7 +1702,7 @@ static void http_accept(struct worker *w, int fd, struct rt_app *app)
 	w->n_conns++;
 	hc_next_request(c);
 	hc_touch(c);
-	if (ev_add(&w->loop, &c->io, HC_EVENTS) < 0) {
+	if (ev_add(&w->loop, &c->io, HC_EVENTS_IN) < 0) {
 		hc_close(c, true);
 		return;
 	}
