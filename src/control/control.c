@@ -210,6 +210,8 @@ static void control_signal_cb(struct ev_loop *loop, struct ev_io *io, uint32_t e
 		switch (si.ssi_signo) {
 		case SIGHUP:
 			control_reload(c, "SIGHUP");
+			/* a rotated access log is picked up by every app, changed or not */
+			rt_reopen_logs(c->snap);
 			break;
 		case SIGUSR1:
 			control_print_stats(c);

@@ -337,6 +337,20 @@ struct http_log_sink *http_log_open(const char *path, enum http_log_format fmt)
 	return s;
 }
 
+int http_log_reopen(struct http_log_sink *s)
+{
+	if (!s || !s->own_fd)
+		return 0;
+	int fd = open(s->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	/* dup2 swaps the file under the same descriptor at once: a worker's
+	 * write goes wholly to the old file or wholly to the new one */
+	int r = dup3(fd, s->fd, O_CLOEXEC) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
 struct http_log_sink *http_log_get(struct http_log_sink *s)
 {
 	if (s)

@@ -64,6 +64,10 @@ struct http_log_sink {
 /* Opens path ("-": stdout). Returns NULL with errno set on failure. */
 struct http_log_sink *http_log_open(const char *path, enum http_log_format fmt);
 struct http_log_sink *http_log_get(struct http_log_sink *s);
+/* Opens the sink's path again and puts the new file under the same
+ * descriptor (log rotation: SIGHUP). stdout is left alone. Returns 0 or a
+ * negative errno (the old file stays in use). */
+int http_log_reopen(struct http_log_sink *s);
 void http_log_put(struct http_log_sink *s);
 
 /* Per-worker buffering: lines for one sink accumulate and are written with

@@ -701,3 +701,16 @@ int rt_steer_delta(const struct rt_snapshot *prev, const struct rt_snapshot *s,
 	*n_del = nd;
 	return 0;
 }
+
+void rt_reopen_logs(const struct rt_snapshot *s)
+{
+	for (size_t i = 0; i < s->n_apps; i++) {
+		struct rt_app *a = s->apps[i];
+		if (!a->http_log)
+			continue;
+		int err = http_log_reopen(a->http_log);
+		if (err)
+			log_warn("app %s: reopening the access log %s failed: %s; still writing to the old file",
+				 a->cfg->name, a->http_log->path, strerror(-err));
+	}
+}

@@ -81,6 +81,10 @@ void rt_snapshot_put(struct rt_snapshot *s);
 /* The app serving local address:port (from getsockname), or NULL. */
 struct rt_app *rt_lookup(const struct rt_snapshot *s, const struct sockaddr_storage *local);
 
+/* Reopens the access log file of every http app of s (after rotation);
+ * failures are logged and the old file kept. */
+void rt_reopen_logs(const struct rt_snapshot *s);
+
 struct rt_app *rt_app_get(struct rt_app *a);
 void rt_app_put(struct rt_app *a);
 
