@@ -74,6 +74,8 @@ struct hup {
 	uint64_t connect_start;
 	bool connecting, readable, writable, eof, rdhup, shut, dead;
 	bool out_armed;			/* EPOLLOUT is registered */
+	uint64_t idle_since;		/* pooled since (CLOCK_MONOTONIC ns) */
+	uint32_t idle_ms;		/* closed after this long pooled */
 	bool reused;			/* taken from the pool for the current request */
 	bool got_bytes;			/* a response byte arrived for the current request */
 	struct h1_parser p;
@@ -334,19 +336,11 @@ static struct hup *pool_take(struct http_worker *hw, struct target *t)
 		 * (hup_cb) unless the close is in the batch being handled: a
 		 * request failing so is sent again (hc_upstream_failed). */
 		pool_unlink(u);
-		ev_timer_stop(&hw->w->loop, &u->timer);
-		return u;
+		return u;	/* its idle timer may stay armed: it checks when it fires */
 	}
 	return NULL;
 }
 
-static void hup_idle_timer_cb(struct ev_loop *loop, struct ev_timer *t)
-{
-	(void)loop;
-	struct hup *u = container_of(t, struct hup, timer);
-	pool_unlink(u);
-	hup_close(u, false);
-}
 
 /* Keeps u for another request to the same target, or closes it. */
 static void pool_put(struct hup *u, const struct cfg_http *cfg)
@@ -361,12 +355,15 @@ static void pool_put(struct hup *u, const struct cfg_http *cfg)
 		hup_close(u, false);
 		return;
 	}
-	uint32_t same = 0;
-	for (struct hup *v = hw->pool[b]; v; v = v->pnext)
-		same += v->t == u->t;
-	if (same >= cfg->max_idle_upstream) {
-		hup_close(u, false);
-		return;
+	if (hw->pool_count[b] >= cfg->max_idle_upstream) {
+		/* the bucket may hold other targets' connections too: count */
+		uint32_t same = 0;
+		for (struct hup *v = hw->pool[b]; v; v = v->pnext)
+			same += v->t == u->t;
+		if (same >= cfg->max_idle_upstream) {
+			hup_close(u, false);
+			return;
+		}
 	}
 	u->pnext = hw->pool[b];
 	u->pprev = NULL;
@@ -374,8 +371,10 @@ static void pool_put(struct hup *u, const struct cfg_http *cfg)
 		u->pnext->pprev = u;
 	hw->pool[b] = u;
 	hw->pool_count[b]++;
-	u->timer.cb = hup_idle_timer_cb;
-	ev_timer_start(&hw->w->loop, &u->timer, cfg->upstream_idle_ms);
+	u->idle_since = hw->w->loop.now;
+	u->idle_ms = cfg->upstream_idle_ms;
+	if (!ev_timer_armed(&u->timer))
+		ev_timer_start(&hw->w->loop, &u->timer, u->idle_ms);
 }
 
 /* --- upstream connections ---------------------------------------------------- */
@@ -427,12 +426,24 @@ static void hup_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 	hc_run(u->cli);
 }
 
-static void hup_connect_timer_cb(struct ev_loop *loop, struct ev_timer *t)
+/* One timer per upstream connection: the connect timeout while
+ * connecting, the idle timeout while pooled (armed lazily: when it fires
+ * early it is armed again for the real deadline), nothing while busy. */
+static void hup_timer_cb(struct ev_loop *loop, struct ev_timer *t)
 {
-	(void)loop;
 	struct hup *u = container_of(t, struct hup, timer);
 	struct hcli *c = u->cli;
-	if (!c || !u->connecting)
+	if (!c) {
+		uint64_t d = u->idle_since + (uint64_t)u->idle_ms * 1000000ull;
+		if (loop->now < d) {
+			ev_timer_start_at(loop, t, d);
+			return;
+		}
+		pool_unlink(u);
+		hup_close(u, false);
+		return;
+	}
+	if (!u->connecting)
 		return;
 	hc_upstream_failed(c, ETIMEDOUT);
 	if (!c->dead)
@@ -814,7 +825,6 @@ static void hup_bind(struct hup *u, struct hcli *c, bool reused)
 	u->cli = c;
 	u->reused = reused;
 	u->got_bytes = false;
-	u->timer.cb = hup_connect_timer_cb;
 	if (reused)
 		u->writable = true;	/* idle: its send buffer drained long ago */
 	c->up = u;
@@ -902,7 +912,7 @@ static void hc_connect(struct hcli *c)
 		u->io.cb = hup_cb;
 		u->connecting = true;
 		u->connect_start = ev_now_ns();
-		ev_timer_init(&u->timer, hup_connect_timer_cb);
+		ev_timer_init(&u->timer, hup_timer_cb);
 		hup_bind(u, c, false);
 		u->out_armed = true;	/* the connect's completion */
 		if (ev_add(&c->w->loop, &u->io, HC_EVENTS) < 0) {
