@@ -62,7 +62,9 @@ static bool hop_by_hop(const char *buf, const struct h1_msg *m, const struct h1_
 	return named_by_connection(buf, m, h->name);
 }
 
-/* Writes "Name: v1, v2, <extra>" joining every field with id, in order. */
+/* Writes "Name: v1, v2, <extra>" joining every field with id, in order;
+ * a field the sender named in Connection was meant for pandit alone and
+ * is left out, as it would be without the joining. */
 static void put_joined(struct sbuf *out, const char *buf, const struct h1_msg *m,
 		       enum h1_hdr_id id, const char *name, const char *extra)
 {
@@ -70,7 +72,7 @@ static void put_joined(struct sbuf *out, const char *buf, const struct h1_msg *m
 	sbuf_append(out, ": ", 2);
 	for (uint32_t i = 0; i < m->n_hdr; i++) {
 		const struct h1_header *h = &m->hdr[i];
-		if (h->id != id || !h->value.len)
+		if (h->id != id || !h->value.len || hop_by_hop(buf, m, h))
 			continue;
 		put_slice(out, buf, h->value);
 		sbuf_append(out, ", ", 2);
@@ -79,11 +81,23 @@ static void put_joined(struct sbuf *out, const char *buf, const struct h1_msg *m
 	sbuf_append(out, "\r\n", 2);
 }
 
-/* A Forwarded host value: a token when it is one, else a quoted string
- * (authority characters never need escaping inside quotes but '"' and '\',
- * which the parser refused already). */
-static void put_fwd_value(struct sbuf *out, const char *s, size_t n, bool quote)
+static bool is_tchar(unsigned char c)
 {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* A Forwarded host value: a token when it is one, else a quoted string.
+ * A reg-name may hold sub-delims (';' ',' '=' '(' ')') and a port or an
+ * IP-literal ':' '[' ']', none of them token characters: unquoted, a Host
+ * of "x;for=192.0.2.9" would add a parameter to pandit's element. Inside
+ * quotes nothing needs escaping: '"' and '\' are not authority bytes (the
+ * parser refused them). */
+static void put_fwd_value(struct sbuf *out, const char *s, size_t n)
+{
+	bool quote = false;
+	for (size_t i = 0; i < n && !quote; i++)
+		quote = !is_tchar((unsigned char)s[i]);
 	if (quote)
 		sbuf_append(out, "\"", 1);
 	sbuf_append(out, s, n);
@@ -96,7 +110,11 @@ void http_rewrite_request(struct sbuf *out, const char *buf, const struct h1_msg
 {
 	put_slice(out, buf, m->method_s);
 	sbuf_append(out, " ", 1);
-	if (m->form == H1_FORM_ABSOLUTE) {
+	if (m->form == H1_FORM_ABSOLUTE && m->method == H1_M_OPTIONS && !m->path.len) {
+		/* RFC 9112 3.2.4: OPTIONS for the server as a whole, no path and
+		 * no query, goes to the origin as "*" */
+		sbuf_append(out, "*", 1);
+	} else if (m->form == H1_FORM_ABSOLUTE) {
 		if (!m->path.len || buf[m->path.off] == '?')
 			sbuf_append(out, "/", 1);
 		put_slice(out, buf, m->path);
@@ -141,11 +159,8 @@ void http_rewrite_request(struct sbuf *out, const char *buf, const struct h1_msg
 		}
 		sbuf_puts(out, ";proto=http");
 		if (m->authority.len) {
-			/* a host with a port has ':' which is not a token char */
-			const char *a = buf + m->authority.off;
-			bool quote = memchr(a, ':', m->authority.len) || memchr(a, '[', m->authority.len);
 			sbuf_puts(out, ";host=");
-			put_fwd_value(out, a, m->authority.len, quote);
+			put_fwd_value(out, buf + m->authority.off, m->authority.len);
 		}
 		sbuf_append(out, "\r\n", 2);
 		put_joined(out, buf, m, H1_H_VIA, "Via", VIA_TOKEN);

@@ -22,15 +22,20 @@ struct http_req_rewrite {
 
 /*
  * Appends the request head to send upstream for the request parsed in
- * buf (m from h1_parse): the request line with an origin-form target and
- * HTTP/1.1 (HTTP/1.0 when rw->http10), every field but the hop-by-hop ones
+ * buf (m from h1_parse): the request line with an origin-form target ("*"
+ * for an absolute-form OPTIONS with no path, RFC 9112 3.2.4; authority-
+ * and asterisk-form as received) and HTTP/1.1 (HTTP/1.0 when rw->http10:
+ * only for an HTTP/1.0 request, which has no chunked body), every field
+ * but the hop-by-hop ones
  * (Connection and the fields it names, Keep-Alive, Proxy-Connection, TE,
  * Upgrade unless upgrading, Expect: pandit answers 100-continue itself),
  * Host set to the authority that applies (the absolute-form target's wins),
  * then with rw->forwarded: X-Forwarded-For with the client appended to the
  * values received (one field), a Forwarded element for=...;proto=http
- * (;host=... when there is a host) after those received, and Via
- * "1.1 pandit" appended to the received list (one field).
+ * (;host=... when there is a host, quoted unless a token) after those
+ * received, and Via "1.1 pandit" appended to the received list (one
+ * field). Received X-Forwarded-For and Via fields named in Connection are
+ * hop-by-hop and not joined.
  */
 void http_rewrite_request(struct sbuf *out, const char *buf, const struct h1_msg *m,
 			  const struct http_req_rewrite *rw);
