@@ -71,7 +71,8 @@ class Nginx:
     and every response carries X-Backend: <name>. access.log has one line
     per request: "<connection> <connection_requests> <status> <request>"."""
 
-    def __init__(self, ns, name):
+    def __init__(self, ns, name, keepalive_requests=100000, keepalive_timeout="120s"):
+        """keepalive_*: nginx's own limits on the connections pandit keeps."""
         self.ns = ns
         self.name = name
         self.dir = Path(tempfile.mkdtemp(prefix=f"pandit-it-nginx-{name}-"))
@@ -99,8 +100,8 @@ http {{
     uwsgi_temp_path {self.dir}/uwsgi;
     scgi_temp_path {self.dir}/scgi;
     default_type application/octet-stream;
-    keepalive_requests 100000;
-    keepalive_timeout 120s;
+    keepalive_requests {keepalive_requests};
+    keepalive_timeout {keepalive_timeout};
     client_max_body_size 64m;
     server {{
         listen 127.0.0.1:{self.port};
@@ -268,6 +269,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/slow":
             time.sleep(float(self.path.partition("ms=")[2] or 1000) / 1000)
             self._reply(200, f"{srv.name} slow\n".encode())
+        elif path == "/hold":
+            srv.release.wait(30)  # answers once the test says so
+            self._reply(200, f"{srv.name} held\n".encode())
+        elif path == "/close-delimited":
+            # HTTP/1.1 response without Content-Length or chunked: the body ends at the close
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Backend: "
+                             + srv.name.encode() + b"\r\nConnection: close\r\n\r\n")
+            for i in range(100):
+                self.wfile.write(b"line %d of a close-delimited body\n" % i)
+            self.wfile.flush()
         elif path == "/hang":
             srv.stop_event.wait(60)  # read the request, never answer
             self.close_connection = True
@@ -289,7 +301,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._route()
 
-    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+
+def close_delimited_body():
+    return b"".join(b"line %d of a close-delimited body\n" % i for i in range(100))
 
 
 def chunked_parts():
@@ -311,6 +327,8 @@ class PyHTTP:
       POST/PUT /sha256  JSON {name, length, chunked, sha256} of the body (CL or chunked)
       GET /chunked      a chunked body (chunked_parts()) with a trailer
       GET /slow?ms=N    answers after N ms
+      GET /hold         answers once .release is set
+      GET /close-delimited  a body without length, ended by closing (close_delimited_body())
       GET /hang         reads the request, never answers
       GET /reset-now    reads the request, resets the connection
       GET /reset-mid    head with Content-Length 1 MB, 50 kB, then a reset
@@ -330,6 +348,7 @@ class PyHTTP:
         self.requests = []
         self.bodies = []
         self.stop_event = threading.Event()
+        self.release = threading.Event()
         srv = _Server(("127.0.0.1", 0), _Handler, bind_and_activate=False)
         srv.socket.close()
         srv.socket = ns.socket()
@@ -352,6 +371,7 @@ class PyHTTP:
 
     def stop(self):
         self.stop_event.set()
+        self.release.set()
         self.srv.shutdown()
         self.srv.server_close()
         self.thread.join(5)
