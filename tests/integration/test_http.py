@@ -824,14 +824,14 @@ def test_backend_killed_mid_traffic(ns, servers, start_pandit):
         for i in range(400):
             if done.is_set():
                 break
-            phase = "after" if killed.is_set() else "before"
             try:
                 if conn is None:
                     conn = http_conn(ns, PORT, timeout=10)
                 status, _, _ = get_on(conn, f"/k{i}")
-                results.append((phase, status))
+                # phase at the end: a request in flight at the kill counts as after
+                results.append(("after" if killed.is_set() else "before", status))
             except Exception as e:  # the request in flight at the kill (reset, EOF)
-                results.append((phase, type(e).__name__))
+                results.append(("after" if killed.is_set() else "before", type(e).__name__))
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -841,8 +841,8 @@ def test_backend_killed_mid_traffic(ns, servers, start_pandit):
     t = threading.Thread(target=client, daemon=True)
     t.start()
     wait_until(lambda: len(results) >= 60, 30, what="traffic before the kill")
+    killed.set()  # before the kill: whatever ends after this may have met it
     a.kill()
-    killed.set()
     n_at_kill = len(results)
     wait_until(lambda: len(results) >= n_at_kill + 150, 60, what="traffic after the kill")
     done.set()
@@ -985,7 +985,6 @@ def test_access_log_reopened_on_sighup(ns, servers, start_pandit):
         reloads = p.reload_count()
         p.signal(signal.SIGHUP)
         wait_until(lambda: p.reload_count() > reloads, 10, what="the SIGHUP reload")
-        wait_until(path.exists, 10, what="a new access log after SIGHUP")
         assert request(ns, PORT, path="/after").status == 200
         lines = log_lines(path, 1)
         assert len(lines) == 1 and "/after" in lines[0], lines
