@@ -255,6 +255,13 @@ class _Handler(BaseHTTPRequestHandler):
             out = json.dumps({"name": srv.name, "length": len(data), "chunked": chunked,
                               "sha256": hashlib.sha256(data).hexdigest()}).encode()
             self._reply(200, out, "application/json")
+        elif path == "/chunked" and self.request_version == "HTTP/1.0":
+            # an HTTP/1.0 request cannot have a chunked answer: the body ends at the close
+            self.close_connection = True
+            self.send_response(200)
+            self.send_header("X-Backend", srv.name)
+            self.end_headers()
+            self.wfile.write(b"".join(chunked_parts()))
         elif path == "/chunked":
             # parts of different sizes, written one by one with flushes
             self.send_response(200)
@@ -280,6 +287,11 @@ class _Handler(BaseHTTPRequestHandler):
             for i in range(100):
                 self.wfile.write(b"line %d of a close-delimited body\n" % i)
             self.wfile.flush()
+        elif path == "/bighead":
+            self._reply(200, b"big head\n", extra=[("X-Big", "h" * 16000), ("Set-Cookie", "a=" + "c" * 8000)])
+        elif path == "/echo-headers":
+            out = json.dumps([[k, v] for k, v in self.headers.items()]).encode()
+            self._reply(200, out, "application/json")
         elif path == "/hang":
             srv.stop_event.wait(60)  # read the request, never answer
             self.close_connection = True
@@ -325,10 +337,13 @@ class PyHTTP:
     """A threaded HTTP/1.1 server (http.server) in ns on 127.0.0.1:<ephemeral>.
 
       POST/PUT /sha256  JSON {name, length, chunked, sha256} of the body (CL or chunked)
-      GET /chunked      a chunked body (chunked_parts()) with a trailer
+      GET /chunked      a chunked body (chunked_parts()) with a trailer; to an
+                        HTTP/1.0 request the same body ended by closing
       GET /slow?ms=N    answers after N ms
       GET /hold         answers once .release is set
       GET /close-delimited  a body without length, ended by closing (close_delimited_body())
+      GET /bighead      a response head of about 24 kB
+      GET /echo-headers JSON [[name, value], ...] of the request's header fields
       GET /hang         reads the request, never answers
       GET /reset-now    reads the request, resets the connection
       GET /reset-mid    head with Content-Length 1 MB, 50 kB, then a reset

@@ -130,7 +130,15 @@ def test_get_and_head_equal_direct(ns, servers, start_pandit):
         c.send(b"GET /static/small.html HTTP/1.1\r\nHost: app.test\r\n\r\n")
         r = c.read_response()
         assert r.status == 200 and r.body == SMALL_BODY, r
-    wait_until(lambda: hstats(p)["requests"] == 6, 5, what="6 requests counted")
+        # a conditional GET: 304 has no body either
+        c.send(b"GET /static/small.html HTTP/1.1\r\nHost: app.test\r\nIf-None-Match: %s\r\n\r\n"
+               % r.header("etag").encode())
+        r304 = c.read_response()
+        assert r304.status == 304 and r304.body == b"", r304
+        c.send(b"GET /static/small.html HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.body == SMALL_BODY, r
+    wait_until(lambda: hstats(p)["requests"] == 8, 5, what="8 requests counted")
 
 
 @pytest.mark.slow
@@ -221,13 +229,28 @@ def test_pipelined_requests_answered_in_order(ns, servers, start_pandit):
 
 def test_http10_client(ns, servers, start_pandit):
     n = nginx(ns, servers, "n1")
-    start(start_pandit, http_app([n]))
+    b = pyhttp(ns, servers, "py")
+    start(start_pandit, http_app([n], http={"clusters": [{"name": "py", "targets": [b.target]}],
+                                            "routes": [{"path": "/chunked", "cluster": "py"}, {"path": "/"}]}))
     with RawConn(ns, PORT) as c:
         c.send(b"GET /static/small.html HTTP/1.0\r\n\r\n")
         r = c.read_response()
         assert r.status == 200 and r.body == SMALL_BODY, r
         assert "chunked" not in (r.header("transfer-encoding") or "")
         assert c.closed(10), "an HTTP/1.0 request without keep-alive ends the connection"
+    # with keep-alive asked for, the connection stays
+    with RawConn(ns, PORT) as c:
+        for _ in range(2):
+            c.send(b"GET /static/small.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            r = c.read_response()
+            assert r.status == 200 and r.body == SMALL_BODY, r
+            assert "keep-alive" in (r.header("connection") or "").lower(), r
+    # an answer the backend would have sent chunked reaches an HTTP/1.0 client unchunked
+    with RawConn(ns, PORT) as c:
+        c.send(b"GET /chunked HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and "chunked" not in (r.header("transfer-encoding") or ""), r
+        assert r.body == b"".join(hh.chunked_parts())
 
 
 # --------------------------------------------------------------------------
@@ -393,6 +416,41 @@ def test_404_and_502_keep_the_client_connection(ns, servers, start_pandit):
         else:
             r = c.read_response()
             assert r.status == 200 and r.body.split()[-1] == b"/ok3", r
+
+
+def test_absolute_form_target_routes_by_its_authority(ns, servers, start_pandit):
+    dflt, api = nginx(ns, servers, "dflt"), nginx(ns, servers, "api")
+    start(start_pandit, http_app([dflt], http={
+        "clusters": [{"name": "api", "targets": [api.target]}],
+        "routes": [{"host": "api.example.com", "cluster": "api"}, {"path": "/"}]}))
+    r = request(ns, PORT, path="http://api.example.com/headers?x=1", host="other.test")
+    assert r.status == 200 and r.header("x-backend") == "api", r
+    _, _, _, host, uri = r.body.decode().rstrip("\n").split("|")
+    assert host == "api.example.com" and uri == "/headers?x=1", r.body  # origin-form upstream
+
+
+def test_hop_by_hop_fields_not_passed_on(ns, servers, start_pandit):
+    b = pyhttp(ns, servers, "py")
+    start(start_pandit, http_app([b], http={"forwarded": False}))
+    r = request(ns, PORT, path="/echo-headers", headers=[
+        "Connection: X-Secret, keep-alive", "X-Secret: 1", "Keep-Alive: timeout=5", "TE: trailers",
+        "Proxy-Connection: keep-alive", "Upgrade: something", "X-Multi: 1", "X-Multi: 2", "X-Kept: yes"])
+    assert r.status == 200, r
+    got = [(k.lower(), v) for k, v in json.loads(r.body)]
+    names = {k for k, _ in got}
+    assert not names & {"x-secret", "keep-alive", "te", "proxy-connection", "upgrade"}, got
+    assert ("x-kept", "yes") in got and [v for k, v in got if k == "x-multi"] == ["1", "2"], got
+    assert ("host", "app.test") in got, got
+
+
+def test_large_heads_within_limits(ns, servers, start_pandit):
+    b = pyhttp(ns, servers, "py")
+    start(start_pandit, http_app([b]))
+    # a 20 kB request field (default max_header_bytes 32k) and a 24 kB response head
+    r = request(ns, PORT, path="/echo-headers", headers=["X-Large: " + "l" * 20000])
+    assert r.status == 200 and ["X-Large", "l" * 20000] in json.loads(r.body), r.status
+    r = request(ns, PORT, path="/bighead")
+    assert r.status == 200 and r.header("x-big") == "h" * 16000 and r.body == b"big head\n", r.status
 
 
 def test_no_routes_send_everything_to_default(ns, servers, start_pandit):
