@@ -42,4 +42,57 @@ enum pandit_steer_stat {
 
 #define PANDIT_STEER_MAX_ENTRIES 262144u
 
+/* --- kernel splicing (bpf/splice.bpf.c) ----------------------------------- */
+
+/* Value of the splice peers map, one per spliced socket, keyed by that
+ * socket's cookie (SO_COOKIE). The daemon writes it once before the socket
+ * enters the sockets map and never again (so it cannot overwrite the
+ * program's counters); the program updates bytes and held in place. */
+struct pandit_splice_val {
+	__u64 peer;		/* cookie of the other socket of the pair */
+	__u64 bytes;		/* program: bytes of this socket redirected to the peer */
+	__u64 peer_base;	/* daemon: bytes written into the peer before splicing
+				 * (tcp bytes_acked + unacked), the origin of the
+				 * backlog computation */
+	__u32 app_id;		/* small numeric app ID: key of splice_app_bytes */
+	__u32 dir;		/* enum pandit_splice_dir of the bytes this socket receives */
+	__u32 held;		/* program: set once, never cleared: from then on this
+				 * socket's bytes stay in its receive queue for the daemon */
+	__u32 worker;		/* index of the owning worker's ring in splice_rings */
+};
+
+/* Record the program writes to the owning worker's ring when it holds a
+ * socket: the worker then reads that socket itself. */
+struct pandit_splice_event {
+	__u64 cookie;		/* the held socket */
+};
+
+enum pandit_splice_dir {
+	PANDIT_SPLICE_C2S = 0,	/* received on the client socket: client -> target */
+	PANDIT_SPLICE_S2C = 1,	/* received on the upstream socket: target -> client */
+};
+
+/* Per-CPU byte counters of one app (value of splice_app_bytes). */
+struct pandit_splice_bytes {
+	__u64 bytes[2];		/* indexed by enum pandit_splice_dir */
+};
+
+/* Per-CPU counters of the splice program, indexed by outcome. */
+enum pandit_splice_stat {
+	PANDIT_SPLICE_REDIRECTED = 0,	/* an skb redirected to the peer's egress */
+	PANDIT_SPLICE_PASS_UNKNOWN,	/* socket without a peers entry: left to userspace */
+	PANDIT_SPLICE_PASS_HELD,	/* socket already held: left to userspace */
+	PANDIT_SPLICE_HOLD_NO_PEER,	/* peer not in the sockets map: held */
+	PANDIT_SPLICE_HOLD_BACKLOG,	/* peer's backlog over the cap: held */
+	PANDIT_SPLICE_HOLD_REDIRECT,	/* bpf_sk_redirect_hash refused: held */
+	PANDIT_SPLICE_RING_FULL,	/* a hold not signalled: the worker's ring was full or missing */
+	PANDIT_SPLICE_PASS_EMPTY,	/* an skb without data (the FIN): left for the daemon */
+	PANDIT_SPLICE_STAT_MAX,
+};
+
+#define PANDIT_SPLICE_MAX_SOCKS 262144u	/* two per spliced connection */
+#define PANDIT_SPLICE_MAX_APPS 262144u
+#define PANDIT_SPLICE_MAX_WORKERS 1024u	/* slots of splice_rings */
+#define PANDIT_SPLICE_RING_BYTES 65536u	/* each worker's ring */
+
 #endif

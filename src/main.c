@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "control/control.h"
 #include "core/log.h"
+#include "kpath/splice.h"
 #include "lb/target.h"
 #include "proxy/listener.h"
 #include "proxy/worker.h"
@@ -262,6 +263,13 @@ int main(int argc, char **argv)
 	free(entries);
 	if (err < 0)
 		goto out;
+	/* The kernel splice path (bpf/splice.bpf.c) is loaded now, while root:
+	 * afterwards only the map fds are used, which needs no capability.
+	 * When the kernel refuses it, tcp apps relay in userspace. */
+	uint64_t backlog_max = (uint64_t)cfg->buffer_size * 8;
+	if (backlog_max < (4u << 20))
+		backlog_max = 4u << 20;
+	kpath_open(n_workers, backlog_max);
 	for (; inited < n_workers; inited++)
 	{
 		if (worker_init(&workers[inited], inited, fds[inited], cfg->buffer_size, cfg->splice, snap) < 0)
@@ -317,6 +325,7 @@ out:
 		control_destroy(&ctl);
 	if (steer)
 		steer_close(steer);
+	kpath_close();
 	if (snap)
 		rt_snapshot_put(snap);
 	if (fds)

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "kpath/splice.h"
 #include "proto/proto.h"
 #include "proxy/worker.h"
 #include "stats/stats.h"
@@ -21,6 +23,8 @@ enum pump_result { PUMP_OK, PUMP_DONE, PUMP_ABORT };
 
 static void conn_connect_next(struct conn *c);
 static void conn_free(struct conn *c, bool reset);
+static bool splice_drained(struct conn *c, int d);
+static void conn_maybe_splice(struct conn *c);
 
 static void set_sock_opts(int fd, const struct cfg_app *cfg)
 {
@@ -223,11 +227,25 @@ static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn
 {
 	uint64_t moved = 0;
 	int dir = from == &c->cli ? PROTO_DIR_C2S : PROTO_DIR_S2C;
+	/* spliced in the kernel: nothing for userspace to move */
+	if (c->sp.on && c->sp.kern[dir])
+		return PUMP_OK;
+	/* Bytes of this direction the kernel redirected may still wait in the
+	 * peer's backlog: nothing from userspace (bytes or FIN) may overtake
+	 * them, so only read ahead until they reached the socket. */
+	bool gated = c->sp.on && !c->sp.drained[dir] && !splice_drained(c, dir);
+	bool to_writable = to->writable;
+	if (gated)
+		to->writable = false;
 	/* a parsed protocol needs the bytes in userspace; bytes read ahead by
-	 * copy stay on the copy path until written */
-	bool use_splice = c->w->splice && !c->proto->watch_new && !buf->data;
+	 * copy stay on the copy path until written; a socket that was spliced
+	 * is read with recv(), which sees the data the program left it
+	 * (splice(2) would read past it) */
+	bool use_splice = c->w->splice && !c->proto->watch_new && !buf->data && !c->sp.on;
 	int r = use_splice ? move_splice(c, from, to, buf, &moved)
 			   : move_copy(c, dir, from, to, buf, &moved);
+	if (gated)
+		to->writable = to_writable;
 	if (moved) {
 		stats_add(app_bytes, moved);
 		stats_add(target_bytes, moved);
@@ -238,7 +256,7 @@ static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn
 		return PUMP_ABORT;
 	}
 	conn_buf_release(c->w, buf);
-	if (c->state != CONN_RELAY)
+	if (c->state != CONN_RELAY || gated)
 		return PUMP_OK;
 	if (from->eof && conn_buf_empty(buf) && !to->shut) {
 		if (shutdown(to->io.fd, SHUT_WR) < 0 && errno != ENOTCONN)
@@ -264,8 +282,261 @@ static void conn_relay(struct conn *c)
 		conn_free(c, true);
 		return;
 	}
-	if (a == PUMP_DONE && b == PUMP_DONE)
+	if (a == PUMP_DONE && b == PUMP_DONE) {
 		conn_free(c, false);
+		return;
+	}
+	if (!c->sp.tried && c->state == CONN_RELAY)
+		conn_maybe_splice(c);
+}
+
+/* --- kernel splicing ---------------------------------------------------------
+ * Once the upstream is up and every byte userspace read has been written,
+ * both sockets go into the splice maps and the kernel moves the bytes
+ * (bpf/splice.bpf.c). The daemon keeps the fds: it is woken only by a FIN,
+ * an error, a timer or a hold event, never by payload. Direction d is read
+ * from socket d (0 client, 1 upstream) and written to the other. When the
+ * kernel stops moving a direction (its source sent FIN, or the program held
+ * the source because the peer's backlog passed the cap), the direction goes
+ * back to the userspace relay, which writes nothing (bytes or FIN) to the
+ * peer until what the kernel redirected has reached the peer's socket
+ * (splice_drained). See docs/ARCHITECTURE.md for why this keeps the order. */
+
+enum { SPLICE_OFF = 0, SPLICE_AUTO, SPLICE_ON };
+
+/* The app's kernel_splice setting. */
+static int splice_mode(const struct rt_app *app)
+{
+	(void)app;
+	return SPLICE_AUTO;
+}
+
+static struct conn_side *conn_sock(struct conn *c, int i)
+{
+	return i ? &c->up : &c->cli;
+}
+
+/* Epoll events of spliced socket i: input only when userspace reads it,
+ * output only when userspace writes to it; a FIN or an error always. */
+static uint32_t splice_events(const struct conn *c, int i)
+{
+	uint32_t ev = EPOLLRDHUP | EPOLLET;
+	if (!c->sp.kern[i])
+		ev |= EPOLLIN;
+	if (!c->sp.kern[i ^ 1])
+		ev |= EPOLLOUT;
+	return ev;
+}
+
+static void splice_rearm(struct conn *c, int i)
+{
+	struct conn_side *s = conn_sock(c, i);
+	if (ev_mod(&c->w->loop, &s->io, splice_events(c, i)) < 0)
+		log_warn("epoll_ctl(MOD) of a spliced socket failed: %s", strerror(errno));
+}
+
+/* Direction d leaves the kernel: its source sent FIN or was held. */
+static void splice_to_user(struct conn *c, int d, bool held)
+{
+	if (!c->sp.kern[d])
+		return;
+	c->sp.kern[d] = false;
+	c->sp.drained[d] = false;
+	c->sp.poll_ms = 0;
+	conn_sock(c, d)->readable = true;	/* what the program left there */
+	conn_sock(c, d ^ 1)->writable = true;	/* EAGAIN tells otherwise */
+	if (held)
+		stats_add(&kpath_stats.held, 1);
+	splice_rearm(c, d);
+	splice_rearm(c, d ^ 1);
+}
+
+/* Adds the kernel's bytes of each direction to the target's counters
+ * (the app's come from the per-CPU map, kpath_fold_app) and notes
+ * activity for the idle timer. */
+static void splice_fold(struct conn *c, bool check_held)
+{
+	struct rt_app_target *at = conn_target(c);
+	for (int d = 0; d < 2; d++) {
+		struct pandit_splice_val v;
+		if (kpath_read(&c->sp.pair, d, &v) < 0)
+			continue;
+		if (v.bytes > c->sp.folded[d]) {
+			stats_add(d ? &at->stats->bytes_out : &at->stats->bytes_in,
+				  v.bytes - c->sp.folded[d]);
+			c->sp.folded[d] = v.bytes;
+		}
+		if (v.bytes != c->sp.seen[d]) {
+			c->sp.seen[d] = v.bytes;
+			c->last_active = c->w->loop.now;
+		}
+		/* a hold whose event was lost (ring full) */
+		if (check_held && v.held && c->sp.kern[d])
+			splice_to_user(c, d, true);
+	}
+}
+
+/* True once every byte the kernel redirected in direction d has reached
+ * the destination socket's write queue; until then, polls with a backoff. */
+static bool splice_drained(struct conn *c, int d)
+{
+	struct pandit_splice_val v;
+	uint64_t written;
+	int to = d ^ 1;
+	if (kpath_read(&c->sp.pair, d, &v) < 0 ||
+	    kpath_written(conn_sock(c, to)->io.fd, &written) < 0) {
+		/* cannot tell (entry or socket gone): nothing more will come */
+		c->sp.drained[d] = true;
+		return true;
+	}
+	if (written - c->sp.pair.base[to] >= v.bytes) {
+		c->sp.drained[d] = true;
+		c->sp.poll_ms = 0;
+		return true;
+	}
+	if (!ev_timer_armed(&c->poll)) {
+		c->sp.poll_ms = c->sp.poll_ms ? c->sp.poll_ms * 2 : 1;
+		if (c->sp.poll_ms > 64)
+			c->sp.poll_ms = 64;
+		ev_timer_start(&c->w->loop, &c->poll, c->sp.poll_ms);
+	}
+	return false;
+}
+
+static void conn_poll_cb(struct ev_loop *loop, struct ev_timer *t)
+{
+	(void)loop;
+	conn_relay(container_of(t, struct conn, poll));
+}
+
+/* Reads once from spliced socket d (direction d still in the kernel) after
+ * it reported a FIN, an error or a hold: 0 bytes is the FIN, bytes are what
+ * a hold left there. Returns -1 on a socket error. */
+static int splice_probe(struct conn *c, int d)
+{
+	struct conn_side *from = conn_sock(c, d);
+	struct conn_buf *buf = d ? &c->u2c : &c->c2u;
+	struct buf_pool *pool = &c->w->pool;
+	if (!buf->data && !(buf->data = buf_pool_get(pool))) {
+		log_warn("out of memory for a connection buffer");
+		return -1;
+	}
+	if (buf->tail >= pool->size) {
+		splice_to_user(c, d, false);
+		return 0;
+	}
+	ssize_t n = recv(from->io.fd, buf->data + buf->tail, pool->size - buf->tail, MSG_DONTWAIT);
+	if (n > 0) {
+		buf->tail += (uint32_t)n;
+		splice_to_user(c, d, true);
+	} else if (n == 0) {
+		from->eof = true;
+		splice_to_user(c, d, false);
+	} else if (io_would_block(errno) || errno == EINTR) {
+		from->readable = false;
+	} else {
+		log_debug("app %s: spliced connection aborted: %s", c->app->cfg->name, strerror(errno));
+		return -1;
+	}
+	conn_buf_release(c->w, buf);
+	return 0;
+}
+
+/* Rate-limited log of a refused splice. */
+static void splice_log_refusal(const struct conn *c, enum kpath_fallback why, int err)
+{
+	static _Atomic uint64_t last_ns;
+	uint64_t now = c->w->loop.now, prev = atomic_load_explicit(&last_ns, memory_order_relaxed);
+	if (now - prev < 1000000000ull ||
+	    !atomic_compare_exchange_strong_explicit(&last_ns, &prev, now, memory_order_relaxed,
+						     memory_order_relaxed))
+		return;
+	log_info("app %s: kernel splice refused (%s), relaying in userspace (further refusals "
+		 "within 1 s not logged; counted in /stats)",
+		 c->app->cfg->name,
+		 why == KPATH_FB_UNAVAILABLE ? kpath_unavailable_reason() : strerror(-err));
+}
+
+/* Splices the connection if its app wants it and nothing is left in the
+ * userspace buffers; otherwise tries again after the next pump. */
+static void conn_maybe_splice(struct conn *c)
+{
+	int mode = splice_mode(c->app);
+	if (mode == SPLICE_OFF || c->app->cfg->protocol != PROTO_TCP || c->watch) {
+		c->sp.tried = true;
+		return;
+	}
+	if (!conn_buf_empty(&c->c2u) || !conn_buf_empty(&c->u2c))
+		return;
+	c->sp.tried = true;
+	enum kpath_fallback why;
+	int err;
+	if (c->cli.eof || c->up.eof || c->cli.rdhup || c->up.rdhup || c->cli.shut || c->up.shut) {
+		/* closing already: the kernel refuses such sockets, and the
+		 * rest is short; not an error even with kernel_splice: on */
+		stats_add(&kpath_stats.fallback[KPATH_FB_HALF_CLOSED], 1);
+		return;
+	}
+	err = kpath_splice(&c->sp.pair, c->cli.io.fd, c->up.io.fd, c->app->id, c->w->id, &why);
+	if (err) {
+		stats_add(&kpath_stats.fallback[why], 1);
+		if (mode == SPLICE_ON) {
+			log_warn("app %s: kernel splice refused (%s) and kernel_splice is on: closing the connection",
+				 c->app->cfg->name,
+				 why == KPATH_FB_UNAVAILABLE ? kpath_unavailable_reason() : strerror(-err));
+			conn_free(c, true);
+			return;
+		}
+		splice_log_refusal(c, why, err);
+		return;
+	}
+	c->sp.on = true;
+	c->sp.kern[0] = c->sp.kern[1] = true;
+	c->sp.drained[0] = c->sp.drained[1] = true;
+	stats_add(&kpath_stats.spliced, 1);
+	stats_add(&kpath_stats.spliced_active, 1);
+	splice_rearm(c, 0);
+	splice_rearm(c, 1);
+	/* Bytes that reached a socket before it entered the map wait in its
+	 * receive queue; a read makes the kernel run them through the program
+	 * (before anything that arrives later): redirected in order, or left
+	 * for us by a hold, or a FIN. */
+	for (int d = 0; d < 2; d++) {
+		if (splice_probe(c, d) < 0) {
+			conn_free(c, true);
+			return;
+		}
+	}
+	if (!c->sp.kern[0] || !c->sp.kern[1])
+		conn_relay(c);
+}
+
+/* Events on a spliced connection's socket: only FIN, errors and, for a
+ * direction back in userspace, readiness. */
+static void conn_splice_event(struct conn *c)
+{
+	for (int d = 0; d < 2; d++) {
+		if (c->sp.kern[d] && conn_sock(c, d)->readable && splice_probe(c, d) < 0) {
+			conn_free(c, true);
+			return;
+		}
+	}
+	conn_relay(c);
+}
+
+void conn_splice_held(struct worker *w, uint64_t cookie)
+{
+	for (struct conn *c = w->conns; c; c = c->next) {
+		if (!c->sp.on)
+			continue;
+		for (int d = 0; d < 2; d++) {
+			if (c->sp.pair.cookie[d] == cookie) {
+				splice_to_user(c, d, true);
+				conn_relay(c);
+				return;
+			}
+		}
+	}
 }
 
 /* --- timers ----------------------------------------------------------------- */
@@ -286,6 +557,15 @@ static void conn_timer_cb(struct ev_loop *loop, struct ev_timer *t)
 		return;
 	}
 	uint64_t idle_ns = (uint64_t)c->app->cfg->idle_timeout_ms * 1000000ull;
+	if (c->sp.on) {
+		bool k0 = c->sp.kern[0], k1 = c->sp.kern[1];
+		splice_fold(c, true);	/* kernel traffic counts as activity */
+		if (k0 != c->sp.kern[0] || k1 != c->sp.kern[1]) {
+			conn_relay(c);
+			if (c->dead)
+				return;
+		}
+	}
 	if (loop->now - c->last_active >= idle_ns) {
 		log_debug("app %s: idle timeout", c->app->cfg->name);
 		conn_free(c, false);
@@ -352,7 +632,10 @@ static void conn_up_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 		conn_established(c);
 	}
 	side_mark(&c->up, events);
-	conn_relay(c);
+	if (c->sp.on)
+		conn_splice_event(c);
+	else
+		conn_relay(c);
 }
 
 static void conn_cli_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
@@ -370,7 +653,10 @@ static void conn_cli_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 			conn_free(c, true);
 		return;
 	}
-	conn_relay(c);
+	if (c->sp.on)
+		conn_splice_event(c);
+	else
+		conn_relay(c);
 }
 
 /* --- connect with failover ------------------------------------------------------ */
@@ -446,6 +732,7 @@ void conn_accept(struct worker *w, int fd, struct rt_app *app)
 	c->up.io.fd = -1;
 	c->c2u.pipe[0] = c->c2u.pipe[1] = c->u2c.pipe[0] = c->u2c.pipe[1] = -1;
 	ev_timer_init(&c->timer, conn_timer_cb);
+	ev_timer_init(&c->poll, conn_poll_cb);
 	set_sock_opts(fd, app->cfg);
 	c->proto = proto_handler(app->cfg->protocol);
 	if (c->proto->watch_new)
@@ -471,6 +758,15 @@ static void conn_free(struct conn *c, bool reset)
 	struct worker *w = c->w;
 	struct ev_loop *loop = &w->loop;
 	ev_timer_stop(loop, &c->timer);
+	ev_timer_stop(loop, &c->poll);
+	if (c->sp.on) {
+		/* counters first, then out of the maps, then close */
+		splice_fold(c, false);
+		kpath_fold_app(c->app);
+		kpath_unsplice(&c->sp.pair);
+		c->sp.on = false;
+		stats_sub(&kpath_stats.spliced_active, 1);
+	}
 	struct conn_side *sides[2] = { &c->cli, &c->up };
 	for (int i = 0; i < 2; i++) {
 		if (sides[i]->io.fd < 0)

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "core/ev.h"
+#include "kpath/splice.h"
 #include "lb/balance.h"
 #include "runtime/runtime.h"
 
@@ -32,6 +33,20 @@ struct conn_side {
 
 enum conn_state { CONN_CONNECTING, CONN_RELAY };
 
+/* Kernel splicing of the connection (docs/ARCHITECTURE.md, "Kernel
+ * splicing"). Directions: 0 = client -> upstream, 1 = upstream -> client;
+ * direction d is read from socket d (0 client, 1 upstream). */
+struct conn_splice {
+	struct kpath_pair pair;	/* cookies and write bases of both sockets */
+	uint64_t folded[2];	/* kernel bytes of each direction added to the target's counters */
+	uint64_t seen[2];	/* kernel bytes at the last idle check */
+	bool on;		/* both sockets are in the splice maps */
+	bool tried;		/* splicing was decided (done or refused): not again */
+	bool kern[2];		/* the kernel moves direction d */
+	bool drained[2];	/* nothing of direction d left in the kernel's backlog */
+	uint32_t poll_ms;	/* backoff of the drain poll */
+};
+
 struct conn {
 	struct worker *w;
 	struct conn *prev, *next;
@@ -43,6 +58,8 @@ struct conn {
 	uint32_t attempts;
 	struct lb_tried tried;
 	struct ev_timer timer;		/* connect timeout, then idle timeout */
+	struct ev_timer poll;		/* spliced: polls a direction's kernel backlog until drained */
+	struct conn_splice sp;
 	uint64_t connect_start;
 	uint64_t last_active;
 	bool dead;			/* closed; freed after the current batch of events */
@@ -59,5 +76,8 @@ void conn_close(struct conn *c);
  * for one socket of a connection may still be queued in the batch after a
  * callback for its other socket closed it. */
 void conn_reap(struct worker *w);
+/* A hold event from the splice program for socket cookie (worker's ring):
+ * the connection owning it reads that socket from now on. */
+void conn_splice_held(struct worker *w, uint64_t cookie);
 
 #endif

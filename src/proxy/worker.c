@@ -10,7 +10,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <bpf/libbpf.h>
+
 #include "core/log.h"
+#include "kpath/splice.h"
 #include "proto/http_proxy.h"
 #include "proto/proto.h"
 #include "proxy/conn.h"
@@ -154,6 +157,45 @@ static void worker_accept_retry_cb(struct ev_loop *loop, struct ev_timer *t)
 	worker_accept(container_of(t, struct worker, accept_retry));
 }
 
+/* One hold event of the splice program: a socket of ours the kernel stopped
+ * moving, to be read by its connection from now on. */
+static int worker_ring_event(void *ctx, void *data, size_t size)
+{
+	struct worker *w = ctx;
+	if (size >= sizeof(struct pandit_splice_event))
+		conn_splice_held(w, ((const struct pandit_splice_event *)data)->cookie);
+	return 0;
+}
+
+static void worker_ring_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
+{
+	(void)loop;
+	(void)events;
+	struct worker *w = container_of(io, struct worker, ring_io);
+	if (ring_buffer__consume(w->ring) < 0)
+		log_warn("reading the splice ring failed: %s", strerror(errno));
+}
+
+/* Watches this worker's ring of the splice program, when it is loaded. */
+static void worker_ring_init(struct worker *w)
+{
+	int fd = kpath_ring_fd(w->id);
+	if (fd < 0)
+		return;
+	w->ring = ring_buffer__new(fd, worker_ring_event, w, NULL);
+	if (!w->ring) {
+		log_warn("worker %u: ring_buffer__new() failed: %s; splice holds are found by the idle timer only",
+			 w->id, strerror(errno));
+		return;
+	}
+	w->ring_io.fd = ring_buffer__epoll_fd(w->ring);
+	w->ring_io.cb = worker_ring_cb;
+	if (ev_add(&w->loop, &w->ring_io, EPOLLIN | EPOLLET) < 0) {
+		ring_buffer__free(w->ring);
+		w->ring = NULL;
+	}
+}
+
 static void worker_before_sleep(struct ev_loop *loop)
 {
 	struct worker *w = loop->data;
@@ -196,6 +238,7 @@ int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_si
 		return err;
 	}
 	w->snap = rt_snapshot_get(snap);
+	worker_ring_init(w);
 	return 0;
 }
 
@@ -277,6 +320,11 @@ void worker_stop(struct worker *w)
 	http_worker_stop(w);
 	ev_del(&w->loop, &w->listen_io);
 	ev_timer_stop(&w->loop, &w->accept_retry);
+	if (w->ring) {
+		ev_del(&w->loop, &w->ring_io);
+		ring_buffer__free(w->ring);
+		w->ring = NULL;
+	}
 	if (w->prev_snap)
 		rt_snapshot_put(w->prev_snap);
 	rt_snapshot_put(w->snap);

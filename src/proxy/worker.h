@@ -10,6 +10,7 @@
 #include "runtime/runtime.h"
 
 struct conn;
+struct ring_buffer;
 struct http_worker;
 
 /* Free buffers kept for reuse, so idle connections hold no buffer. */
@@ -39,6 +40,8 @@ struct worker {
 	struct buf_pool pool;
 	struct pipe_pool pipes;
 	bool splice;			/* relay with splice(2) through pipes, zero copy */
+	struct ring_buffer *ring;	/* hold events of the splice program for this worker */
+	struct ev_io ring_io;
 	struct conn *conns;		/* every open connection (doubly linked) */
 	struct conn *dead;		/* closed in this batch, freed before the next wait */
 	uint64_t n_conns;

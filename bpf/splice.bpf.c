@@ -1,0 +1,178 @@
+/* splice.bpf.c - sk_skb stream verdict: moves an established proxied connection's bytes from one socket to the other inside the kernel. */
+
+/*
+ * Where it runs: attached to the splice_socks SOCKHASH
+ * (BPF_SK_SKB_STREAM_VERDICT). The daemon puts both sockets of a proxied
+ * TCP connection (client side and upstream side) in that map once the
+ * upstream is up; from then on the kernel calls this program for every skb
+ * either socket receives, in order, under the socket's lock.
+ *
+ * Maps (key -> value):
+ *   splice_socks      SOCKHASH  __u64 socket cookie -> socket
+ *                     both sockets of every spliced connection; the
+ *                     program is attached here and redirects into it.
+ *   splice_peers      HASH      __u64 socket cookie -> struct pandit_splice_val
+ *                     the other socket of the pair, the app ID, the
+ *                     direction and the per-socket counters. Written by
+ *                     the daemon before the socket enters splice_socks and
+ *                     deleted after it left.
+ *   splice_app_bytes  PERCPU_HASH __u32 app ID -> struct pandit_splice_bytes
+ *                     bytes moved per app and direction, merged by the
+ *                     daemon into the app's byte counters. Entries are
+ *                     created by the daemon (an app's first splice).
+ *   splice_rings      ARRAY_OF_MAPS __u32 worker index -> RINGBUF
+ *                     one ring per worker: a hold is signalled there (the
+ *                     socket's cookie), since a held socket's data wakes
+ *                     nobody (the daemon does not poll spliced sockets for
+ *                     input, so that payload never wakes it).
+ *   splice_stats      PERCPU_ARRAY __u32 enum pandit_splice_stat -> __u64
+ *                     one counter per outcome.
+ *
+ * Backpressure: an skb redirected to the peer's egress waits in the peer's
+ * psock backlog until the peer's send buffer takes it; the kernel puts no
+ * bound on that backlog (the skb no longer counts against the receiving
+ * socket's buffer, so its window stays open). The program therefore
+ * computes the peer's backlog (bytes redirected minus bytes that reached the
+ * peer's write queue since the splice) and, above backlog_max, holds the
+ * socket: SK_PASS keeps the data in this socket's own queue, charged to its
+ * receive buffer, so TCP flow control stops the sender. The hold is
+ * sticky; the daemon takes that direction over in userspace once the
+ * backlog has drained (it sees the flag through splice_peers).
+ *
+ * Fail policy: fail to userspace, never drop. A socket without a peers
+ * entry, or whose peer is gone, or whose redirect is refused, gets SK_PASS
+ * (held where it has an entry): the bytes stay readable by the daemon, which
+ * keeps ownership of both sockets. Every outcome is counted in splice_stats.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+
+#include "pandit_abi.h"
+
+/* The few fields of the kernel's struct tcp_sock the program reads,
+ * relocated against the running kernel's BTF (CO-RE). */
+struct tcp_sock {
+	__u32 write_seq;
+	__u32 snd_una;
+	__u64 bytes_acked;
+} __attribute__((preserve_access_index));
+
+/* Bytes the peer's backlog may hold before a socket is held (set by the
+ * daemon before load). */
+const volatile __u64 backlog_max = 4u << 20;
+
+/* socket cookie -> socket: both sockets of every spliced connection. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, PANDIT_SPLICE_MAX_SOCKS);
+	__type(key, __u64);
+	__type(value, __u64);
+} splice_socks SEC(".maps");
+
+/* socket cookie -> its peer, app, direction and counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PANDIT_SPLICE_MAX_SOCKS);
+	__type(key, __u64);
+	__type(value, struct pandit_splice_val);
+} splice_peers SEC(".maps");
+
+/* app ID -> per-CPU bytes per direction: the apps' byte counters for spliced traffic. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, PANDIT_SPLICE_MAX_APPS);
+	__type(key, __u32);
+	__type(value, struct pandit_splice_bytes);
+} splice_app_bytes SEC(".maps");
+
+struct splice_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PANDIT_SPLICE_RING_BYTES);
+};
+
+/* worker index -> that worker's ring of hold events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, PANDIT_SPLICE_MAX_WORKERS);
+	__type(key, __u32);
+	__array(values, struct splice_ring);
+} splice_rings SEC(".maps");
+
+/* outcome (enum pandit_splice_stat) -> per-CPU count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PANDIT_SPLICE_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} splice_stats SEC(".maps");
+
+static __always_inline void count(__u32 what)
+{
+	__u64 *n = bpf_map_lookup_elem(&splice_stats, &what);
+	if (n)
+		*n += 1;
+}
+
+/* Holds the socket (sticky) and tells its worker, which reads it from then on. */
+static __always_inline int hold(struct pandit_splice_val *v, __u64 cookie, __u32 why)
+{
+	v->held = 1;
+	count(why);
+	__u32 w = v->worker;
+	void *ring = bpf_map_lookup_elem(&splice_rings, &w);
+	struct pandit_splice_event ev = { .cookie = cookie };
+	if (!ring || bpf_ringbuf_output(ring, &ev, sizeof(ev), 0) < 0)
+		count(PANDIT_SPLICE_RING_FULL);
+	return SK_PASS;
+}
+
+SEC("sk_skb")
+int pandit_splice(struct __sk_buff *skb)
+{
+	/* The FIN comes as an skb without data: left where it is, it ends the
+	 * daemon's read with 0 (EOF). Redirected, the peer's backlog would fail
+	 * to send it and flag the peer with EPIPE. */
+	if (skb->len == 0) {
+		count(PANDIT_SPLICE_PASS_EMPTY);
+		return SK_PASS;
+	}
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct pandit_splice_val *v = bpf_map_lookup_elem(&splice_peers, &cookie);
+	if (!v) {
+		count(PANDIT_SPLICE_PASS_UNKNOWN);
+		return SK_PASS;
+	}
+	if (v->held) {
+		count(PANDIT_SPLICE_PASS_HELD);
+		return SK_PASS;
+	}
+
+	/* how much of what we redirected has not reached the peer's write queue */
+	struct bpf_sock *peer = bpf_map_lookup_elem(&splice_socks, &v->peer);
+	if (!peer)
+		return hold(v, cookie, PANDIT_SPLICE_HOLD_NO_PEER);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(peer);
+	__u64 written = 0;
+	if (tp)
+		written = tp->bytes_acked + (__u32)(tp->write_seq - tp->snd_una);
+	bpf_sk_release(peer);
+	if (!tp)
+		return hold(v, cookie, PANDIT_SPLICE_HOLD_NO_PEER);
+	__s64 backlog = (__s64)(v->bytes - (written - v->peer_base));
+	if (backlog > (__s64)backlog_max)
+		return hold(v, cookie, PANDIT_SPLICE_HOLD_BACKLOG);
+
+	if (bpf_sk_redirect_hash(skb, &splice_socks, &v->peer, 0) != SK_PASS)
+		return hold(v, cookie, PANDIT_SPLICE_HOLD_REDIRECT);
+	__sync_fetch_and_add(&v->bytes, skb->len);
+	__u32 app = v->app_id;
+	struct pandit_splice_bytes *b = bpf_map_lookup_elem(&splice_app_bytes, &app);
+	if (b)
+		__sync_fetch_and_add(&b->bytes[v->dir & 1], skb->len);
+	count(PANDIT_SPLICE_REDIRECTED);
+	return SK_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";
