@@ -269,6 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
             self.send_header("X-Backend", srv.name)
             self.end_headers()
+            if self.command == "HEAD":
+                return
             for part in chunked_parts():
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
                 self.wfile.flush()
