@@ -73,6 +73,7 @@ struct {
 /* socket cookie -> its peer, app, direction and counters. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);	/* memory for open connections only */
 	__uint(max_entries, PANDIT_SPLICE_MAX_SOCKS);
 	__type(key, __u64);
 	__type(value, struct pandit_splice_val);

@@ -263,7 +263,7 @@ int kpath_read(const struct kpath_pair *p, int side, struct pandit_splice_val *o
 	return bpf_map_lookup_elem(K.peers_fd, &p->cookie[side & 1], out) < 0 ? -errno : 0;
 }
 
-void kpath_fold_app(struct rt_app *app)
+void kpath_fold_app(const struct rt_app *app)
 {
 	uint32_t id = app->id;
 	if (!K.skel || id >= PANDIT_SPLICE_MAX_APPS ||
@@ -356,6 +356,8 @@ void kpath_render_json(struct sbuf *out, uint64_t active)
 
 void kpath_render_prometheus(struct sbuf *out, uint64_t active)
 {
+	if (!K.skel)
+		return;	/* nothing to say: every connection takes the userspace path */
 	sbuf_printf(out,
 		    "# HELP pandit_path_connections_active Connections open now, by the path their bytes take.\n"
 		    "# TYPE pandit_path_connections_active gauge\n"

@@ -71,13 +71,14 @@ int kpath_written(int fd, uint64_t *out);
  * bytes_in/bytes_out since the last call: called before rendering an app's
  * counters and when a spliced connection closes. Cheap when the app never
  * spliced. Thread-safe. */
-void kpath_fold_app(struct rt_app *app);
+void kpath_fold_app(const struct rt_app *app);
 
 /* Appends ,"kernel_path":{...} (JSON) for /stats: connections per path,
  * fallbacks per reason, map entries, program outcomes. active is the
  * number of connections open now (all paths). */
 void kpath_render_json(struct sbuf *out, uint64_t active);
-/* Appends the same as Prometheus families. */
+/* Appends the same as Prometheus families (nothing when the program is
+ * not loaded). */
 void kpath_render_prometheus(struct sbuf *out, uint64_t active);
 
 /* Reads the program's per-outcome counters (summed over CPUs); 0 or -errno. */

@@ -8,6 +8,7 @@
 
 #include "core/ref.h"
 #include "core/ev.h"
+#include "kpath/splice.h"
 #include "lb/target.h"
 #include "proto/foo_stats.h"
 #include "proto/http_log.h"
@@ -279,6 +280,7 @@ static void json_head(struct stats_render *r, struct sbuf *out)
 		json_kv(out, ",\"refused_assign\":", r->steer->v[PANDIT_STEER_DROP_ASSIGN]);
 		LIT(out, "}");
 	}
+	kpath_render_json(out, stats_get(&stats_global.active));
 	LIT(out, ",\"apps\":[");
 }
 
@@ -308,6 +310,7 @@ static void json_target(struct sbuf *out, const struct rt_app_target *t)
 
 static void json_app(struct sbuf *out, const struct rt_app *a, bool first)
 {
+	kpath_fold_app(a);	/* bytes the kernel moved for spliced connections */
 	const struct conn_stats *s = app_stats(a);
 	if (!first)
 		LIT(out, ",");
@@ -530,6 +533,7 @@ EMIT(emit_g_active)
 {
 	(void)r; (void)a; (void)t;
 	prom_sample(out, f->name, NULL, NULL, NULL, NULL, stats_get(&stats_global.active));
+	kpath_render_prometheus(out, stats_get(&stats_global.active));	/* its own families */
 }
 
 EMIT(emit_g_no_app)
@@ -587,6 +591,8 @@ EMIT(emit_failed)
 EMIT(emit_bytes)
 {
 	(void)r;
+	if (!t)
+		kpath_fold_app(a);	/* bytes the kernel moved for spliced connections */
 	const struct conn_stats *s = scope_stats(a, t);
 	prom_sample(out, f->name, NULL, app_name(a), scope_target(t), "direction=\"in\"",
 		    stats_get(&s->bytes_in));
