@@ -47,6 +47,7 @@
 #define HC_EVENTS (HC_EVENTS_IN | EPOLLOUT)
 #define POOL_BUCKETS 256	/* idle upstream connections hashed by target */
 #define LINGER_MS 2000		/* after a closing response: wait this long for the client's FIN */
+#define HEAD_BUF 2048u		/* first buffer of a request head; grows to max_header_bytes */
 #define RESP_MAX_HEAD 65536u	/* response heads (upstream), bytes */
 #define RESP_MAX_HEADERS 128u
 
@@ -174,7 +175,7 @@ static int hbuf_ensure(struct worker *w, struct hbuf *b, uint32_t cap)
 {
 	if (b->data)
 		return 0;
-	if (cap <= w->pool.size) {
+	if (cap == w->pool.size) {
 		b->data = buf_pool_get(&w->pool);
 		b->cap = w->pool.size;
 		b->pooled = true;
@@ -197,6 +198,23 @@ static void hbuf_drop(struct worker *w, struct hbuf *b)
 		free(b->data);
 	b->data = NULL;
 	b->head = b->tail = 0;
+}
+
+/* Moves data[head, tail) into a buffer of cap bytes (>= tail - head);
+ * *extra (an offset into the buffer) follows. */
+static int hbuf_resize(struct worker *w, struct hbuf *b, uint32_t cap, uint32_t *extra)
+{
+	struct hbuf nb = { 0 };
+	if (hbuf_ensure(w, &nb, cap) < 0)
+		return -ENOMEM;
+	uint32_t n = b->tail - b->head;
+	memcpy(nb.data, b->data + b->head, n);
+	if (extra)
+		*extra -= b->head;
+	nb.tail = n;
+	hbuf_drop(w, b);
+	*b = nb;
+	return 0;
 }
 
 /* Gives an empty buffer back, so idle connections hold none. */
@@ -767,7 +785,8 @@ static void hc_start_request(struct hcli *c)
 	c->keep_alive = m->keep_alive;
 	c->upgrade = m->upgrade;
 	c->idempotent = method_idempotent(m->method);
-	c->has_body = m->body != H1_BODY_NONE;
+	c->has_body = m->body == H1_BODY_CHUNKED ||
+		      (m->body == H1_BODY_LENGTH && m->content_length > 0);
 	c->expect = m->expect_continue && c->has_body;
 	if (app->http)
 		stats_add(&app->http->requests, 1);
@@ -992,7 +1011,10 @@ static int hc_response_head(struct hcli *c)
 	}
 	c->status = m->status;
 	c->resp_head = true;
-	if (m->body == H1_BODY_CLOSE || !c->keep_alive || c->eof)
+	/* An answer that comes before the request's body was all sent (an
+	 * early 413, 401...) ends the connection: the rest of the body would
+	 * have to be read and thrown away first. */
+	if (m->body == H1_BODY_CLOSE || !c->keep_alive || c->eof || !c->req_sent)
 		c->close_after = true;
 	if (m->status == 101) {
 		c->close_after = false;
@@ -1143,17 +1165,26 @@ static int hc_read_client(struct hcli *c)
 		want = c->phase == HC_LINGER;
 	if (!want)
 		return 0;
-	const struct cfg_http *cfg = hc_cfg(c);
-	uint32_t cap = cfg->max_header_bytes + 1 > c->w->pool.size ? cfg->max_header_bytes + 1
-								      : c->w->pool.size;
-	if (hbuf_ensure(c->w, &c->in, cap) < 0)
+	/* A head starts in a small buffer that grows only as far as
+	 * max_header_bytes needs (so a slow client holds little while its
+	 * head trickles in); a body moves through a full-size pool buffer. */
+	struct worker *w = c->w;
+	uint32_t head_cap = hc_cfg(c)->max_header_bytes + 1;
+	if (!c->in.data && hbuf_ensure(w, &c->in, c->phase == HC_EXCHANGE ? w->pool.size
+									   : HEAD_BUF) < 0)
 		return -1;
 	if (c->phase == HC_LINGER)
 		c->in.head = c->in.tail = 0;	/* discarded */
-	if (c->in.tail == c->in.cap) {
-		if (!c->in.head)
-			return 0;	/* full: the other side must drain it first */
+	if (c->in.tail == c->in.cap && c->in.head)
 		hbuf_compact(&c->in, &c->parsed);
+	if (c->in.tail == c->in.cap) {
+		uint32_t want_cap = c->phase == HC_HEAD ? (c->in.cap * 2 < head_cap ? c->in.cap * 2
+										 : head_cap)
+							: w->pool.size;
+		if (want_cap <= c->in.cap)
+			return 0;	/* full: the other side must drain it first */
+		if (hbuf_resize(w, &c->in, want_cap, &c->parsed) < 0)
+			return -1;
 	}
 	uint32_t room = c->in.cap - c->in.tail;
 	ssize_t n = hbuf_recv(c->io.fd, &c->in);
@@ -1554,12 +1585,6 @@ static void hc_run_inner(struct hcli *c)
 				ev_timer_stop(&c->w->loop, &c->timer);
 				hc_touch(c);
 				continue;
-			}
-			if (!c->local && !c->req_sent) {
-				/* the server answered before reading the whole body:
-				 * the connection cannot carry another request */
-				c->close_after = true;
-				c->req_sent = false;
 			}
 			hc_finish(c);
 			progress = 1;
