@@ -285,6 +285,18 @@ def h2load_fixed(port, conns, rate, secs, warmup_s, logpath):
         res[f"p{p:g}_us".replace(".", "")] = pct(lat, p)
     res["max_us"] = lat[-1]
     res["mean_us"] = statistics.fmean(lat)
+    # how the sends bunched up: requests whose sends were within 50 us of
+    # the previous one form a group; the share of requests by group size
+    sizes, n_in = [], 1
+    for prev, cur in zip(starts, starts[1:]):
+        if cur - prev <= 50:
+            n_in += 1
+        else:
+            sizes.append(n_in)
+            n_in = 1
+    sizes.append(n_in)
+    by_req = sorted(x for x in sizes for _ in range(x))   # a request's view: the size of its group
+    res["send_group_p50"], res["send_group_p90"] = pct(by_req, 50), pct(by_req, 90)
     # the rate held: the sends were not stretched by slow answers (h2load
     # sends a connection's next request only after its previous answer)
     if res["achieved_rps"] is None or res["achieved_rps"] < 0.95 * res["target_rps"]:
@@ -485,11 +497,18 @@ def report(j, out_md, out_dat):
       "as the previous answer is in (closed loop). A run with any non-2xx/3xx answer or socket error counts as "
       "failed.")
     per_conn = j["rate"] // j["conns"]
+    fx_all = [r["fixed"] for runs in j["raw"].values() for r in runs if "send_group_p50" in r.get("fixed", {})]
+    groups = ""
+    if fx_all:
+        groups = (f"The sends still bunch up, as h2load's log shows: counting requests sent within 50 us "
+                  f"of each other as a group, half the requests were in groups of "
+                  f"{statistics.median(x['send_group_p50'] for x in fx_all):g} or fewer and 90% in groups of "
+                  f"{statistics.median(x['send_group_p90'] for x in fx_all):g} or fewer (medians over all runs). ")
     w(f"- Latency at a fixed rate: `h2load --h1 -c {j['conns']} --rps {per_conn} -r {max(1, round(j['rate'] / 1000))} "
       f"--rate-period 1ms -n N --log-file F`, pinned to CPU 0: {j['conns']} keep-alive connections, each sending "
       f"{per_conn} requests per second, {j['rate']:,} in all; the connections are started "
-      f"{max(1, round(j['rate'] / 1000))} per millisecond so their sends are spread over each interval (requests "
-      f"leave in groups of {max(1, round(j['rate'] / 1000))} every millisecond). Percentiles (nearest rank) of "
+      f"{max(1, round(j['rate'] / 1000))} per millisecond so that their sends spread over each interval. "
+      f"{groups}Percentiles (nearest rank) of "
       f"the per-request times in h2load's log, from sending a request to the end of its response, over "
       f"{j['secs']} s after {j['warmup_s']} s of warm-up (dropped). h2load sends a connection's next request "
       "only once the previous answer is in, so a stall longer than a connection's interval "
