@@ -294,6 +294,19 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/echo-headers":
             out = json.dumps([[k, v] for k, v in self.headers.items()]).encode()
             self._reply(200, out, "application/json")
+        elif path == "/slowbody":
+            # the head at once, then the body's chunks over about 1.5 s
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("X-Backend", srv.name)
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(6):
+                time.sleep(0.25)
+                part = b"slow part %d\n" % i
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
         elif path == "/hang":
             srv.stop_event.wait(60)  # read the request, never answer
             self.close_connection = True
@@ -316,6 +329,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._route()
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+
+def slow_body():
+    return b"".join(b"slow part %d\n" % i for i in range(6))
 
 
 def close_delimited_body():
@@ -346,6 +363,7 @@ class PyHTTP:
       GET /close-delimited  a body without length, ended by closing (close_delimited_body())
       GET /bighead      a response head of about 24 kB
       GET /echo-headers JSON [[name, value], ...] of the request's header fields
+      GET /slowbody     the head at once, then a chunked body over 1.5 s (slow_body())
       GET /hang         reads the request, never answers
       GET /reset-now    reads the request, resets the connection
       GET /reset-mid    head with Content-Length 1 MB, 50 kB, then a reset

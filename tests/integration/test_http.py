@@ -216,9 +216,6 @@ def test_upstream_closing_its_keepalive_connections(ns, servers, start_pandit):
     assert hstats(p)["upstream_errors"] == 0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="pandit bug (reported): a request with Content-Length: 0 never "
-                   "counts as sent in full (hc_send_upstream feeds the body only when bytes follow the "
-                   "head), so the client connection is closed after the response, unannounced")
 @pytest.mark.parametrize("method", ["POST", "PUT", "GET"])
 def test_empty_body_keeps_the_connection(ns, servers, start_pandit, method):
     n = nginx(ns, servers, "n1")
@@ -236,9 +233,6 @@ def test_empty_body_keeps_the_connection(ns, servers, start_pandit, method):
         assert r.status == 200 and r.body.split()[-1] == b"/next", r
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="pandit bug (reported): when the target answers before the request "
-                   "body is all sent, the client connection is closed after the response without "
-                   "Connection: close")
 def test_early_answer_before_the_request_body_ends(ns, servers, start_pandit):
     """nginx answers `return 200` without waiting for the body (which it
     discards). pandit may finish sending the body and go on, or close the
@@ -770,6 +764,47 @@ def test_header_timeout_covers_a_dribbled_head(ns, servers, start_pandit):
             got = None
     assert got is not None and got.status == 408, got
     assert "/dribble" not in b.request_paths()
+
+
+def test_timeouts_hold_only_for_their_phase(ns, servers, start_pandit):
+    """header_timeout_ms covers a request head, response_timeout_ms a
+    response head: an idle keep-alive connection, a slow request body and a
+    slow response body all outlast them."""
+    b = pyhttp(ns, servers, "py")
+    start(start_pandit, http_app([b], http={"header_timeout_ms": 500, "response_timeout_ms": 500}))
+    with RawConn(ns, PORT) as c:
+        c.send(b"GET /a HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        assert c.read_response().status == 200
+        time.sleep(1.5)  # idle between requests: client_idle_timeout_ms (60 s) applies
+        c.send(b"GET /b HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.body.split()[-1] == b"/b", r
+        # a chunked upload over 2 s
+        c.send(b"POST /sha256 HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(8):
+            time.sleep(0.25)
+            c.send(b"5\r\nhello\r\n")
+        c.send(b"0\r\n\r\n")
+        r = c.read_response("POST")
+        assert r.status == 200, r
+        assert json.loads(r.body)["sha256"] == hashlib.sha256(b"hello" * 8).hexdigest()
+        # a response whose body takes 1.5 s after its head
+        c.send(b"GET /slowbody HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.body == hh.slow_body(), r
+
+
+def test_upstream_idle_timeout_closes_pooled_connections(ns, servers, start_pandit):
+    n = nginx(ns, servers, "n1")
+    start(start_pandit, http_app([n], http={"upstream_idle_timeout_ms": 300}))
+    conn = http_conn(ns, PORT)
+    s1 = get_on(conn, "/1")[2].split()[1]
+    s2 = get_on(conn, "/2")[2].split()[1]
+    assert s1 == s2  # pooled
+    time.sleep(1.5)
+    s3 = get_on(conn, "/3")[2].split()[1]
+    conn.close()
+    assert s3 != s2, "a pooled connection idle past upstream_idle_timeout_ms was used again"
 
 
 @pytest.mark.slow
