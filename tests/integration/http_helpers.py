@@ -307,6 +307,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
+        elif path == "/raw":
+            # a response written as given in the query (hex), then the connection closed
+            self.close_connection = True
+            self.wfile.write(bytes.fromhex(self.path.partition("?")[2]))
+            self.wfile.flush()
         elif path == "/hang":
             srv.stop_event.wait(60)  # read the request, never answer
             self.close_connection = True
@@ -364,6 +369,7 @@ class PyHTTP:
       GET /bighead      a response head of about 24 kB
       GET /echo-headers JSON [[name, value], ...] of the request's header fields
       GET /slowbody     the head at once, then a chunked body over 1.5 s (slow_body())
+      GET /raw?<hex>    writes those bytes as the response and closes
       GET /hang         reads the request, never answers
       GET /reset-now    reads the request, resets the connection
       GET /reset-mid    head with Content-Length 1 MB, 50 kB, then a reset

@@ -582,6 +582,24 @@ def test_forwarded_headers_added(ns, servers, start_pandit):
     assert xff == "127.0.0.1", xff
 
 
+def test_ipv6_client(ns, servers, start_pandit):
+    """From ::1: X-Forwarded-For ::1, Forwarded for="[::1]" (RFC 7239 quoting);
+    the access log goes to standard output with "-"."""
+    n = nginx(ns, servers, "n1")
+    p = start(start_pandit, http_app([n], http={"access_log": "-", "access_log_format": "json"}))
+    while not p.lines.empty():
+        p.lines.get_nowait()
+    with RawConn(ns, PORT, host="::1") as c:
+        c.send(b"GET /headers HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200, r
+    xff, fwd, _, _, _ = r.body.decode().rstrip("\n").split("|")
+    assert xff == "::1" and 'for="[::1]"' in fwd, r.body
+    line = p.lines.get(timeout=10)
+    o = json.loads(line)
+    assert o["client"].startswith("::1") and o["target"] == "/headers" and o["status"] == 200, o
+
+
 def test_forwarded_off_leaves_headers_alone(ns, servers, start_pandit):
     n = nginx(ns, servers, "n1")
     start(start_pandit, http_app([n], http={"forwarded": False}))
@@ -702,6 +720,24 @@ def test_hostile_request_refused(ns, servers, start_pandit, case):
     after = hstats(p)
     if want != 405:  # CONNECT is well-formed: refused by pandit, not by the parser
         assert after["bad_requests"] - before["bad_requests"] == 1, (before, after)
+
+
+def test_head_limits_are_exact(ns, servers, start_pandit):
+    """max_headers 20 and max_header_bytes 4096 (the whole head, final CRLF
+    CRLF included): at the limit 200, one over 431."""
+    n = nginx(ns, servers, "n1")
+    start(start_pandit, http_app([n], http={"max_headers": 20, "max_header_bytes": 4096}))
+
+    def status(raw):
+        with RawConn(ns, PORT) as c:
+            c.send(raw)
+            return c.read_response().status
+    for fields, want in ((20, 200), (21, 431)):
+        head = b"GET /x HTTP/1.1\r\nHost: app.test\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(fields - 1))
+        assert status(head + b"\r\n") == want, fields
+    base = b"GET /x HTTP/1.1\r\nHost: app.test\r\nX-Pad: \r\n\r\n"
+    for size, want in ((4096, 200), (4097, 431)):
+        assert status(base.replace(b"X-Pad: ", b"X-Pad: " + b"p" * (size - len(base)))) == want, size
 
 
 def test_bad_chunk_size_never_completes_upstream(ns, servers, start_pandit):
@@ -846,6 +882,49 @@ def test_502_when_the_target_refuses(ns, start_pandit):
     assert r.status == 502, r
     after = hstats(p)
     assert after["upstream_errors"] - before["upstream_errors"] == 2, (before, after)
+
+
+BAD_RESPONSES = {
+    # name: the bytes a target answers with (then it closes)
+    "cl_and_te": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two_cl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi",
+    "bad_status": b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nhi",
+    "not_http": b"hello there\r\n\r\n",
+    "nothing": b"",
+    "bare_lf": b"HTTP/1.1 200 OK\nContent-Length: 2\n\nhi",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RESPONSES))
+def test_malformed_response_is_502(ns, servers, start_pandit, case):
+    b = pyhttp(ns, servers, "py")
+    p = start(start_pandit, http_app([b]))
+    with RawConn(ns, PORT) as c:
+        c.send(b"GET /raw?%s HTTP/1.1\r\nHost: app.test\r\n\r\n" % BAD_RESPONSES[case].hex().encode())
+        r = c.read_response()
+        assert r.status == 502, (case, r)
+    assert hstats(p)["upstream_errors"] == 1
+    r = request(ns, PORT, path="/next")
+    assert r.status == 200 and r.body.split()[-1] == b"/next", r
+
+
+def test_interim_1xx_and_cut_response(ns, servers, start_pandit):
+    b = pyhttp(ns, servers, "py")
+    start(start_pandit, http_app([b]))
+    hints = (b"HTTP/1.1 103 Early Hints\r\nLink: </x.css>; rel=preload\r\n\r\n"
+             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    with RawConn(ns, PORT) as c:
+        c.send(b"GET /raw?%s HTTP/1.1\r\nHost: app.test\r\n\r\n" % hints.hex().encode())
+        r = c.read_response()
+        if r.status == 103:  # passed on, or dropped: either way the final answer follows intact
+            r = c.read_response()
+        assert r.status == 200 and r.body == b"hi", r
+    # a body shorter than its Content-Length: the client connection ends before the end
+    short = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"
+    with RawConn(ns, PORT) as c:
+        c.send(b"GET /raw?%s HTTP/1.1\r\nHost: app.test\r\n\r\n" % short.hex().encode())
+        with pytest.raises(ConnectionError):
+            c.read_response()
 
 
 def test_502_when_the_backend_resets_before_answering(ns, servers, start_pandit):
