@@ -982,6 +982,53 @@ def test_504_when_the_backend_does_not_answer(ns, servers, start_pandit):
     assert hstats(p)["upstream_timeouts"] >= 1
 
 
+@pytest.mark.slow
+def test_no_connection_leaks_after_errors(ns, servers, start_pandit):
+    """Three rounds of every failure kind (bad responses, resets, 504, 502,
+    hostile requests, 408, clients that vanish mid-response): afterwards
+    pandit has no client connection open, no target connection counted
+    active, and about the file descriptors it started with."""
+    b = pyhttp(ns, servers, "py")
+    hang = HangServer(ns)
+    servers.append(hang)
+    p = start(start_pandit, http_app([b], http={
+        "response_timeout_ms": 300, "header_timeout_ms": 300, "max_headers": 20, "max_header_bytes": 4096,
+        "clusters": [{"name": "hang", "targets": [hang.target]}, {"name": "dead", "targets": [dead_target(ns)]}],
+        "routes": [{"host": "hang.test", "cluster": "hang"}, {"host": "dead.test", "cluster": "dead"}, {"path": "/"}]}))
+
+    def fds():
+        return len(os.listdir(f"/proc/{p.pid}/fd"))
+    base = fds()
+    for _ in range(3):
+        for raw in BAD_RESPONSES.values():
+            assert request(ns, PORT, path="/raw?" + raw.hex()).status == 502
+        for path in ("/reset-now", "/reset-mid"):
+            try:
+                request(ns, PORT, path=path)
+            except ConnectionError:
+                pass
+        assert request(ns, PORT, path="/h", host="hang.test").status == 504
+        assert request(ns, PORT, path="/d", host="dead.test").status in (502, 503)
+        for raw, want in HOSTILE.values():
+            with RawConn(ns, PORT) as c:
+                c.send(raw)
+                assert c.read_response().status == want
+        with RawConn(ns, PORT) as c:
+            c.send(b"GET /x HTTP/1.1\r\nHost: app.test\r\n")
+            assert c.read_response().status == 408
+        for _ in range(5):  # clients gone while their response is under way
+            c = RawConn(ns, PORT)
+            c.send(b"GET /slowbody HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            c.close()
+    assert request(ns, PORT, path="/last").status == 200
+
+    def settled():
+        a = find_app(p.stats(), "web")
+        return (a["active"] == 0 and all(t["active"] == 0 for t in a["targets"])
+                and fds() <= base + 4)
+    wait_until(settled, 15, 0.2, f"pandit back to no connections and about {base} fds")
+
+
 # --------------------------------------------------------------------------
 # 10. retries
 
