@@ -86,7 +86,7 @@ enum pandit_splice_stat {
 	PANDIT_SPLICE_HOLD_BACKLOG,	/* peer's backlog over the cap: held */
 	PANDIT_SPLICE_HOLD_REDIRECT,	/* bpf_sk_redirect_hash refused: held */
 	PANDIT_SPLICE_RING_FULL,	/* a hold not signalled: the worker's ring was full or missing */
-	PANDIT_SPLICE_PASS_EMPTY,	/* an skb without data (the FIN): left for the daemon */
+	PANDIT_SPLICE_DROP_EMPTY,	/* an skb without data (a FIN): dropped, the socket reads EOF anyway */
 	PANDIT_SPLICE_STAT_MAX,
 };
 

@@ -39,7 +39,8 @@
  * sticky; the daemon takes that direction over in userspace once the
  * backlog has drained (it sees the flag through splice_peers).
  *
- * Fail policy: fail to userspace, never drop. A socket without a peers
+ * Fail policy: fail to userspace, never drop a byte (only the empty skb of
+ * a FIN, see below). A socket without a peers
  * entry, or whose peer is gone, or whose redirect is refused, gets SK_PASS
  * (held where it has an entry): the bytes stay readable by the daemon, which
  * keeps ownership of both sockets. Every outcome is counted in splice_stats.
@@ -132,12 +133,15 @@ static __always_inline int hold(struct pandit_splice_val *v, __u64 cookie, __u32
 SEC("sk_skb")
 int pandit_splice(struct __sk_buff *skb)
 {
-	/* The FIN comes as an skb without data: left where it is, it ends the
-	 * daemon's read with 0 (EOF). Redirected, the peer's backlog would fail
-	 * to send it and flag the peer with EPIPE. */
+	/* A FIN without data comes as an skb of length 0. TCP has already
+	 * marked the socket done, so the daemon's read returns 0 (EOF) without
+	 * it; kept, it would be a zero-length entry in a psock queue, which the
+	 * kernel's backlog worker takes for a failed send (EPIPE on the
+	 * socket): redirected, on the peer; passed, on this socket whenever its
+	 * backlog is not empty. So it is dropped: it carries no byte. */
 	if (skb->len == 0) {
-		count(PANDIT_SPLICE_PASS_EMPTY);
-		return SK_PASS;
+		count(PANDIT_SPLICE_DROP_EMPTY);
+		return SK_DROP;
 	}
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct pandit_splice_val *v = bpf_map_lookup_elem(&splice_peers, &cookie);

@@ -243,7 +243,7 @@ undo:
 	return err;
 }
 
-void kpath_unsplice(const struct kpath_pair *p)
+void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2])
 {
 	if (!K.skel)
 		return;
@@ -251,8 +251,11 @@ void kpath_unsplice(const struct kpath_pair *p)
 		if (bpf_map_delete_elem(K.socks_fd, &p->cookie[i]) < 0 && errno != ENOENT)
 			log_warn("splice: deleting socket %llu from the map failed: %s",
 				 (unsigned long long)p->cookie[i], strerror(errno));
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 2; i++) {
+		if (final && bpf_map_lookup_elem(K.peers_fd, &p->cookie[i], &final[i]) < 0)
+			memset(&final[i], 0, sizeof(final[i]));
 		bpf_map_delete_elem(K.peers_fd, &p->cookie[i]);
+	}
 	stats_sub(&kpath_stats.entries, 2);
 }
 
@@ -321,7 +324,7 @@ static const char *const outcome_names[PANDIT_SPLICE_STAT_MAX] = {
 	[PANDIT_SPLICE_HOLD_BACKLOG] = "hold_backlog",
 	[PANDIT_SPLICE_HOLD_REDIRECT] = "hold_redirect",
 	[PANDIT_SPLICE_RING_FULL] = "ring_full",
-	[PANDIT_SPLICE_PASS_EMPTY] = "pass_empty",
+	[PANDIT_SPLICE_DROP_EMPTY] = "drop_empty",
 };
 
 static uint64_t userspace_active(uint64_t active)

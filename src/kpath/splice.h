@@ -57,9 +57,11 @@ int kpath_ring_fd(uint32_t worker);
  * *reason set. */
 int kpath_splice(struct kpath_pair *p, int cli_fd, int up_fd, uint32_t app_id, uint32_t worker,
 		 enum kpath_fallback *reason);
-/* Takes both sockets out of the maps (before they are closed). The kernel
+/* Takes both sockets out of the maps (before they are closed); with final
+ * non-NULL, first fills it with both entries as they stand once the program
+ * no longer runs for the sockets (zeroed where unreadable). The kernel
  * drops what is still queued for them: only for pairs done or reset. */
-void kpath_unsplice(const struct kpath_pair *p);
+void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2]);
 /* Reads socket side's (0 client, 1 upstream) entry. Returns 0 or -errno. */
 int kpath_read(const struct kpath_pair *p, int side, struct pandit_splice_val *out);
 

@@ -340,6 +340,8 @@ static void splice_to_user(struct conn *c, int d, bool held)
 {
 	if (!c->sp.kern[d])
 		return;
+	log_debug("app %s: spliced direction %d back to userspace (%s)", c->app->cfg->name, d,
+		  held ? "held" : "FIN");
 	c->sp.kern[d] = false;
 	c->sp.drained[d] = false;
 	c->sp.poll_ms = 0;
@@ -353,13 +355,16 @@ static void splice_to_user(struct conn *c, int d, bool held)
 
 /* Adds the kernel's bytes of each direction to the target's counters
  * (the app's come from the per-CPU map, kpath_fold_app) and notes
- * activity for the idle timer. */
-static void splice_fold(struct conn *c, bool check_held)
+ * activity for the idle timer; from final when given (the entries as
+ * they were taken out), else read now. */
+static void splice_fold(struct conn *c, bool check_held, const struct pandit_splice_val *final)
 {
 	struct rt_app_target *at = conn_target(c);
 	for (int d = 0; d < 2; d++) {
 		struct pandit_splice_val v;
-		if (kpath_read(&c->sp.pair, d, &v) < 0)
+		if (final)
+			v = final[d];
+		else if (kpath_read(&c->sp.pair, d, &v) < 0)
 			continue;
 		if (v.bytes > c->sp.folded[d]) {
 			stats_add(d ? &at->stats->bytes_out : &at->stats->bytes_in,
@@ -390,6 +395,8 @@ static bool splice_drained(struct conn *c, int d)
 		return true;
 	}
 	if (written - c->sp.pair.base[to] >= v.bytes) {
+		log_debug("app %s: direction %d drained (%llu bytes by the kernel)", c->app->cfg->name, d,
+			  (unsigned long long)v.bytes);
 		c->sp.drained[d] = true;
 		c->sp.poll_ms = 0;
 		return true;
@@ -513,8 +520,18 @@ static void conn_maybe_splice(struct conn *c)
 
 /* Events on a spliced connection's socket: only FIN, errors and, for a
  * direction back in userspace, readiness. */
-static void conn_splice_event(struct conn *c)
+static void conn_splice_event(struct conn *c, struct conn_side *side, uint32_t events)
 {
+	if (events & EPOLLERR) {
+		/* also errors the kernel's redirect backlog reported on the socket */
+		int err = 0;
+		socklen_t len = sizeof(err);
+		getsockopt(side->io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		log_debug("app %s: spliced connection aborted: %s", c->app->cfg->name,
+			  strerror(err ? err : EIO));
+		conn_free(c, true);
+		return;
+	}
 	for (int d = 0; d < 2; d++) {
 		if (c->sp.kern[d] && conn_sock(c, d)->readable && splice_probe(c, d) < 0) {
 			conn_free(c, true);
@@ -559,7 +576,7 @@ static void conn_timer_cb(struct ev_loop *loop, struct ev_timer *t)
 	uint64_t idle_ns = (uint64_t)c->app->cfg->idle_timeout_ms * 1000000ull;
 	if (c->sp.on) {
 		bool k0 = c->sp.kern[0], k1 = c->sp.kern[1];
-		splice_fold(c, true);	/* kernel traffic counts as activity */
+		splice_fold(c, true, NULL);	/* kernel traffic counts as activity */
 		if (k0 != c->sp.kern[0] || k1 != c->sp.kern[1]) {
 			conn_relay(c);
 			if (c->dead)
@@ -633,7 +650,7 @@ static void conn_up_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 	}
 	side_mark(&c->up, events);
 	if (c->sp.on)
-		conn_splice_event(c);
+		conn_splice_event(c, &c->up, events);
 	else
 		conn_relay(c);
 }
@@ -654,7 +671,7 @@ static void conn_cli_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 		return;
 	}
 	if (c->sp.on)
-		conn_splice_event(c);
+		conn_splice_event(c, &c->cli, events);
 	else
 		conn_relay(c);
 }
@@ -760,10 +777,13 @@ static void conn_free(struct conn *c, bool reset)
 	ev_timer_stop(loop, &c->timer);
 	ev_timer_stop(loop, &c->poll);
 	if (c->sp.on) {
-		/* counters first, then out of the maps, then close */
-		splice_fold(c, false);
+		log_debug("app %s: spliced connection closed (%s)", c->app->cfg->name, reset ? "reset" : "done");
+		/* out of the maps (the program stops counting), the final
+		 * counters, then close */
+		struct pandit_splice_val final[2];
+		kpath_unsplice(&c->sp.pair, final);
+		splice_fold(c, false, final);
 		kpath_fold_app(c->app);
-		kpath_unsplice(&c->sp.pair);
 		c->sp.on = false;
 		stats_sub(&kpath_stats.spliced_active, 1);
 	}
