@@ -291,6 +291,13 @@ void kpath_fold_app(const struct rt_app *app)
 		stats_add(&app->stats->bytes_out, d[PANDIT_SPLICE_S2C]);
 }
 
+void kpath_fds(int *prog, int *socks, int *peers)
+{
+	*prog = K.skel ? bpf_program__fd(K.skel->progs.pandit_splice) : -1;
+	*socks = K.skel ? K.socks_fd : -1;
+	*peers = K.skel ? K.peers_fd : -1;
+}
+
 int kpath_read_outcomes(uint64_t out[PANDIT_SPLICE_STAT_MAX])
 {
 	memset(out, 0, PANDIT_SPLICE_STAT_MAX * sizeof(*out));

@@ -83,6 +83,10 @@ void kpath_render_json(struct sbuf *out, uint64_t active);
  * not loaded). */
 void kpath_render_prometheus(struct sbuf *out, uint64_t active);
 
+/* fds of the program and of the sockets and peers maps (-1 when not
+ * loaded), for tests and diagnostics. */
+void kpath_fds(int *prog, int *socks, int *peers);
+
 /* Reads the program's per-outcome counters (summed over CPUs); 0 or -errno. */
 int kpath_read_outcomes(uint64_t out[PANDIT_SPLICE_STAT_MAX]);
 
