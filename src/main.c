@@ -269,7 +269,15 @@ int main(int argc, char **argv)
 	uint64_t backlog_max = (uint64_t)cfg->buffer_size * 8;
 	if (backlog_max < (4u << 20))
 		backlog_max = 4u << 20;
-	kpath_open(n_workers, backlog_max);
+	if (kpath_open(n_workers, backlog_max) < 0) {
+		for (size_t i = 0; i < cfg->n_apps; i++) {
+			if (cfg->apps[i].kernel_splice == CFG_KERNEL_ON) {
+				log_err("app %s: kernel_splice is on, but the kernel refused the splice program: %s",
+					cfg->apps[i].name, kpath_unavailable_reason());
+				goto out;
+			}
+		}
+	}
 	for (; inited < n_workers; inited++)
 	{
 		if (worker_init(&workers[inited], inited, fds[inited], cfg->buffer_size, cfg->splice, snap) < 0)

@@ -72,6 +72,7 @@ void cfg_app_defaults(struct cfg_app *a)
 	a->keepalive.count = CFG_DEFAULT_KA_COUNT;
 	a->health_check = true;
 	a->protocol = PROTO_TCP;
+	a->kernel_splice = CFG_KERNEL_AUTO;
 	a->foo.strict = false;
 	a->foo.max_line = CFG_DEFAULT_FOO_MAX_LINE;
 	cfg_http_defaults(&a->http);
@@ -352,7 +353,8 @@ bool cfg_app_equal(const struct cfg_app *a, const struct cfg_app *b)
 	    a->policy != b->policy || a->connect_timeout_ms != b->connect_timeout_ms ||
 	    a->idle_timeout_ms != b->idle_timeout_ms || a->connect_attempts != b->connect_attempts ||
 	    a->max_connections != b->max_connections || a->health_check != b->health_check ||
-	    a->keepalive.enabled != b->keepalive.enabled || a->protocol != b->protocol)
+	    a->keepalive.enabled != b->keepalive.enabled || a->protocol != b->protocol ||
+	    a->kernel_splice != b->kernel_splice)
 		return false;
 	if (a->protocol == PROTO_FOO &&
 	    (a->foo.strict != b->foo.strict || a->foo.max_line != b->foo.max_line))

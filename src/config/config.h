@@ -109,6 +109,11 @@ struct cfg_health {
 	uint32_t backoff_min_ms, backoff_max_ms;	/* passive: retry a down target after */
 };
 
+/* kernel_splice: may the kernel move a tcp app's established connections
+ * (bpf/splice.bpf.c)? auto: yes where the kernel accepts them, otherwise
+ * the userspace relay; on: a refusal closes the connection; off: never. */
+enum cfg_kernel_mode { CFG_KERNEL_AUTO = 0, CFG_KERNEL_ON, CFG_KERNEL_OFF };
+
 struct cfg_app {
 	char *name;
 	struct cfg_port_range *ports;	/* sorted by lo; the loader merges overlapping and adjacent ranges */
@@ -125,6 +130,7 @@ struct cfg_app {
 	struct cfg_keepalive keepalive;
 	bool health_check;		/* active checks of this app's targets, default true */
 	enum app_protocol protocol;
+	enum cfg_kernel_mode kernel_splice;	/* default auto; only tcp apps splice */
 	struct cfg_foo foo;		/* protocol foo */
 	struct cfg_http http;		/* protocol http */
 	struct cfg_mark mark;

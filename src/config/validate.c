@@ -820,7 +820,7 @@ static void parse_health(struct vctx *c, uint32_t i)
 
 enum {
 	A_NAME, A_PORTS, A_ADDRS, A_TARGETS, A_BALANCE, A_CTIMEOUT, A_ITIMEOUT, A_ATTEMPTS,
-	A_MAXCONN, A_KEEPALIVE, A_HEALTH, A_PROTO, A_FOO, A_HTTP, A_N
+	A_MAXCONN, A_KEEPALIVE, A_HEALTH, A_PROTO, A_FOO, A_HTTP, A_KSPLICE, A_N
 };
 static const struct keydef app_keys[A_N] = {
 	[A_NAME] = KEY("name", "Name"),
@@ -837,12 +837,37 @@ static const struct keydef app_keys[A_N] = {
 	[A_PROTO] = KEY("protocol", NULL),
 	[A_FOO] = KEY("foo", NULL),
 	[A_HTTP] = KEY("http", NULL),
+	[A_KSPLICE] = KEY("kernel_splice", NULL),
 };
 
 enum { K_IDLE, K_INTERVAL, K_COUNT, K_N };
 static const struct keydef ka_keys[K_N] = {
 	[K_IDLE] = KEY("idle", NULL), [K_INTERVAL] = KEY("interval", NULL), [K_COUNT] = KEY("count", NULL),
 };
+
+/* kernel_splice: auto, on or off (true and false also read as on and off);
+ * on needs protocol tcp, the only protocol the kernel path moves. */
+static void parse_kernel_splice(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
+{
+	char b[64];
+	const char *s = want_scalar(c, i, "kernel_splice");
+	if (!s)
+		return;
+	if (strcmp(s, "auto") == 0) {
+		a->kernel_splice = CFG_KERNEL_AUTO;
+	} else if (strcmp(s, "on") == 0 || strcmp(s, "true") == 0) {
+		a->kernel_splice = CFG_KERNEL_ON;
+	} else if (strcmp(s, "off") == 0 || strcmp(s, "false") == 0) {
+		a->kernel_splice = CFG_KERNEL_OFF;
+	} else {
+		verr(c, nmark(c, i), "app '%s': kernel_splice '%s' is not one of auto, on, off", an,
+		     show(c, i, b, sizeof(b)));
+		return;
+	}
+	if (a->kernel_splice == CFG_KERNEL_ON && a->protocol != PROTO_TCP)
+		verr(c, nmark(c, i), "app '%s': kernel_splice: on needs protocol tcp (%s apps are parsed in userspace)",
+		     an, cfg_protocol_name(a->protocol));
+}
 
 /* Calls fn for each item of a list, or once for a lone scalar. */
 #define FOR_ITEMS(c, i, it, ...)                                                       \
@@ -1680,6 +1705,8 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 	if (v[A_HEALTH]) {
 		get_bool(c, v[A_HEALTH], "health_check", &a->health_check);
 	}
+	if (v[A_KSPLICE])
+		parse_kernel_splice(c, v[A_KSPLICE], a, an);
 	c->app = NULL;
 	cfg_app_normalize(a);
 }

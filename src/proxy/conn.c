@@ -304,11 +304,19 @@ static void conn_relay(struct conn *c)
 
 enum { SPLICE_OFF = 0, SPLICE_AUTO, SPLICE_ON };
 
-/* The app's kernel_splice setting. */
+/* The app's kernel_splice setting (a reload that changes it makes a new app
+ * object: connections keep the setting they started with). */
 static int splice_mode(const struct rt_app *app)
 {
-	(void)app;
-	return SPLICE_AUTO;
+	switch (app->cfg->kernel_splice) {
+	case CFG_KERNEL_OFF:
+		return SPLICE_OFF;
+	case CFG_KERNEL_ON:
+		return SPLICE_ON;
+	case CFG_KERNEL_AUTO:
+	default:
+		return SPLICE_AUTO;
+	}
 }
 
 static struct conn_side *conn_sock(struct conn *c, int i)

@@ -510,3 +510,83 @@ def test_foo_apps_stay_in_userspace(ns, backends, start_pandit):
         assert recv_line(s) == "REQ 1 hi"
     assert spliced_total(p) == before
     assert kernel_entries(p) == (0, 0)
+
+
+def _same_traffic(ns, port):
+    """A fixed mix: round trips after which the connection is idle, a bulk
+    echo, and a client that half-closes at once. Returns bytes sent."""
+    total = 0
+    for size in (10, 5000, 200000):
+        with ns.connect("127.0.0.1", port, timeout=60) as s:
+            for _ in range(20):
+                msg = os.urandom(size)
+                s.sendall(msg)
+                assert recv_exact(s, size) == msg
+                total += size
+            echo_then_close(s, b"z" * (1 << 20))
+            total += 1 << 20
+    with ns.connect("127.0.0.1", port, timeout=60) as s:
+        s.sendall(b"bye\n")
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b"bye\n"
+        total += 4
+    return total
+
+
+def test_off_keeps_userspace_and_counts_the_same_as_spliced(ns, start_pandit):
+    """The same traffic through an app with kernel_splice: off and one with
+    the default (auto): the off app never splices, and both count the same
+    bytes, per app and per target."""
+    srv = echo_server(ns)
+    try:
+        p = start_pandit(base_config([app("user", [18700], [srv.target], kernel_splice="off"),
+                                      app("kern", [18701], [srv.target])]))
+        s0 = spliced_total(p)
+        n_user = _same_traffic(ns, 18700)
+        assert spliced_total(p) == s0, "an app with kernel_splice: off was spliced"
+        n_kern = _same_traffic(ns, 18701)
+        assert spliced_total(p) >= s0 + 3
+        assert n_user == n_kern
+        wait_until(lambda: find_app(p.stats(), "kern")["active"] == 0 and
+                   find_app(p.stats(), "user")["active"] == 0, 20, what="the closes")
+        st = p.stats()
+        u, k = find_app(st, "user"), find_app(st, "kern")
+        assert (u["bytes_in"], u["bytes_out"]) == (n_user, n_user), u
+        assert (k["bytes_in"], k["bytes_out"]) == (u["bytes_in"], u["bytes_out"]), (u, k)
+        tu, tk = find_target(u, srv.target), find_target(k, srv.target)
+        assert (tk["bytes_in"], tk["bytes_out"]) == (tu["bytes_in"], tu["bytes_out"]), (tu, tk)
+        wait_idle(p, "kern")
+    finally:
+        srv.stop()
+
+
+def test_on_splices_and_a_reload_leaves_spliced_connections_alone(ns, backends, start_pandit):
+    e = backends.add("echo", "echo")
+    cfg = base_config([app("on", [18710], [e], kernel_splice="on")])
+    p = start_pandit(cfg, probe_ports=[18710])
+    with ns.connect("127.0.0.1", 18710, timeout=15) as s:
+        s.sendall(b"one\n")
+        assert recv_line(s) == "one"
+        wait_until(lambda: kpath(p)["connections"]["spliced_active"] == 1, 10, what="the splice")
+        # the app changes (kernel_splice off, another timeout): the live
+        # connection keeps its path, new ones take the new setting
+        p.write_config(base_config([app("on", [18710], [e], kernel_splice="off",
+                                        connect_timeout=ms_(1500))]))
+        for i in range(20):
+            msg = f"after reload {i}\n".encode()
+            s.sendall(msg)
+            assert recv_exact(s, len(msg)) == msg
+        assert kpath(p)["connections"]["spliced_active"] == 1
+        before = spliced_total(p)
+        with ns.connect("127.0.0.1", 18710, timeout=15) as s2:
+            s2.sendall(b"new\n")
+            assert recv_line(s2) == "new"
+            assert kpath(p)["connections"]["spliced_active"] == 1
+        assert spliced_total(p) == before
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b""
+    wait_idle(p, "on")
+
+
+def ms_(n):
+    return f"{n}ms"

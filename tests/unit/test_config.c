@@ -1597,6 +1597,52 @@ static void test_http_limits(void **state)
 	sbuf_free(&y);
 }
 
+/* kernel_splice: auto by default; auto, on, off (true, false); on only for
+ * tcp apps; part of an app's identity for reloads. */
+static void test_kernel_splice(void **state)
+{
+	(void)state;
+	struct cfg *cfg = load_ok("apps:\n"
+				  "  - name: d\n    ports: 80\n    targets: h:1\n"
+				  "  - name: a\n    ports: 81\n    targets: h:1\n    kernel_splice: auto\n"
+				  "  - name: on\n    ports: 82\n    targets: h:1\n    kernel_splice: on\n"
+				  "  - name: off\n    ports: 83\n    targets: h:1\n    kernel_splice: off\n"
+				  "  - name: t\n    ports: 84\n    targets: h:1\n    kernel_splice: true\n"
+				  "  - name: f\n    ports: 85\n    targets: h:1\n    kernel_splice: false\n"
+				  "  - name: foo\n    ports: 86\n    targets: h:1\n    protocol: foo\n"
+				  "    kernel_splice: off\n");
+	assert_int_equal(cfg->apps[0].kernel_splice, CFG_KERNEL_AUTO);
+	assert_int_equal(cfg->apps[1].kernel_splice, CFG_KERNEL_AUTO);
+	assert_int_equal(cfg->apps[2].kernel_splice, CFG_KERNEL_ON);
+	assert_int_equal(cfg->apps[3].kernel_splice, CFG_KERNEL_OFF);
+	assert_int_equal(cfg->apps[4].kernel_splice, CFG_KERNEL_ON);
+	assert_int_equal(cfg->apps[5].kernel_splice, CFG_KERNEL_OFF);
+	assert_int_equal(cfg->apps[6].kernel_splice, CFG_KERNEL_OFF);
+	/* a reload that changes only kernel_splice changes the app */
+	struct cfg_app *d = cfg_app_dup(&cfg->apps[0]);
+	assert_non_null(d);
+	assert_true(cfg_app_equal(d, &cfg->apps[0]));
+	d->kernel_splice = CFG_KERNEL_OFF;
+	assert_false(cfg_app_equal(d, &cfg->apps[0]));
+	cfg_app_free(d);
+	cfg_free(cfg);
+	/* JSON too */
+	cfg_errors_free(&errs);
+	const char *json = "{\"apps\":[{\"name\":\"j\",\"ports\":[80],\"targets\":[\"h:1\"],"
+			   "\"kernel_splice\":\"off\"}]}";
+	assert_int_equal(cfg_load_buffer("t.json", json, strlen(json), &cfg, &errs), 0);
+	assert_int_equal(cfg->apps[0].kernel_splice, CFG_KERNEL_OFF);
+	cfg_free(cfg);
+
+	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    kernel_splice: always\n",
+		     "5:20", "kernel_splice", "always", "auto, on, off");
+	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    kernel_splice: [on]\n",
+		     "5:20", "kernel_splice", NULL, NULL);
+	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    protocol: foo\n"
+		     "    kernel_splice: on\n",
+		     "6:20", "kernel_splice: on", "protocol tcp", NULL);
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -1650,6 +1696,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_http_target_loops, teardown),
 		cmocka_unit_test_teardown(test_http_errors, teardown),
 		cmocka_unit_test_teardown(test_http_limits, teardown),
+		cmocka_unit_test_teardown(test_kernel_splice, teardown),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
