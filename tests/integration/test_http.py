@@ -206,6 +206,8 @@ def test_upstream_closing_its_keepalive_connections(ns, servers, start_pandit):
     for i in range(20):
         status, _, body = get_on(conn, f"/k{i}")
         assert status == 200, (i, body)
+    # nginx logs a request once it is done, maybe after the client has its answer
+    wait_until(lambda: len(n.access_lines()) == 20, 10, what="nginx to log 20 requests")
     serials = {ln.split()[0] for ln in n.access_lines()}
     assert len(serials) >= 7, serials  # nginx really closed them
     for i in range(3):  # idle past nginx's keepalive_timeout
@@ -362,7 +364,8 @@ def test_concurrent_clients_get_their_own_answers(ns, servers, start_pandit):
     for t in threads:
         t.join(60)
     assert not errors, errors[:5]
-    assert len(a.access_lines()) + len(b.access_lines()) == 400
+    wait_until(lambda: len(a.access_lines()) + len(b.access_lines()) == 400, 10,
+               what="nginx to log 400 requests")
     assert hstats(p)["requests"] == 400
 
 
@@ -420,8 +423,12 @@ def test_routing_by_host_and_path(ns, servers, start_pandit):
             assert r.header("x-backend") == want, (host, path, r)
             assert body_name(r) == want
     # every routed request reached its backend once; the unrouted ones none
+    want_logged = sum(1 for _, _, want in ROUTING if want)
+    wait_until(lambda: sum(len(b.access_lines()) for b in bk.values()) >= want_logged, 10,
+               what="nginx to log the routed requests")  # logged once done, maybe after the answer
+    time.sleep(0.2)  # a stray request would be logged by now too
     logged = sum(len(b.access_lines()) for b in bk.values())
-    assert logged == sum(1 for _, _, want in ROUTING if want), {b.name: b.access_lines() for b in bk.values()}
+    assert logged == want_logged, {b.name: b.access_lines() for b in bk.values()}
     h = hstats(p)
     routes = h["routes"]
     assert len(routes) == 6, routes  # five routes and the unrouted slot
