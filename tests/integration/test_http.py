@@ -79,10 +79,21 @@ def start(start_pandit, apps, ports=(PORT,), **globals_):
     return p
 
 
-def hstats(p, name="web"):
-    a = find_app(p.stats(), name)
-    assert a["protocol"] == "http", a
-    return a["http"]
+def hstats(p, name="web", routed=None):
+    """The app's "http" stats object. routed: wait (5 s at most) until the
+    routes' request counts add up to this, as a route counts a request once
+    it is finished, which may be just after the client had its answer."""
+    def get():
+        a = find_app(p.stats(), name)
+        assert a["protocol"] == "http", a
+        return a["http"]
+    if routed is not None:
+        try:
+            wait_until(lambda: sum(r["requests"] for r in get()["routes"]) >= routed, 5, 0.05,
+                       f"{routed} finished requests counted")
+        except AssertionError:
+            pass  # the caller's assertion says what is wrong
+    return get()
 
 
 def body_name(resp):
@@ -429,7 +440,7 @@ def test_routing_by_host_and_path(ns, servers, start_pandit):
     time.sleep(0.2)  # a stray request would be logged by now too
     logged = sum(len(b.access_lines()) for b in bk.values())
     assert logged == want_logged, {b.name: b.access_lines() for b in bk.values()}
-    h = hstats(p)
+    h = hstats(p, routed=len(ROUTING))
     routes = h["routes"]
     assert len(routes) == 6, routes  # five routes and the unrouted slot
     assert routes[-1]["host"] is None and routes[-1]["path"] is None
@@ -1292,7 +1303,7 @@ def test_reload_changes_routes_in_place(ns, servers, start_pandit):
     assert get_on(conn2, "/x/2")[1].getheader("X-Backend") == "b"
     assert get_on(conn2, "/y")[1].getheader("X-Backend") == "a"
     conn2.close()
-    routes = hstats(p)["routes"]
+    routes = hstats(p, routed=3)["routes"]
     assert routes[0]["cluster"] == "bee" and routes[0]["requests"] == 1, routes  # a new route
     assert routes[1]["requests"] == 2, routes  # "/" kept its count across the reload
     # the connection from before the reload still works (with either generation's routes)
@@ -1313,7 +1324,7 @@ def test_stats_and_metrics(ns, servers, start_pandit):
     for _ in range(3):
         assert request(ns, PORT, path="/static/missing").status == 404
     assert request(ns, PORT, path="/nothing").status == 404  # no route
-    h = hstats(p)
+    h = hstats(p, routed=11)
     assert h["requests"] == 11, h
     routes = h["routes"]
     assert [(r["path"], r["cluster"]) for r in routes] == [("/api/", "default"), ("/static/", "default"),
