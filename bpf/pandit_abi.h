@@ -54,6 +54,9 @@ struct pandit_splice_val {
 	__u64 peer_base;	/* daemon: bytes written into the peer before splicing
 				 * (tcp bytes_acked + unacked), the origin of the
 				 * backlog computation */
+	__u64 passed;		/* program: bytes of this socket left to the daemon (SK_PASS);
+				 * a read that says EOF before the daemon has read that
+				 * many is early (the kernel may still be queueing them) */
 	__u32 app_id;		/* small numeric app ID: key of splice_app_bytes */
 	__u32 dir;		/* enum pandit_splice_dir of the bytes this socket receives */
 	__u32 held;		/* program: set once, never cleared: from then on this

@@ -118,9 +118,10 @@ static __always_inline void count(__u32 what)
 }
 
 /* Holds the socket (sticky) and tells its worker, which reads it from then on. */
-static __always_inline int hold(struct pandit_splice_val *v, __u64 cookie, __u32 why)
+static __always_inline int hold(struct pandit_splice_val *v, __u64 cookie, __u32 why, __u32 len)
 {
 	v->held = 1;
+	__sync_fetch_and_add(&v->passed, len);
 	count(why);
 	__u32 w = v->worker;
 	void *ring = bpf_map_lookup_elem(&splice_rings, &w);
@@ -150,6 +151,7 @@ int pandit_splice(struct __sk_buff *skb)
 		return SK_PASS;
 	}
 	if (v->held) {
+		__sync_fetch_and_add(&v->passed, skb->len);
 		count(PANDIT_SPLICE_PASS_HELD);
 		return SK_PASS;
 	}
@@ -157,20 +159,20 @@ int pandit_splice(struct __sk_buff *skb)
 	/* how much of what we redirected has not reached the peer's write queue */
 	struct bpf_sock *peer = bpf_map_lookup_elem(&splice_socks, &v->peer);
 	if (!peer)
-		return hold(v, cookie, PANDIT_SPLICE_HOLD_NO_PEER);
+		return hold(v, cookie, PANDIT_SPLICE_HOLD_NO_PEER, skb->len);
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(peer);
 	__u64 written = 0;
 	if (tp)
 		written = tp->bytes_acked + (__u32)(tp->write_seq - tp->snd_una);
 	bpf_sk_release(peer);
 	if (!tp)
-		return hold(v, cookie, PANDIT_SPLICE_HOLD_NO_PEER);
+		return hold(v, cookie, PANDIT_SPLICE_HOLD_NO_PEER, skb->len);
 	__s64 backlog = (__s64)(v->bytes - (written - v->peer_base));
 	if (backlog > (__s64)backlog_max)
-		return hold(v, cookie, PANDIT_SPLICE_HOLD_BACKLOG);
+		return hold(v, cookie, PANDIT_SPLICE_HOLD_BACKLOG, skb->len);
 
 	if (bpf_sk_redirect_hash(skb, &splice_socks, &v->peer, 0) != SK_PASS)
-		return hold(v, cookie, PANDIT_SPLICE_HOLD_REDIRECT);
+		return hold(v, cookie, PANDIT_SPLICE_HOLD_REDIRECT, skb->len);
 	__sync_fetch_and_add(&v->bytes, skb->len);
 	__u32 app = v->app_id;
 	struct pandit_splice_bytes *b = bpf_map_lookup_elem(&splice_app_bytes, &app);

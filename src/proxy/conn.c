@@ -24,6 +24,7 @@ enum pump_result { PUMP_OK, PUMP_DONE, PUMP_ABORT };
 static void conn_connect_next(struct conn *c);
 static void conn_free(struct conn *c, bool reset);
 static bool splice_drained(struct conn *c, int d);
+static bool splice_eof_real(struct conn *c, int d);
 static void conn_maybe_splice(struct conn *c);
 
 static void set_sock_opts(int fd, const struct cfg_app *cfg)
@@ -121,7 +122,13 @@ static int move_copy(struct conn *c, int dir, struct conn_side *from, struct con
 			if (buf->tail < pool->size) {
 				size_t room = pool->size - buf->tail;
 				ssize_t n = recv(from->io.fd, buf->data + buf->tail, room, MSG_DONTWAIT);
+				if (n == 0 && c->sp.on && !splice_eof_real(c, dir)) {
+					from->readable = false;	/* the rest comes with EPOLLIN */
+					continue;
+				}
 				if (n > 0) {
+					if (c->sp.on)
+						c->sp.rd[dir] += (uint64_t)n;
 					/* A short read took everything queued: what arrives
 					 * later raises a new edge, so skip the recv that would
 					 * only say EAGAIN. Not once the peer's FIN was
@@ -418,10 +425,30 @@ static bool splice_drained(struct conn *c, int d)
 	return false;
 }
 
+/* A read of socket d said EOF. True when it is: every byte the program
+ * left to userspace on that socket has been read. After a hold the kernel
+ * moves such bytes to the socket's queue from a work item, and the read
+ * reports the FIN while the queue is momentarily empty; then false, and a
+ * poll is armed in case no EPOLLIN follows. */
+static bool splice_eof_real(struct conn *c, int d)
+{
+	struct pandit_splice_val v;
+	if (kpath_read(&c->sp.pair, d, &v) < 0 || v.passed <= c->sp.rd[d])
+		return true;
+	if (!ev_timer_armed(&c->poll))
+		ev_timer_start(&c->w->loop, &c->poll, 1);
+	return false;
+}
+
 static void conn_poll_cb(struct ev_loop *loop, struct ev_timer *t)
 {
 	(void)loop;
-	conn_relay(container_of(t, struct conn, poll));
+	struct conn *c = container_of(t, struct conn, poll);
+	/* directions userspace reads: try again (an early EOF, see above) */
+	for (int d = 0; d < 2; d++)
+		if (!c->sp.kern[d] && !conn_sock(c, d)->eof)
+			conn_sock(c, d)->readable = true;
+	conn_relay(c);
 }
 
 /* Reads once from spliced socket d (direction d still in the kernel) after
@@ -443,7 +470,11 @@ static int splice_probe(struct conn *c, int d)
 	ssize_t n = recv(from->io.fd, buf->data + buf->tail, pool->size - buf->tail, MSG_DONTWAIT);
 	if (n > 0) {
 		buf->tail += (uint32_t)n;
+		c->sp.rd[d] += (uint64_t)n;
 		splice_to_user(c, d, true);
+	} else if (n == 0 && !splice_eof_real(c, d)) {
+		splice_to_user(c, d, true);	/* held: what it left is on its way */
+		from->readable = false;
 	} else if (n == 0) {
 		from->eof = true;
 		splice_to_user(c, d, false);

@@ -40,6 +40,7 @@ struct conn_splice {
 	struct kpath_pair pair;	/* cookies and write bases of both sockets */
 	uint64_t folded[2];	/* kernel bytes of each direction added to the target's counters */
 	uint64_t seen[2];	/* kernel bytes at the last idle check */
+	uint64_t rd[2];		/* bytes userspace read from socket d since the splice */
 	bool on;		/* both sockets are in the splice maps */
 	bool tried;		/* splicing was decided (done or refused): not again */
 	bool kern[2];		/* the kernel moves direction d */
