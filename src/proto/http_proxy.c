@@ -99,6 +99,8 @@ struct hcli {
 	char ip[INET6_ADDRSTRLEN];
 	bool v6;
 	struct sockaddr_storage peer;
+	struct sockaddr_storage local_addr;	/* the address:port the client connected to */
+	uint64_t generation;		/* of the snapshot c->app was last looked up in */
 	struct hbuf in;
 	bool readable, writable, eof, rdhup, shut, dead;
 	bool out_armed;			/* EPOLLOUT is registered */
@@ -618,9 +620,46 @@ static void hc_close(struct hcli *c, bool reset)
 	hw->dead_clients = c;
 }
 
+/* Between requests: after a reload, the next request follows the app's
+ * new settings (routes, clusters, limits), not those the connection was
+ * accepted under. A request under way keeps the app it started with. */
+static void hc_refresh_app(struct hcli *c)
+{
+	struct worker *w = c->w;
+	if (!w->snap || !c->local_addr.ss_family || c->generation == w->snap->generation)
+		return;
+	c->generation = w->snap->generation;
+	struct rt_app *cur = rt_lookup(w->snap, &c->local_addr);
+	struct rt_app *old = c->app;
+	if (!cur || cur == old || cur->cfg->protocol != PROTO_HTTP)
+		return;	/* removed, unchanged, or no longer http: keep serving as accepted */
+	uint32_t cap = cur->cfg->http.max_headers ? cur->cfg->http.max_headers
+						  : H1_DEFAULT_MAX_HEADERS;
+	if (cap != c->rhdr_cap) {
+		struct h1_header *hdr = calloc(cap, sizeof(*hdr));
+		if (!hdr)
+			return;	/* keep the old settings rather than fail */
+		free(c->rhdr);
+		c->rhdr = hdr;
+		c->rhdr_cap = cap;
+	}
+	/* the connection moves its counts to the new version */
+	if (cur->stats != old->stats) {
+		stats_sub(&old->stats->active, 1);
+		stats_add(&cur->stats->active, 1);
+	}
+	if (old->cfg->max_connections)
+		atomic_fetch_sub_explicit(&old->active, 1, memory_order_relaxed);
+	if (cur->cfg->max_connections)
+		atomic_fetch_add_explicit(&cur->active, 1, memory_order_relaxed);
+	c->app = rt_app_get(cur);
+	rt_app_put(old);
+}
+
 /* Starts reading the next request head. */
 static void hc_next_request(struct hcli *c)
 {
+	hc_refresh_app(c);
 	const struct cfg_http *cfg = hc_cfg(c);
 	struct h1_limits lim = { .max_head = cfg->max_header_bytes, .max_headers = cfg->max_headers };
 	if (lim.max_line > lim.max_head)
@@ -732,18 +771,14 @@ static uint32_t hc_route(struct hcli *c, const char *base, const struct h1_msg *
 	return cfg->n_routes;
 }
 
-/* "addr:port" ("[v6]:port") of the local end of fd: the authority a
- * request without Host was sent to. */
-static void local_authority(int fd, char *out, size_t len)
+/* "addr:port" ("[v6]:port") of the address the client connected to: the
+ * authority a request without Host was sent to. */
+static void local_authority(const struct sockaddr_storage *ss, char *out, size_t len)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
 	char ip[INET6_ADDRSTRLEN];
 	out[0] = 0;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
-		return;
-	if (ss.ss_family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
 		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
 			inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], ip, sizeof(ip));
 			snprintf(out, len, "%s:%u", ip, ntohs(s6->sin6_port));
@@ -751,8 +786,8 @@ static void local_authority(int fd, char *out, size_t len)
 			inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
 			snprintf(out, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
 		}
-	} else if (ss.ss_family == AF_INET) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	} else if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
 		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
 		snprintf(out, len, "%s:%u", ip, ntohs(s4->sin_port));
 	}
@@ -808,7 +843,7 @@ static void hc_start_request(struct hcli *c)
 	c->cluster = cfg->n_routes ? cfg->routes[c->route].cluster : 0;
 	char local[INET6_ADDRSTRLEN + 16] = "";
 	if (!m->authority.len)
-		local_authority(c->io.fd, local, sizeof(local));
+		local_authority(&c->local_addr, local, sizeof(local));
 	struct http_req_rewrite rw = {
 		.default_host = local[0] ? local : NULL,
 		.client_ip = c->ip,
@@ -1708,6 +1743,10 @@ static void http_accept(struct worker *w, int fd, struct rt_app *app)
 	c->rhdr_cap = cap;
 	c->ti = -1;
 	ev_timer_init(&c->timer, hc_timer_cb);
+	c->generation = w->snap ? w->snap->generation : 0;
+	socklen_t llen = sizeof(c->local_addr);
+	if (getsockname(fd, (struct sockaddr *)&c->local_addr, &llen) < 0)
+		c->local_addr.ss_family = 0;	/* unknown: never looked up again */
 	socklen_t len = sizeof(c->peer);
 	if (getpeername(fd, (struct sockaddr *)&c->peer, &len) == 0) {
 		if (c->peer.ss_family == AF_INET6) {
