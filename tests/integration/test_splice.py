@@ -247,6 +247,42 @@ def test_client_half_close_with_bulk_in_flight(ns, backends, start_pandit):
     wait_idle(p, "chc")
 
 
+def test_bulk_echo_with_half_close_repeated(ns, backends, start_pandit):
+    """The path with every transition at once, many times: 8 MB echoed while
+    the client is still sending (the backend reads slower than the client
+    writes, so the client's side is held), then the client's FIN, which
+    must come after the last held byte, then the backend's."""
+    e = backends.add("echo", "echo")
+    p = start_pandit(base_config([app("rep", [18045], [e])]), probe_ports=[18045])
+    data = os.urandom(1 << 20) * 8
+    want = hashlib.sha256(data).hexdigest()
+    for i in range(25):
+        with ns.connect("127.0.0.1", 18045, timeout=60) as s:
+            digest, n = pump_both_ways(s, data)
+        assert (digest, n) == (want, len(data)), f"round {i}: {n} bytes came back"
+    assert spliced_total(p) >= 25
+    wait_idle(p, "rep")
+
+
+def test_idle_timeout_sees_kernel_traffic(ns, backends, start_pandit):
+    """A spliced connection whose bytes only the kernel sees is not idle; once
+    quiet for idle_timeout it is closed like any other."""
+    e = backends.add("echo", "echo")
+    p = start_pandit(base_config([app("idle", [18047], [e], idle_timeout="1s")]), probe_ports=[18047])
+    with ns.connect("127.0.0.1", 18047, timeout=15) as s:
+        s.sendall(b"x\n")
+        assert recv_line(s) == "x"
+        wait_until(lambda: kpath(p)["connections"]["spliced_active"] == 1, 10, what="the splice")
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:  # traffic for three idle periods
+            s.sendall(b"tick\n")
+            assert recv_line(s) == "tick"
+            time.sleep(0.1)
+        s.settimeout(15)
+        assert s.recv(10) == b"", "an idle spliced connection was not closed"
+    wait_idle(p, "idle")
+
+
 def test_server_half_close_first_then_client_sends(ns, start_pandit):
     """The backend sends 4 MB and shuts down its side; the client reads it to
     EOF, then sends 4 MB of its own and its FIN; the backend gets all of it."""
