@@ -36,14 +36,16 @@
  * peer's write queue since the splice) and, above backlog_max, holds the
  * socket: SK_PASS keeps the data in this socket's own queue, charged to its
  * receive buffer, so TCP flow control stops the sender. The hold is
- * sticky; the daemon takes that direction over in userspace once the
- * backlog has drained (it sees the flag through splice_peers).
+ * sticky and signalled on the owning worker's ring; the worker reads the
+ * held socket from then on and writes to the peer once the backlog has
+ * drained. passed counts the bytes left to the daemon, so that it can tell
+ * a complete read from one that met the FIN early.
  *
  * Fail policy: fail to userspace, never drop a byte (only the empty skb of
- * a FIN, see below). A socket without a peers
- * entry, or whose peer is gone, or whose redirect is refused, gets SK_PASS
- * (held where it has an entry): the bytes stay readable by the daemon, which
- * keeps ownership of both sockets. Every outcome is counted in splice_stats.
+ * a FIN, see below). A socket without a peers entry, or whose peer is gone,
+ * or whose redirect is refused, gets SK_PASS (held where it has an entry):
+ * the bytes stay readable by the daemon, which keeps ownership of both
+ * sockets. Every outcome is counted in splice_stats.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_core_read.h>
