@@ -618,9 +618,11 @@ def report(j, out_md, out_dat):
               "pace, so the requests/s column compares the proxies' own ceilings on one CPU.")
         else:
             used = f"{least:.0f}%" if round(least) == round(busiest) else f"{least:.0f}% to {busiest:.0f}%"
-            w(f"- Under wrk the proxies used {used} of their CPU. A proxy well under 100% was not the limit "
-              "of its row: CPU 0 (wrk and the backend) or other load on the machine was, and that row's "
-              "requests/s understates what the proxy alone could do. The proxies' own cost is the CPU per request "
+            w(f"- Under wrk the proxies used {used} of their CPU. A proxy well under 100% was not the only limit "
+              f"of its row: with {j['conns']} connections in a closed loop the rate is {j['conns']} divided by the "
+              "round trip, which also holds wrk and the backend on CPU 0, the wake-ups across the two CPUs and "
+              "any other load, so that row's requests/s understates what the proxy alone could do. The proxies' "
+              "own cost is the CPU per request "
               "column; its inverse (requests per second of one proxy CPU, derived, assuming the cost per request "
               "stays flat up to a full CPU) is: " +
               ", ".join(f"{LABELS[s]} {1e6 / S[s]['cpu_us_wrk']:,.0f}" for s in prox) + ".")
