@@ -632,3 +632,44 @@ def test_on_splices_and_a_reload_leaves_spliced_connections_alone(ns, backends, 
 
 def ms_(n):
     return f"{n}ms"
+
+
+def _worker_switches(pid):
+    """Context switches of pandit's worker threads (named pandit-wN)."""
+    n = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if not open(f"/proc/{pid}/task/{t}/comm").read().startswith("pandit-w"):
+                continue
+            for line in open(f"/proc/{pid}/task/{t}/status"):
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    n += int(line.split()[1])
+        except OSError:
+            pass
+    return n
+
+
+def test_payload_does_not_wake_the_workers(ns, backends, start_pandit):
+    """500 round trips over a spliced connection: the worker threads are not
+    woken for them (each wake-up of a sleeping thread is a context switch),
+    while the same round trips over kernel_splice: off wake them for each."""
+    e = backends.add("echo", "echo")
+    p = start_pandit(base_config([app("k", [18800], [e], health_check=False),
+                                  app("u", [18801], [e], health_check=False, kernel_splice="off")]),
+                     probe_ports=[18800, 18801])
+    counts = {}
+    for port in (18800, 18801):
+        with ns.connect("127.0.0.1", port, timeout=15) as s:
+            s.sendall(b"hello\n")
+            assert recv_line(s) == "hello"
+            if port == 18800:
+                wait_until(lambda: kpath(p)["connections"]["spliced_active"] == 1, 10, what="the splice")
+            before = _worker_switches(p.pid)
+            for i in range(500):
+                msg = b"ping %d\n" % i
+                s.sendall(msg)
+                assert recv_exact(s, len(msg)) == msg
+            counts[port] = _worker_switches(p.pid) - before
+    print("worker context switches for 500 round trips:", counts)
+    assert counts[18801] >= 250, counts  # the userspace relay sleeps and wakes around each round trip
+    assert counts[18800] < 50, counts
