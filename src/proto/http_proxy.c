@@ -48,6 +48,7 @@
 #define POOL_BUCKETS 256	/* idle upstream connections hashed by target */
 #define LINGER_MS 2000		/* after a closing response: wait this long for the client's FIN */
 #define HEAD_BUF 2048u		/* first buffer of a request head; grows to max_header_bytes */
+#define SMALL_KEEP 64		/* free HEAD_BUF buffers kept per worker */
 #define RESP_MAX_HEAD 65536u	/* response heads (upstream), bytes */
 #define RESP_MAX_HEADERS 128u
 
@@ -157,6 +158,8 @@ struct http_worker {
 	struct hup *pool[POOL_BUCKETS];
 	uint32_t pool_count[POOL_BUCKETS];	/* idle connections in the bucket */
 	struct http_log_buf *log;
+	char *small[SMALL_KEEP];		/* free HEAD_BUF buffers */
+	uint32_t n_small;
 };
 
 static void hc_run(struct hcli *c);
@@ -177,10 +180,15 @@ static int hbuf_ensure(struct worker *w, struct hbuf *b, uint32_t cap)
 {
 	if (b->data)
 		return 0;
+	struct http_worker *hw = w->http;
 	if (cap == w->pool.size) {
 		b->data = buf_pool_get(&w->pool);
 		b->cap = w->pool.size;
 		b->pooled = true;
+	} else if (cap == HEAD_BUF && hw && hw->n_small) {
+		b->data = hw->small[--hw->n_small];
+		b->cap = cap;
+		b->pooled = false;
 	} else {
 		b->data = malloc(cap);
 		b->cap = cap;
@@ -194,8 +202,11 @@ static void hbuf_drop(struct worker *w, struct hbuf *b)
 {
 	if (!b->data)
 		return;
+	struct http_worker *hw = w->http;
 	if (b->pooled)
 		buf_pool_put(&w->pool, b->data);
+	else if (b->cap == HEAD_BUF && hw && hw->n_small < SMALL_KEEP)
+		hw->small[hw->n_small++] = b->data;
 	else
 		free(b->data);
 	b->data = NULL;
@@ -1825,6 +1836,8 @@ void http_worker_stop(struct worker *w)
 	hw_reap(hw);
 	if (hw->log)
 		http_log_buf_free(hw->log);
+	while (hw->n_small)
+		free(hw->small[--hw->n_small]);
 	free(hw);
 	w->http = NULL;
 }

@@ -42,8 +42,36 @@ static bool named_by_connection(const char *buf, const struct h1_msg *m, struct 
 	return false;
 }
 
-/* Fields never forwarded as received (pandit writes its own when needed). */
-static bool hop_by_hop(const char *buf, const struct h1_msg *m, const struct h1_header *h)
+/* True when the Connection fields of m name a token other than
+ * keep-alive and upgrade (fields that are hop-by-hop anyway): only then
+ * must every field name be looked up in them. Once per message. */
+static bool conn_names_fields(const char *buf, const struct h1_msg *m)
+{
+	for (uint32_t i = 0; i < m->n_hdr; i++) {
+		const struct h1_header *h = &m->hdr[i];
+		if (h->id != H1_H_CONNECTION)
+			continue;
+		const char *v = buf + h->value.off, *end = v + h->value.len;
+		while (v < end) {
+			while (v < end && (*v == ',' || *v == ' ' || *v == '\t'))
+				v++;
+			const char *t = v;
+			while (v < end && *v != ',' && *v != ' ' && *v != '\t')
+				v++;
+			size_t n = (size_t)(v - t);
+			if (!n || (n == 10 && strncasecmp(t, "keep-alive", 10) == 0) ||
+			    (n == 7 && strncasecmp(t, "upgrade", 7) == 0))
+				continue;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Fields never forwarded as received (pandit writes its own when needed).
+ * named: conn_names_fields() of the message. */
+static bool hop_by_hop(const char *buf, const struct h1_msg *m, const struct h1_header *h,
+		       bool named)
 {
 	switch (h->id) {
 	case H1_H_CONNECTION:
@@ -57,7 +85,8 @@ static bool hop_by_hop(const char *buf, const struct h1_msg *m, const struct h1_
 	}
 	/* a field listed in Connection is hop-by-hop, but not the framing:
 	 * "Connection: content-length" must not unframe a message */
-	if (h->id == H1_H_CONTENT_LENGTH || h->id == H1_H_TRANSFER_ENCODING || h->id == H1_H_HOST)
+	if (!named || h->id == H1_H_CONTENT_LENGTH || h->id == H1_H_TRANSFER_ENCODING ||
+	    h->id == H1_H_HOST)
 		return false;
 	return named_by_connection(buf, m, h->name);
 }
@@ -66,13 +95,13 @@ static bool hop_by_hop(const char *buf, const struct h1_msg *m, const struct h1_
  * a field the sender named in Connection was meant for pandit alone and
  * is left out, as it would be without the joining. */
 static void put_joined(struct sbuf *out, const char *buf, const struct h1_msg *m,
-		       enum h1_hdr_id id, const char *name, const char *extra)
+		       enum h1_hdr_id id, const char *name, const char *extra, bool named)
 {
 	sbuf_puts(out, name);
 	sbuf_append(out, ": ", 2);
 	for (uint32_t i = 0; i < m->n_hdr; i++) {
 		const struct h1_header *h = &m->hdr[i];
-		if (h->id != id || !h->value.len || hop_by_hop(buf, m, h))
+		if (h->id != id || !h->value.len || hop_by_hop(buf, m, h, named))
 			continue;
 		put_slice(out, buf, h->value);
 		sbuf_append(out, ", ", 2);
@@ -108,6 +137,7 @@ static void put_fwd_value(struct sbuf *out, const char *s, size_t n)
 void http_rewrite_request(struct sbuf *out, const char *buf, const struct h1_msg *m,
 			  const struct http_req_rewrite *rw)
 {
+	bool named = conn_names_fields(buf, m);
 	put_slice(out, buf, m->method_s);
 	sbuf_append(out, " ", 1);
 	if (m->form == H1_FORM_ABSOLUTE && m->method == H1_M_OPTIONS && !m->path.len) {
@@ -133,7 +163,7 @@ void http_rewrite_request(struct sbuf *out, const char *buf, const struct h1_msg
 
 	for (uint32_t i = 0; i < m->n_hdr; i++) {
 		const struct h1_header *h = &m->hdr[i];
-		if (h->id == H1_H_HOST || h->id == H1_H_EXPECT || hop_by_hop(buf, m, h))
+		if (h->id == H1_H_HOST || h->id == H1_H_EXPECT || hop_by_hop(buf, m, h, named))
 			continue;
 		/* joined into one field below */
 		if (rw->forwarded && (h->id == H1_H_X_FORWARDED_FOR || h->id == H1_H_VIA))
@@ -147,7 +177,7 @@ void http_rewrite_request(struct sbuf *out, const char *buf, const struct h1_msg
 		sbuf_puts(out, "Connection: close\r\n");
 	}
 	if (rw->forwarded) {
-		put_joined(out, buf, m, H1_H_X_FORWARDED_FOR, "X-Forwarded-For", rw->client_ip);
+		put_joined(out, buf, m, H1_H_X_FORWARDED_FOR, "X-Forwarded-For", rw->client_ip, named);
 		/* RFC 7239: an IPv6 address is quoted and bracketed */
 		sbuf_puts(out, "Forwarded: for=");
 		if (rw->client_v6) {
@@ -163,7 +193,7 @@ void http_rewrite_request(struct sbuf *out, const char *buf, const struct h1_msg
 			put_fwd_value(out, buf + m->authority.off, m->authority.len);
 		}
 		sbuf_append(out, "\r\n", 2);
-		put_joined(out, buf, m, H1_H_VIA, "Via", VIA_TOKEN);
+		put_joined(out, buf, m, H1_H_VIA, "Via", VIA_TOKEN, named);
 	}
 	sbuf_append(out, "\r\n", 2);
 }
@@ -171,7 +201,13 @@ void http_rewrite_request(struct sbuf *out, const char *buf, const struct h1_msg
 void http_rewrite_response(struct sbuf *out, const char *buf, const struct h1_msg *m,
 			   const struct http_resp_rewrite *rw)
 {
-	sbuf_printf(out, "HTTP/1.1 %03u ", m->status);
+	bool named = conn_names_fields(buf, m);
+	/* the parser keeps status within 100..599: three digits */
+	char line[13] = "HTTP/1.1 000 ";
+	line[9] = (char)('0' + m->status / 100 % 10);
+	line[10] = (char)('0' + m->status / 10 % 10);
+	line[11] = (char)('0' + m->status % 10);
+	sbuf_append(out, line, sizeof(line));
 	put_slice(out, buf, m->reason);
 	sbuf_append(out, "\r\n", 2);
 	bool switching = m->status == 101;
@@ -179,7 +215,7 @@ void http_rewrite_response(struct sbuf *out, const char *buf, const struct h1_ms
 		const struct h1_header *h = &m->hdr[i];
 		if (rw->via && h->id == H1_H_VIA)
 			continue;
-		if (hop_by_hop(buf, m, h) && !(switching && h->id == H1_H_UPGRADE))
+		if (hop_by_hop(buf, m, h, named) && !(switching && h->id == H1_H_UPGRADE))
 			continue;
 		put_field(out, buf, h);
 	}
@@ -190,7 +226,7 @@ void http_rewrite_response(struct sbuf *out, const char *buf, const struct h1_ms
 	else if (rw->client_http10)
 		sbuf_puts(out, "Connection: keep-alive\r\n");
 	if (rw->via)
-		put_joined(out, buf, m, H1_H_VIA, "Via", VIA_TOKEN);
+		put_joined(out, buf, m, H1_H_VIA, "Via", VIA_TOKEN, named);
 	sbuf_append(out, "\r\n", 2);
 }
 
