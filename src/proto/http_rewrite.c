@@ -20,6 +20,27 @@ static void put_field(struct sbuf *out, const char *buf, const struct h1_header 
 	sbuf_append(out, "\r\n", 2);
 }
 
+/* The next non-empty element of a comma-separated token list [*v, end):
+ * *t, *n; false at the end. */
+static bool next_token(const char **v, const char *end, const char **t, size_t *n)
+{
+	const char *p = *v;
+	for (;;) {
+		while (p < end && (*p == ',' || *p == ' ' || *p == '\t'))
+			p++;
+		if (p == end) {
+			*v = p;
+			return false;
+		}
+		*t = p;
+		while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+			p++;
+		*n = (size_t)(p - *t);
+		*v = p;
+		return true;
+	}
+}
+
 /* True when field name n (a slice of buf) is one of the tokens listed in
  * the Connection fields of m: a sender marks further hop-by-hop fields so. */
 static bool named_by_connection(const char *buf, const struct h1_msg *m, struct h1_slice n)
@@ -28,16 +49,11 @@ static bool named_by_connection(const char *buf, const struct h1_msg *m, struct 
 		const struct h1_header *h = &m->hdr[i];
 		if (h->id != H1_H_CONNECTION)
 			continue;
-		const char *v = buf + h->value.off, *end = v + h->value.len;
-		while (v < end) {
-			while (v < end && (*v == ',' || *v == ' ' || *v == '\t'))
-				v++;
-			const char *t = v;
-			while (v < end && *v != ',' && *v != ' ' && *v != '\t')
-				v++;
-			if ((size_t)(v - t) == n.len && n.len && strncasecmp(t, buf + n.off, n.len) == 0)
+		const char *v = buf + h->value.off, *end = v + h->value.len, *t;
+		size_t tn;
+		while (next_token(&v, end, &t, &tn))
+			if (tn == n.len && strncasecmp(t, buf + n.off, n.len) == 0)
 				return true;
-		}
 	}
 	return false;
 }
@@ -51,15 +67,10 @@ static bool conn_names_fields(const char *buf, const struct h1_msg *m)
 		const struct h1_header *h = &m->hdr[i];
 		if (h->id != H1_H_CONNECTION)
 			continue;
-		const char *v = buf + h->value.off, *end = v + h->value.len;
-		while (v < end) {
-			while (v < end && (*v == ',' || *v == ' ' || *v == '\t'))
-				v++;
-			const char *t = v;
-			while (v < end && *v != ',' && *v != ' ' && *v != '\t')
-				v++;
-			size_t n = (size_t)(v - t);
-			if (!n || (n == 10 && strncasecmp(t, "keep-alive", 10) == 0) ||
+		const char *v = buf + h->value.off, *end = v + h->value.len, *t;
+		size_t n;
+		while (next_token(&v, end, &t, &n)) {
+			if ((n == 10 && strncasecmp(t, "keep-alive", 10) == 0) ||
 			    (n == 7 && strncasecmp(t, "upgrade", 7) == 0))
 				continue;
 			return true;
