@@ -57,17 +57,35 @@ struct pandit_splice_val {
 	__u64 passed;		/* program: bytes of this socket left to the daemon (SK_PASS);
 				 * a read that says EOF before the daemon has read that
 				 * many is early (the kernel may still be queueing them) */
+	__u64 user_written;	/* program, from splice_ctl at a resume: bytes the daemon
+				 * wrote into the peer for this direction while it was held */
 	__u32 app_id;		/* small numeric app ID: key of splice_app_bytes */
 	__u32 dir;		/* enum pandit_splice_dir of the bytes this socket receives */
-	__u32 held;		/* program: set once, never cleared: from then on this
-				 * socket's bytes stay in its receive queue for the daemon */
+	__u32 held;		/* program: set when the peer's backlog passes the cap: this
+				 * socket's bytes stay in its receive queue for the daemon;
+				 * cleared when the daemon asks to resume (splice_ctl) and
+				 * has read every byte passed to it */
 	__u32 worker;		/* index of the owning worker's ring in splice_rings */
 };
 
+/* Written by the daemon only (the program reads it), one per spliced
+ * socket: the handshake that gives a held direction back to the kernel. */
+struct pandit_splice_ctl {
+	__u64 resume_at;	/* resume once passed reaches exactly this (~0: never) */
+	__u64 user_written;	/* bytes the daemon wrote into the peer for this direction */
+};
+
 /* Record the program writes to the owning worker's ring when it holds a
- * socket: the worker then reads that socket itself. */
+ * socket (the worker then reads that socket itself) or resumes it. */
 struct pandit_splice_event {
-	__u64 cookie;		/* the held socket */
+	__u64 cookie;		/* the socket */
+	__u32 kind;		/* enum pandit_splice_event_kind */
+	__u32 pad;
+};
+
+enum pandit_splice_event_kind {
+	PANDIT_SPLICE_EV_HOLD = 0,
+	PANDIT_SPLICE_EV_RESUME = 1,
 };
 
 enum pandit_splice_dir {
@@ -90,6 +108,7 @@ enum pandit_splice_stat {
 	PANDIT_SPLICE_HOLD_REDIRECT,	/* bpf_sk_redirect_hash refused: held */
 	PANDIT_SPLICE_RING_FULL,	/* a hold not signalled: the worker's ring was full or missing */
 	PANDIT_SPLICE_DROP_EMPTY,	/* an skb without data (a FIN): dropped, the socket reads EOF anyway */
+	PANDIT_SPLICE_RESUMED,		/* a held socket given back to the kernel */
 	PANDIT_SPLICE_STAT_MAX,
 };
 

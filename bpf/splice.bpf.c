@@ -16,6 +16,9 @@
  *                     direction and the per-socket counters. Written by
  *                     the daemon before the socket enters splice_socks and
  *                     deleted after it left.
+ *   splice_ctl        HASH      __u64 socket cookie -> struct pandit_splice_ctl
+ *                     the daemon's request to give a held socket back to
+ *                     the kernel; written by the daemon only.
  *   splice_app_bytes  PERCPU_HASH __u32 app ID -> struct pandit_splice_bytes
  *                     bytes moved per app and direction, merged by the
  *                     daemon into the app's byte counters. Entries are
@@ -35,11 +38,14 @@
  * computes the peer's backlog (bytes redirected minus bytes that reached the
  * peer's write queue since the splice) and, above backlog_max, holds the
  * socket: SK_PASS keeps the data in this socket's own queue, charged to its
- * receive buffer, so TCP flow control stops the sender. The hold is
- * sticky and signalled on the owning worker's ring; the worker reads the
- * held socket from then on and writes to the peer once the backlog has
- * drained. passed counts the bytes left to the daemon, so that it can tell
- * a complete read from one that met the FIN early.
+ * receive buffer, so TCP flow control stops the sender. A hold is
+ * signalled on the owning worker's ring; the worker reads the held socket
+ * and writes to the peer once the backlog has drained. When it has written
+ * everything and the socket is quiet, it asks for a resume through
+ * splice_ctl (resume_at = the bytes it has read): the program resumes on the
+ * next skb only if it passed exactly that many, i.e. nothing the daemon has
+ * not read can be overtaken. passed also lets the daemon tell a complete
+ * read from one that met the FIN early.
  *
  * Fail policy: fail to userspace, never drop a byte (only the empty skb of
  * a FIN, see below). A socket without a peers entry, or whose peer is gone,
@@ -82,6 +88,15 @@ struct {
 	__type(value, struct pandit_splice_val);
 } splice_peers SEC(".maps");
 
+/* socket cookie -> the daemon's resume request for it (the daemon writes, the program reads). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, PANDIT_SPLICE_MAX_SOCKS);
+	__type(key, __u64);
+	__type(value, struct pandit_splice_ctl);
+} splice_ctl SEC(".maps");
+
 /* app ID -> per-CPU bytes per direction: the apps' byte counters for spliced traffic. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -119,17 +134,23 @@ static __always_inline void count(__u32 what)
 		*n += 1;
 }
 
-/* Holds the socket (sticky) and tells its worker, which reads it from then on. */
+/* Tells the socket's worker about a hold or a resume. */
+static __always_inline void notify(struct pandit_splice_val *v, __u64 cookie, __u32 kind)
+{
+	__u32 w = v->worker;
+	void *ring = bpf_map_lookup_elem(&splice_rings, &w);
+	struct pandit_splice_event ev = { .cookie = cookie, .kind = kind };
+	if (!ring || bpf_ringbuf_output(ring, &ev, sizeof(ev), 0) < 0)
+		count(PANDIT_SPLICE_RING_FULL);
+}
+
+/* Holds the socket and tells its worker, which reads it from then on. */
 static __always_inline int hold(struct pandit_splice_val *v, __u64 cookie, __u32 why, __u32 len)
 {
 	v->held = 1;
 	__sync_fetch_and_add(&v->passed, len);
 	count(why);
-	__u32 w = v->worker;
-	void *ring = bpf_map_lookup_elem(&splice_rings, &w);
-	struct pandit_splice_event ev = { .cookie = cookie };
-	if (!ring || bpf_ringbuf_output(ring, &ev, sizeof(ev), 0) < 0)
-		count(PANDIT_SPLICE_RING_FULL);
+	notify(v, cookie, PANDIT_SPLICE_EV_HOLD);
 	return SK_PASS;
 }
 
@@ -153,9 +174,19 @@ int pandit_splice(struct __sk_buff *skb)
 		return SK_PASS;
 	}
 	if (v->held) {
-		__sync_fetch_and_add(&v->passed, skb->len);
-		count(PANDIT_SPLICE_PASS_HELD);
-		return SK_PASS;
+		/* Back to the kernel only when the daemon asked for it and has
+		 * read every byte passed to it (and so written them to the
+		 * peer): then this skb and the next ones go after them. */
+		struct pandit_splice_ctl *ctl = bpf_map_lookup_elem(&splice_ctl, &cookie);
+		if (!ctl || ctl->resume_at != v->passed) {
+			__sync_fetch_and_add(&v->passed, skb->len);
+			count(PANDIT_SPLICE_PASS_HELD);
+			return SK_PASS;
+		}
+		v->user_written = ctl->user_written;
+		v->held = 0;
+		count(PANDIT_SPLICE_RESUMED);
+		notify(v, cookie, PANDIT_SPLICE_EV_RESUME);
 	}
 
 	/* how much of what we redirected has not reached the peer's write queue */
@@ -169,7 +200,7 @@ int pandit_splice(struct __sk_buff *skb)
 	bpf_sk_release(peer);
 	if (!tp)
 		return hold(v, cookie, PANDIT_SPLICE_HOLD_NO_PEER, skb->len);
-	__s64 backlog = (__s64)(v->bytes - (written - v->peer_base));
+	__s64 backlog = (__s64)(v->bytes + v->user_written - (written - v->peer_base));
 	if (backlog > (__s64)backlog_max)
 		return hold(v, cookie, PANDIT_SPLICE_HOLD_BACKLOG, skb->len);
 

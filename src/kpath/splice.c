@@ -28,7 +28,7 @@ struct kpath_stats kpath_stats;
  * (as root), used by every worker and by the admin thread. */
 static struct {
 	struct splice_bpf *skel;
-	int socks_fd, peers_fd, app_fd, stats_fd;
+	int socks_fd, peers_fd, ctl_fd, app_fd, stats_fd;
 	int *rings;			/* per worker ring fds */
 	uint32_t n_rings;
 	int ncpus;
@@ -77,6 +77,7 @@ int kpath_open(uint32_t n_workers, uint64_t backlog_max)
 	}
 	K.socks_fd = bpf_map__fd(K.skel->maps.splice_socks);
 	K.peers_fd = bpf_map__fd(K.skel->maps.splice_peers);
+	K.ctl_fd = bpf_map__fd(K.skel->maps.splice_ctl);
 	K.app_fd = bpf_map__fd(K.skel->maps.splice_app_bytes);
 	K.stats_fd = bpf_map__fd(K.skel->maps.splice_stats);
 	int rings_fd = bpf_map__fd(K.skel->maps.splice_rings);
@@ -218,10 +219,16 @@ int kpath_splice(struct kpath_pair *p, int cli_fd, int up_fd, uint32_t app_id, u
 		{ .peer = p->cookie[0], .peer_base = p->base[0], .app_id = app_id,
 		  .dir = PANDIT_SPLICE_S2C, .worker = worker },
 	};
+	const struct pandit_splice_ctl ctl = { .resume_at = UINT64_MAX };
 	int done = 0;
-	for (; done < 2; done++)
-		if (bpf_map_update_elem(K.peers_fd, &p->cookie[done], &v[done], BPF_NOEXIST) < 0)
+	for (; done < 2; done++) {
+		if (bpf_map_update_elem(K.ctl_fd, &p->cookie[done], &ctl, BPF_ANY) < 0)
 			goto undo_peers;
+		if (bpf_map_update_elem(K.peers_fd, &p->cookie[done], &v[done], BPF_NOEXIST) < 0) {
+			bpf_map_delete_elem(K.ctl_fd, &p->cookie[done]);
+			goto undo_peers;
+		}
+	}
 	/* the peer entries exist before either socket can run the program */
 	uint64_t fd64[2] = { (uint64_t)cli_fd, (uint64_t)up_fd };
 	int in = 0;
@@ -238,9 +245,19 @@ undo_socks:
 undo_peers:
 	err = -errno;
 undo:
-	while (done-- > 0)
+	while (done-- > 0) {
 		bpf_map_delete_elem(K.peers_fd, &p->cookie[done]);
+		bpf_map_delete_elem(K.ctl_fd, &p->cookie[done]);
+	}
 	return err;
+}
+
+int kpath_resume(const struct kpath_pair *p, int side, uint64_t resume_at, uint64_t user_written)
+{
+	if (!K.skel)
+		return -EOPNOTSUPP;
+	struct pandit_splice_ctl ctl = { .resume_at = resume_at, .user_written = user_written };
+	return bpf_map_update_elem(K.ctl_fd, &p->cookie[side & 1], &ctl, BPF_EXIST) < 0 ? -errno : 0;
 }
 
 void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2])
@@ -255,6 +272,7 @@ void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2
 		if (final && bpf_map_lookup_elem(K.peers_fd, &p->cookie[i], &final[i]) < 0)
 			memset(&final[i], 0, sizeof(final[i]));
 		bpf_map_delete_elem(K.peers_fd, &p->cookie[i]);
+		bpf_map_delete_elem(K.ctl_fd, &p->cookie[i]);
 	}
 	stats_sub(&kpath_stats.entries, 2);
 }
@@ -332,6 +350,7 @@ static const char *const outcome_names[PANDIT_SPLICE_STAT_MAX] = {
 	[PANDIT_SPLICE_HOLD_REDIRECT] = "hold_redirect",
 	[PANDIT_SPLICE_RING_FULL] = "ring_full",
 	[PANDIT_SPLICE_DROP_EMPTY] = "drop_empty",
+	[PANDIT_SPLICE_RESUMED] = "resumed",
 };
 
 static uint64_t userspace_active(uint64_t active)
@@ -344,13 +363,15 @@ void kpath_render_json(struct sbuf *out, uint64_t active)
 {
 	sbuf_printf(out,
 		    ",\"kernel_path\":{\"splice_available\":%s,\"connections\":{\"spliced_active\":%llu"
-		    ",\"userspace_active\":%llu,\"spliced_total\":%llu},\"held\":%llu,\"map_entries\":%llu"
+		    ",\"userspace_active\":%llu,\"spliced_total\":%llu},\"held\":%llu,\"resumed\":%llu"
+		    ",\"map_entries\":%llu"
 		    ",\"fallback\":{",
 		    K.skel ? "true" : "false",
 		    (unsigned long long)stats_get(&kpath_stats.spliced_active),
 		    (unsigned long long)userspace_active(active),
 		    (unsigned long long)stats_get(&kpath_stats.spliced),
 		    (unsigned long long)stats_get(&kpath_stats.held),
+		    (unsigned long long)stats_get(&kpath_stats.resumed),
 		    (unsigned long long)stats_get(&kpath_stats.entries));
 	for (int i = 0; i < KPATH_FB_MAX; i++)
 		sbuf_printf(out, "%s\"%s\":%llu", i ? "," : "", fb_names[i],
@@ -379,6 +400,9 @@ void kpath_render_prometheus(struct sbuf *out, uint64_t active)
 		    "# HELP pandit_splice_held_total Spliced directions handed back to userspace (peer backlog over the cap).\n"
 		    "# TYPE pandit_splice_held_total counter\n"
 		    "pandit_splice_held_total %llu\n"
+		    "# HELP pandit_splice_resumed_total Held directions given back to the kernel.\n"
+		    "# TYPE pandit_splice_resumed_total counter\n"
+		    "pandit_splice_resumed_total %llu\n"
 		    "# HELP pandit_splice_map_entries Sockets in the splice map now.\n"
 		    "# TYPE pandit_splice_map_entries gauge\n"
 		    "pandit_splice_map_entries %llu\n"
@@ -388,6 +412,7 @@ void kpath_render_prometheus(struct sbuf *out, uint64_t active)
 		    (unsigned long long)userspace_active(active),
 		    (unsigned long long)stats_get(&kpath_stats.spliced),
 		    (unsigned long long)stats_get(&kpath_stats.held),
+		    (unsigned long long)stats_get(&kpath_stats.resumed),
 		    (unsigned long long)stats_get(&kpath_stats.entries));
 	for (int i = 0; i < KPATH_FB_MAX; i++)
 		sbuf_printf(out, "pandit_splice_fallback_total{reason=\"%s\"} %llu\n", fb_names[i],

@@ -26,6 +26,7 @@ struct kpath_stats {
 	_Atomic uint64_t spliced_active;	/* spliced connections open now */
 	_Atomic uint64_t entries;		/* sockets in the maps now (two per spliced connection) */
 	_Atomic uint64_t held;			/* directions handed back to userspace by a hold */
+	_Atomic uint64_t resumed;		/* held directions given back to the kernel */
 	_Atomic uint64_t fallback[KPATH_FB_MAX];
 };
 
@@ -62,6 +63,11 @@ int kpath_splice(struct kpath_pair *p, int cli_fd, int up_fd, uint32_t app_id, u
  * no longer runs for the sockets (zeroed where unreadable). The kernel
  * drops what is still queued for them: only for pairs done or reset. */
 void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2]);
+/* Asks the program to give held socket side back to the kernel once it has
+ * passed exactly resume_at bytes to userspace (the bytes read so far, all
+ * written to the peer: user_written of them for this direction since the
+ * splice). Returns 0 or -errno. */
+int kpath_resume(const struct kpath_pair *p, int side, uint64_t resume_at, uint64_t user_written);
 /* Reads socket side's (0 client, 1 upstream) entry. Returns 0 or -errno. */
 int kpath_read(const struct kpath_pair *p, int side, struct pandit_splice_val *out);
 

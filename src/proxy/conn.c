@@ -25,6 +25,7 @@ static void conn_connect_next(struct conn *c);
 static void conn_free(struct conn *c, bool reset);
 static bool splice_drained(struct conn *c, int d);
 static bool splice_eof_real(struct conn *c, int d);
+static void splice_maybe_resume(struct conn *c, int d);
 static void conn_maybe_splice(struct conn *c);
 
 static void set_sock_opts(int fd, const struct cfg_app *cfg)
@@ -249,6 +250,7 @@ static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn
 	 * is read with recv(), which sees the data the program left it
 	 * (splice(2) would read past it) */
 	bool use_splice = c->w->splice && !c->proto->watch_new && !buf->data && !c->sp.on;
+	bool was_eof = from->eof;
 	int r = use_splice ? move_splice(c, from, to, buf, &moved)
 			   : move_copy(c, dir, from, to, buf, &moved);
 	if (gated)
@@ -257,6 +259,8 @@ static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn
 		stats_add(app_bytes, moved);
 		stats_add(target_bytes, moved);
 		c->last_active = c->w->loop.now;
+		if (c->sp.on)
+			c->sp.uw[dir] += moved;
 	}
 	if (r < 0) {
 		log_debug("app %s: connection aborted: %s", c->app->cfg->name, strerror(errno));
@@ -265,11 +269,19 @@ static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn
 	conn_buf_release(c->w, buf);
 	if (c->state != CONN_RELAY || gated)
 		return PUMP_OK;
+	/* a FIN read here may follow bytes the kernel moved after a resume
+	 * this worker has not heard of yet: check the backlog once more */
+	if (c->sp.on && from->eof && !was_eof)
+		c->sp.drained[dir] = false;
+	if (c->sp.on && !c->sp.drained[dir] && !splice_drained(c, dir))
+		return PUMP_OK;
 	if (from->eof && conn_buf_empty(buf) && !to->shut) {
 		if (shutdown(to->io.fd, SHUT_WR) < 0 && errno != ENOTCONN)
 			return PUMP_ABORT;
 		to->shut = true;
 	}
+	if (c->sp.on)
+		splice_maybe_resume(c, dir);
 	return (from->eof && to->shut) ? PUMP_DONE : PUMP_OK;
 }
 
@@ -368,6 +380,19 @@ static void splice_to_user(struct conn *c, int d, bool held)
 	splice_rearm(c, d ^ 1);
 }
 
+/* Held direction d was resumed by the program: the kernel moves it again. */
+static void splice_to_kernel(struct conn *c, int d)
+{
+	if (c->sp.kern[d] || conn_sock(c, d)->eof)
+		return;	/* a FIN read first: the userspace path finishes it */
+	log_debug("app %s: direction %d back in the kernel", c->app->cfg->name, d);
+	c->sp.kern[d] = true;
+	conn_sock(c, d)->readable = false;
+	stats_add(&kpath_stats.resumed, 1);
+	splice_rearm(c, d);
+	splice_rearm(c, d ^ 1);
+}
+
 /* Adds the kernel's bytes of each direction to the target's counters
  * (the app's come from the per-CPU map, kpath_fold_app) and notes
  * activity for the idle timer; from final when given (the entries as
@@ -390,14 +415,19 @@ static void splice_fold(struct conn *c, bool check_held, const struct pandit_spl
 			c->sp.seen[d] = v.bytes;
 			c->last_active = c->w->loop.now;
 		}
-		/* a hold whose event was lost (ring full) */
+		/* a hold or a resume whose event was lost (ring full) */
 		if (check_held && v.held && c->sp.kern[d])
 			splice_to_user(c, d, true);
+		else if (check_held && !v.held && !c->sp.kern[d] && !conn_sock(c, d)->eof &&
+			 c->sp.resume_sent[d] == c->sp.rd[d])
+			splice_to_kernel(c, d);
 	}
 }
 
 /* True once every byte the kernel redirected in direction d has reached
- * the destination socket's write queue; until then, polls with a backoff. */
+ * the destination socket's write queue (which then holds the kernel's and
+ * userspace's bytes of d since the splice); until then, polls with a
+ * backoff. */
 static bool splice_drained(struct conn *c, int d)
 {
 	struct pandit_splice_val v;
@@ -409,7 +439,7 @@ static bool splice_drained(struct conn *c, int d)
 		c->sp.drained[d] = true;
 		return true;
 	}
-	if (written - c->sp.pair.base[to] >= v.bytes) {
+	if (written - c->sp.pair.base[to] >= v.bytes + c->sp.uw[d]) {
 		log_debug("app %s: direction %d drained (%llu bytes by the kernel)", c->app->cfg->name, d,
 			  (unsigned long long)v.bytes);
 		c->sp.drained[d] = true;
@@ -423,6 +453,21 @@ static bool splice_drained(struct conn *c, int d)
 		ev_timer_start(&c->w->loop, &c->poll, c->sp.poll_ms);
 	}
 	return false;
+}
+
+/* Held direction d is quiet: everything read has been written, the last
+ * read found nothing, the kernel's backlog is gone. Asks the program to
+ * take the direction back (it does so at the next skb if it has passed
+ * exactly what was read, see bpf/splice.bpf.c). */
+static void splice_maybe_resume(struct conn *c, int d)
+{
+	struct conn_side *from = conn_sock(c, d), *to = conn_sock(c, d ^ 1);
+	const struct conn_buf *buf = d ? &c->u2c : &c->c2u;
+	if (c->sp.kern[d] || !c->sp.drained[d] || from->readable || from->eof || to->shut ||
+	    !conn_buf_empty(buf) || c->sp.rd[d] != c->sp.uw[d] || c->sp.resume_sent[d] == c->sp.rd[d])
+		return;
+	if (kpath_resume(&c->sp.pair, d, c->sp.rd[d], c->sp.uw[d]) == 0)
+		c->sp.resume_sent[d] = c->sp.rd[d];
 }
 
 /* A read of socket d said EOF. True when it is: every byte the program
@@ -537,6 +582,7 @@ static void conn_maybe_splice(struct conn *c)
 		return;
 	}
 	c->sp.on = true;
+	c->sp.resume_sent[0] = c->sp.resume_sent[1] = UINT64_MAX;
 	c->sp.kern[0] = c->sp.kern[1] = true;
 	c->sp.drained[0] = c->sp.drained[1] = true;
 	stats_add(&kpath_stats.spliced, 1);
@@ -580,19 +626,40 @@ static void conn_splice_event(struct conn *c, struct conn_side *side, uint32_t e
 	conn_relay(c);
 }
 
-void conn_splice_held(struct worker *w, uint64_t cookie)
+/* The spliced connection of this worker owning socket cookie, with *d set
+ * to the socket's index; NULL when it is gone. Hold and resume events are
+ * rare: a walk of the worker's connections is enough. */
+static struct conn *splice_find(struct worker *w, uint64_t cookie, int *d)
 {
 	for (struct conn *c = w->conns; c; c = c->next) {
 		if (!c->sp.on)
 			continue;
-		for (int d = 0; d < 2; d++) {
-			if (c->sp.pair.cookie[d] == cookie) {
-				splice_to_user(c, d, true);
-				conn_relay(c);
-				return;
+		for (int i = 0; i < 2; i++) {
+			if (c->sp.pair.cookie[i] == cookie) {
+				*d = i;
+				return c;
 			}
 		}
 	}
+	return NULL;
+}
+
+void conn_splice_held(struct worker *w, uint64_t cookie)
+{
+	int d;
+	struct conn *c = splice_find(w, cookie, &d);
+	if (c) {
+		splice_to_user(c, d, true);
+		conn_relay(c);
+	}
+}
+
+void conn_splice_resumed(struct worker *w, uint64_t cookie)
+{
+	int d;
+	struct conn *c = splice_find(w, cookie, &d);
+	if (c)
+		splice_to_kernel(c, d);
 }
 
 /* --- timers ----------------------------------------------------------------- */

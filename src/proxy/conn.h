@@ -41,6 +41,8 @@ struct conn_splice {
 	uint64_t folded[2];	/* kernel bytes of each direction added to the target's counters */
 	uint64_t seen[2];	/* kernel bytes at the last idle check */
 	uint64_t rd[2];		/* bytes userspace read from socket d since the splice */
+	uint64_t uw[2];		/* bytes userspace wrote for direction d since the splice */
+	uint64_t resume_sent[2];	/* rd[d] of the last resume request, UINT64_MAX: none */
 	bool on;		/* both sockets are in the splice maps */
 	bool tried;		/* splicing was decided (done or refused): not again */
 	bool kern[2];		/* the kernel moves direction d */
@@ -80,5 +82,7 @@ void conn_reap(struct worker *w);
 /* A hold event from the splice program for socket cookie (worker's ring):
  * the connection owning it reads that socket from now on. */
 void conn_splice_held(struct worker *w, uint64_t cookie);
+/* A resume event: the kernel moves that socket's bytes again. */
+void conn_splice_resumed(struct worker *w, uint64_t cookie);
 
 #endif

@@ -157,13 +157,19 @@ static void worker_accept_retry_cb(struct ev_loop *loop, struct ev_timer *t)
 	worker_accept(container_of(t, struct worker, accept_retry));
 }
 
-/* One hold event of the splice program: a socket of ours the kernel stopped
- * moving, to be read by its connection from now on. */
+/* One event of the splice program: a socket of ours the kernel stopped
+ * moving (hold: its connection reads it from now on), or moves again
+ * (resume). */
 static int worker_ring_event(void *ctx, void *data, size_t size)
 {
 	struct worker *w = ctx;
-	if (size >= sizeof(struct pandit_splice_event))
-		conn_splice_held(w, ((const struct pandit_splice_event *)data)->cookie);
+	const struct pandit_splice_event *ev = data;
+	if (size < sizeof(*ev))
+		return 0;
+	if (ev->kind == PANDIT_SPLICE_EV_RESUME)
+		conn_splice_resumed(w, ev->cookie);
+	else
+		conn_splice_held(w, ev->cookie);
 	return 0;
 }
 

@@ -286,11 +286,12 @@ static void test_fixtures(void **state)
 /* A peer that does not read: once the redirect backlog passes the cap, the
  * socket is held (its bytes stay for the daemon, flow control stops the
  * sender), the owner's ring gets the socket's cookie, and nothing is lost:
- * what the daemon reads continues where the redirected bytes stopped. */
+ * what the daemon reads continues where the redirected bytes stopped. Then
+ * the resume handshake gives the socket back to the kernel. */
 static int ring_cb(void *ctx, void *data, size_t size)
 {
 	if (size >= sizeof(struct pandit_splice_event))
-		*(uint64_t *)ctx = ((const struct pandit_splice_event *)data)->cookie;
+		*(struct pandit_splice_event *)ctx = *(const struct pandit_splice_event *)data;
 	return 0;
 }
 
@@ -300,8 +301,8 @@ static void test_backlog_hold(void **state)
 	struct world w;
 	world_open(&w);
 	splice_world(&w);
-	uint64_t held_cookie = 0;
-	struct ring_buffer *rb = ring_buffer__new(kpath_ring_fd(0), ring_cb, &held_cookie, NULL);
+	struct pandit_splice_event last = { 0 };
+	struct ring_buffer *rb = ring_buffer__new(kpath_ring_fd(0), ring_cb, &last, NULL);
 	assert_non_null(rb);
 	/* numbered bytes: position i holds (i * 7) & 0xff */
 	size_t total = 24u << 20, sent = 0;
@@ -326,9 +327,11 @@ static void test_backlog_hold(void **state)
 	assert_int_equal(kpath_read(&w.pair, 0, &v), 0);
 	assert_int_equal(v.held, 1);
 	assert_true(ring_buffer__consume(rb) >= 1);
-	assert_int_equal(held_cookie, w.pair.cookie[0]);
-	/* the server reads what the kernel redirected, the test (as the daemon)
-	 * reads the rest from the held socket: together, the client's bytes */
+	assert_int_equal(last.cookie, w.pair.cookie[0]);
+	assert_int_equal(last.kind, PANDIT_SPLICE_EV_HOLD);
+	/* the server reads what the kernel redirected; the test, as the daemon,
+	 * reads the rest from the held socket and writes it to the upstream
+	 * socket: the server gets the client's bytes in order */
 	size_t at = 0;
 	char *buf = malloc(1 << 20);
 	assert_non_null(buf);
@@ -339,11 +342,15 @@ static void test_backlog_hold(void **state)
 		at += want;
 	}
 	nothing_within(w.server, 50);
+	uint64_t user = 0;
 	while (at < sent) {
 		struct pollfd p = { .fd = w.cli, .events = POLLIN };
 		assert_int_equal(poll(&p, 1, 5000), 1);
 		ssize_t n = recv(w.cli, buf, 1 << 20, MSG_DONTWAIT);
 		assert_true(n > 0);
+		send_all(w.up, buf, (size_t)n);
+		user += (uint64_t)n;
+		read_exactly(w.server, buf, (size_t)n);
 		assert_memory_equal(buf, data + at, (size_t)n);
 		at += (size_t)n;
 		/* keep the client going: its window reopens as we read */
@@ -352,9 +359,40 @@ static void test_backlog_hold(void **state)
 			sent += (size_t)m;
 	}
 	assert_int_equal(at, sent);
+	assert_int_equal(kpath_read(&w.pair, 0, &v), 0);
+	assert_int_equal(v.passed, user);
 	uint64_t o[PANDIT_SPLICE_STAT_MAX];
 	assert_int_equal(kpath_read_outcomes(o), 0);
 	assert_true(o[PANDIT_SPLICE_HOLD_BACKLOG] >= 1);
+
+	/* Resume: asked for with the bytes read so far, it happens at the next
+	 * skb; what the client sends then is redirected again, after the bytes
+	 * the test wrote. A request naming another count would not resume. */
+	assert_int_equal(kpath_resume(&w.pair, 0, user + 1, user), 0);
+	size_t tail = 4096;
+	send_all(w.client, data + sent, tail);
+	usleep(20000);
+	assert_int_equal(kpath_read(&w.pair, 0, &v), 0);
+	assert_int_equal(v.held, 1);	/* still held: the counts differ */
+	assert_true(recv(w.cli, buf, 1 << 20, MSG_DONTWAIT) == (ssize_t)tail);
+	send_all(w.up, buf, tail);
+	user += tail;
+	read_exactly(w.server, buf, tail);
+	assert_memory_equal(buf, data + sent, tail);
+	sent += tail;
+	assert_int_equal(kpath_resume(&w.pair, 0, user, user), 0);
+	send_all(w.client, data + sent, tail);
+	read_exactly(w.server, buf, tail);
+	assert_memory_equal(buf, data + sent, tail);
+	nothing_within(w.cli, 20);
+	assert_int_equal(kpath_read(&w.pair, 0, &v), 0);
+	assert_int_equal(v.held, 0);
+	assert_int_equal(v.user_written, user);
+	assert_true(ring_buffer__consume(rb) >= 1);
+	assert_int_equal(last.cookie, w.pair.cookie[0]);
+	assert_int_equal(last.kind, PANDIT_SPLICE_EV_RESUME);
+	assert_int_equal(kpath_read_outcomes(o), 0);
+	assert_true(o[PANDIT_SPLICE_RESUMED] >= 1);
 	free(buf);
 	free(data);
 	ring_buffer__free(rb);

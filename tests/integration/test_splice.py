@@ -171,7 +171,11 @@ def test_100mb_each_way_at_once_checksummed(ns, start_pandit):
     try:
         p = start_pandit(base_config([app("bulk", [18010], [srv.target])]), probe_ports=[18010])
         data = os.urandom(100 << 20)
+        before = spliced_total(p)
         with ns.connect("127.0.0.1", 18010, timeout=120) as s:
+            s.sendall(b"x")  # a round trip first: the transfer starts spliced
+            assert recv_exact(s, 1) == b"x"
+            wait_until(lambda: spliced_total(p) == before + 1, 10, what="the splice")
             digest, n = pump_both_ways(s, data)
         assert n == len(data)
         assert digest == hashlib.sha256(data).hexdigest()
@@ -185,7 +189,7 @@ def test_100mb_each_way_at_once_checksummed(ns, start_pandit):
         assert t["bytes_in"] == a["bytes_in"] and t["bytes_out"] == a["bytes_out"], (a, t)
         k = kpath(p)
         print("kernel path after 100 MB each way:", k)
-        assert k["connections"]["spliced_total"] >= 1 and k["program"]["redirected"] > 0, k
+        assert k["program"]["redirected"] > 0, k
         wait_idle(p, "bulk")
     finally:
         srv.stop()
@@ -389,6 +393,9 @@ def test_slow_reader_holds_then_userspace_finishes(ns, start_pandit):
     got = {}
 
     def handler(s):
+        if s.recv(1) != b"S":  # health checks say nothing
+            return
+        s.sendall(b"go\n")
         time.sleep(1.5)
         h = hashlib.sha256()
         n = 0
@@ -405,6 +412,9 @@ def test_slow_reader_holds_then_userspace_finishes(ns, start_pandit):
         p = start_pandit(base_config([app("slow", [18080], [srv.target])]))
         data = os.urandom(48 << 20)
         with ns.connect("127.0.0.1", 18080, timeout=60) as s:
+            s.sendall(b"S")
+            assert recv_line(s) == "go"
+            wait_until(lambda: kpath(p)["connections"]["spliced_active"] == 1, 10, what="the splice")
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
             assert recv_line(s) == "done"
@@ -673,3 +683,60 @@ def test_payload_does_not_wake_the_workers(ns, backends, start_pandit):
     print("worker context switches for 500 round trips:", counts)
     assert counts[18801] >= 250, counts  # the userspace relay sleeps and wakes around each round trip
     assert counts[18800] < 50, counts
+
+
+def test_a_held_direction_goes_back_to_the_kernel(ns, start_pandit):
+    """A burst the backend reads late gets the client's side held; once the
+    burst is through and the connection is quiet, the direction is resumed
+    in the kernel: later round trips wake no worker, and nothing was lost
+    or reordered on the way."""
+    burst = os.urandom(32 << 20)
+    got = {}
+
+    def handler(s):
+        if s.recv(1) != b"B":  # health checks say nothing
+            return
+        s.sendall(b"go\n")
+        time.sleep(1.0)
+        h = hashlib.sha256()
+        n = 0
+        while n < len(burst):
+            d = s.recv(min(1 << 20, len(burst) - n))
+            if not d:
+                return
+            h.update(d)
+            n += len(d)
+        got["burst"] = h.hexdigest()
+        s.sendall(b"ok\n")
+        f = s.makefile("rb")
+        for line in f:
+            s.sendall(line)
+    srv = ScriptServer(ns, handler, timeout=60)
+    try:
+        p = start_pandit(base_config([app("res", [18900], [srv.target], health_check=False)]))
+        with ns.connect("127.0.0.1", 18900, timeout=60) as s:
+            s.sendall(b"B")
+            assert recv_line(s) == "go"
+            wait_until(lambda: kpath(p)["connections"]["spliced_active"] == 1, 10, what="the splice")
+            s.sendall(burst)
+            assert recv_line(s) == "ok"
+            assert got["burst"] == hashlib.sha256(burst).hexdigest()
+            k = kpath(p)
+            assert k["held"] >= 1 and k["program"]["hold_backlog"] >= 1, json.dumps(k)
+            # the first message after the quiet moment carries the resume
+            for i in range(5):
+                s.sendall(b"warm %d\n" % i)
+                assert recv_line(s) == f"warm {i}"
+            wait_until(lambda: kpath(p)["resumed"] >= 1, 10, what="the held direction to be resumed")
+            before = _worker_switches(p.pid)
+            for i in range(300):
+                msg = b"after %d\n" % i
+                s.sendall(msg)
+                assert recv_exact(s, len(msg)) == msg
+            assert _worker_switches(p.pid) - before < 30
+            s.shutdown(socket.SHUT_WR)
+            assert recv_all(s) == b""
+        wait_idle(p, "res")
+    finally:
+        srv.stop()
+    assert not srv.errors, srv.errors
