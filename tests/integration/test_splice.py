@@ -224,6 +224,34 @@ def test_bytes_sent_before_the_splice_arrive_in_order(ns, start_pandit):
     assert not srv.errors, srv.errors
 
 
+def test_bytes_queued_while_the_upstream_connects(ns, start_pandit):
+    """The first target is a black hole (a veth whose peer answers no ARP):
+    pandit's connect waits for connect_timeout while the client has already
+    written 2 MB. pandit reads ahead only its buffer; the rest waits in the
+    client socket's queue when it enters the map, behind what the relay
+    forwarded. All of it comes back, in order, spliced. (With its FIN sent
+    too, such a client is not spliced: test_half_closed_before_the_splice.)"""
+    ns.ip("link", "add", "bh0", "type", "veth", "peer", "name", "bh1")
+    ns.ip("addr", "add", "10.201.0.1/24", "dev", "bh0")
+    ns.ip("link", "set", "bh0", "up")
+    ns.ip("link", "set", "bh1", "up")
+    srv = echo_server(ns)
+    try:
+        p = start_pandit(base_config([app("slowup", [18025], ["10.201.0.2:9", srv.target],
+                                          connect_timeout="300ms", connect_attempts=2,
+                                          health_check=False)]))
+        before = spliced_total(p)
+        for i in range(2):  # round robin: one of them tries the black hole first
+            data = os.urandom(2 << 20)
+            with ns.connect("127.0.0.1", 18025, timeout=60) as s:
+                echo_then_close(s, data)  # no FIN before the echo is back
+        assert spliced_total(p) == before + 2, kpath(p)
+        wait_idle(p, "slowup")
+    finally:
+        srv.stop()
+    assert not srv.errors, srv.errors
+
+
 def test_backend_bytes_before_the_splice(ns, backends, start_pandit):
     """A banner the backend sends at once, then an echo: the banner may sit
     in the upstream socket's queue when it enters the map."""
