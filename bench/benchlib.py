@@ -1,7 +1,7 @@
 """benchlib.py - what the bench/ drivers share: processes pinned and stopped by pid, proxy CPU time, other load on the machine, the private network namespace.
 
-Python stdlib only, imported by bench/http_bench.py (and usable by the other
-drivers). Nothing here measures on its own: it starts, stops and reads
+Python stdlib only, imported by bench/http_bench.py, foo_bench.py and
+l4bench.py. Nothing here measures on its own: it starts, stops and reads
 /proc, and every number it returns comes from the kernel at that moment.
 """
 import datetime
@@ -190,6 +190,62 @@ class Background:
         dt = time.monotonic() - self.t0
         self.pct = max(0.0, ((b1 - self.b0) - (o1 - self.o0)) / CLK_TCK / dt * 100) if dt > 0 else 0.0
         return False
+
+
+def stat_ticks():
+    """Ticks of all CPUs from the first line of /proc/stat, as a dict: busy
+    (user nice system irq softirq; guest time is inside user and nice),
+    steal, idle (idle + iowait)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return {"busy": v[0] + v[1] + v[2] + v[5] + v[6], "steal": v[7], "idle": v[3] + v[4]}
+
+
+def others_ticks():
+    """utime+stime+cutime+cstime (ticks) summed over every process outside
+    this network namespace: their own CPU and their reaped children's."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{d}/ns/net").st_ino == NETNS_INO:
+                continue
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fl = st[st.rindex(")") + 2:].split()
+        total += int(fl[11]) + int(fl[12]) + int(fl[13]) + int(fl[14])
+    return total
+
+
+class MachineCPU:
+    """Whole-machine CPU over a window, from /proc/stat deltas: .busy_s (CPU
+    seconds of all CPUs doing anything but idling or waiting on I/O: user,
+    system, irq and softirq, so kernel work done on a process's behalf
+    counts wherever it ran), .steal_s (time the hypervisor gave to others,
+    not counted as busy), .others_s (CPU of processes outside this network
+    namespace, an estimate: what processes that lived and died inside the
+    window used is seen only through their parent's reaped-children time),
+    .net_s (busy_s - others_s) and .seconds (wall time)."""
+
+    def __enter__(self):
+        self.t0, self.s0, self.o0 = time.monotonic(), stat_ticks(), others_ticks()
+        return self
+
+    def __exit__(self, *exc):
+        s1, o1 = stat_ticks(), others_ticks()
+        self.seconds = time.monotonic() - self.t0
+        self.busy_s = (s1["busy"] - self.s0["busy"]) / CLK_TCK
+        self.steal_s = (s1["steal"] - self.s0["steal"]) / CLK_TCK
+        self.others_s = max(0, o1 - self.o0) / CLK_TCK
+        self.net_s = max(0.0, self.busy_s - self.others_s)
+        return False
+
+    def as_dict(self):
+        return {"busy_s": self.busy_s, "steal_s": self.steal_s, "others_s": self.others_s,
+                "net_s": self.net_s, "seconds": self.seconds}
 
 
 def wait_quiet(max_s, limit_pct, log=None):

@@ -1,11 +1,14 @@
 #!/usr/bin/python3
-"""l4bench.py - the L4 benchmark: direct vs pandit vs HAProxy vs NGINX (iperf3, sockperf, CPU, reload cost).
+"""l4bench.py - the L4 benchmark: direct vs pandit (userspace relay, kernel splice) vs HAProxy vs NGINX (iperf3, sockperf, CPU, reload cost).
 
 Run by bench/run.sh inside a network namespace it created (loopback only);
 every number written to the results comes from this run. Processes started
 here are stopped here (and run.sh kills whatever is left in the namespace).
+pandit's own /stats (kernel_path) is read around every client run, so the
+results say which path its connections really took.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -15,11 +18,13 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (BUILD, CLK_TCK, Background, Procs as _Procs, cpu_ticks, pandit_rev,  # noqa: E402
-                      tail, wait_quiet, write)
+from benchlib import (BUILD, CLK_TCK, Background, MachineCPU, Procs as _Procs, cpu_ticks,  # noqa: E402
+                      pandit_rev, tail, wait_quiet, write)
 
 L4TOOL = os.path.join(BUILD, "bench", "l4tool")
 PANDIT = os.path.join(BUILD, "pandit")
@@ -36,7 +41,8 @@ XCPU_IPERF_PORT, XCPU_SOCKPERF_PORT = 5202, 5112
 RELOAD_BACKENDS = [5001, 5002, 5003, 5004]
 # front ports of each proxy: (iperf, sockperf, echo probe)
 FRONTS = {
-    "pandit": (6201, 6111, 6000),
+    "pandit-userspace": (6201, 6111, 6000),
+    "pandit-spliced": (6203, 6113, 6002),
     "haproxy": (7201, 7111, 7000),
     "haproxy-splice": (7202, 7112, 7001),
     "nginx": (8201, 8111, 8000),
@@ -44,6 +50,11 @@ FRONTS = {
     "haproxy-busypoll": (7203, 7113, 7002),
 }
 PANDIT_BUSY_POLL_US = 100   # pandit --busy-poll: spin this long after events before sleeping
+# kernel_splice of each pandit setup (busy polling is about the userspace relay's wake-ups)
+PANDIT_SPLICE = {"pandit-userspace": "off", "pandit-spliced": "on", "pandit-busypoll": "off"}
+PANDIT_ADMIN = "127.0.0.1:9900"
+SETUPS = ["direct", "direct-xcpu", "pandit-userspace", "pandit-spliced", "haproxy", "haproxy-splice", "nginx",
+          "pandit-busypoll", "haproxy-busypoll"]
 # reload test: app i gets ports RELOAD_BASE + 4i .. +3; new ports from RELOAD_NEW
 RELOAD_BASE, RELOAD_NEW = 10000, 50000
 PORTS_PER_APP = 4
@@ -85,8 +96,9 @@ def wait_port(port, timeout_ms, proc=None):
 
 # ---- proxy configs --------------------------------------------------------
 
-def pandit_yaml(apps, admin="127.0.0.1:9900"):
-    """apps: [(name, [ports], [targets])]"""
+def pandit_yaml(apps, admin=PANDIT_ADMIN, kernel_splice=None):
+    """apps: [(name, [ports], [targets])]; kernel_splice: None (the default,
+    auto) or auto|on|off for every app."""
     lines = ["workers: 1", "user: nobody", f'admin: "{admin}"', "apps:"]
     for name, ports, targets in apps:
         lines.append(f"  - name: {name}")
@@ -94,6 +106,8 @@ def pandit_yaml(apps, admin="127.0.0.1:9900"):
         lines.append(f"    targets: [{', '.join(json.dumps(t) for t in targets)}]")
         # like the HAProxy and NGINX configs here: no active checks
         lines.append("    health_check: false")
+        if kernel_splice:
+            lines.append(f"    kernel_splice: {kernel_splice}")
     return "\n".join(lines) + "\n"
 
 
@@ -142,9 +156,9 @@ def bench_apps(fronts):
 
 def start_proxy(kind, procs, tmp, apps, tag):
     """Starts a proxy for apps; returns the Popen. Raises on a failed start."""
-    if kind in ("pandit", "pandit-busypoll"):
+    if kind in PANDIT_SPLICE:
         cfg = os.path.join(tmp, f"{kind}-{tag}.yaml")
-        write(cfg, pandit_yaml(apps))
+        write(cfg, pandit_yaml(apps, kernel_splice=PANDIT_SPLICE[kind]))
         extra = ["--busy-poll", str(PANDIT_BUSY_POLL_US)] if kind == "pandit-busypoll" else []
         return procs.start(f"{kind}-{tag}", [PANDIT, "-c", cfg] + extra, CPU_PROXY)
     if kind in ("haproxy", "haproxy-splice", "haproxy-busypoll"):
@@ -203,6 +217,92 @@ def sockperf(port, secs):
     return {"p50": pct[50.0], "p99": pct[99.0], "p999": pct[99.9], "round_trips": int(tot.group(1))}
 
 
+# ---- pandit's own account: /stats, kernel_path ---------------------------------
+
+# kernel_path counters that only grow (the rest are gauges: active, map entries)
+KPATH_COUNTERS = ("connections.spliced_total", "held", "resumed")
+
+
+def pandit_stats():
+    """pandit's GET /stats as a dict; raises RuntimeError when it cannot be read."""
+    try:
+        with urllib.request.urlopen(f"http://{PANDIT_ADMIN}/stats", timeout=5) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"pandit /stats: {e}")
+
+
+def flat(d, prefix=""):
+    """{"a": {"b": 1}} -> {"a.b": 1}, numbers only."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[prefix + k] = v
+    return out
+
+
+def kpath_snapshot():
+    """Numbers of /stats kernel_path (flattened), plus connections.accepted and
+    splice_available; {"error": ...} when pandit has no kernel_path section."""
+    st = pandit_stats()
+    kp = st.get("kernel_path")
+    if not isinstance(kp, dict):
+        return {"error": "no kernel_path section in /stats"}
+    snap = flat(kp)
+    snap["splice_available"] = bool(kp.get("splice_available"))
+    snap["accepted"] = st.get("connections", {}).get("accepted", 0)
+    return snap
+
+
+def kpath_delta(before, after):
+    """What moved between two snapshots: the counters' increase (program
+    outcomes and fallbacks included), connections accepted meanwhile."""
+    if "error" in before or "error" in after:
+        return {"error": before.get("error") or after.get("error")}
+    d = {}
+    for k, v in after.items():
+        if k in KPATH_COUNTERS or k.startswith("fallback.") or k.startswith("program.") or k == "accepted":
+            d[k] = v - before.get(k, 0)
+    d["splice_available"] = after["splice_available"]
+    return d
+
+
+class KpathWatch:
+    """Around one client run through pandit: kernel_path before and after, and
+    one reading halfway through (connections on each path while it runs)."""
+
+    def __init__(self, secs):
+        self.mid_after = secs / 2
+        self.mid = None
+
+    def _sample(self):
+        if not self.stop.wait(self.mid_after):
+            try:
+                s = kpath_snapshot()
+                self.mid = {k: s.get(k) for k in ("connections.spliced_active", "connections.userspace_active")}
+            except RuntimeError as e:
+                self.mid = {"error": str(e)}
+
+    def __enter__(self):
+        self.before = kpath_snapshot()
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._sample, daemon=True)
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.t.join()
+        if exc[0] is None:
+            self.after = kpath_snapshot()
+        return False
+
+    def result(self):
+        return {"delta": kpath_delta(self.before, self.after), "mid": self.mid}
+
+
 def measure_setup(kind, procs, tmp, secs, tag):
     """One pass of every measurement through one setup; returns a dict."""
     res = {}
@@ -218,28 +318,71 @@ def measure_setup(kind, procs, tmp, secs, tag):
             log_tail = tail(p.out_path)
             procs.stop(p)
             raise RuntimeError(f"{kind} did not answer on port {ports[2]} within 15 s: {log_tail}")
+    is_pandit = kind in PANDIT_SPLICE
+
+    def client_run(fn):
+        """fn() inside every meter; returns its dict with cpu_s (the proxy's
+        utime+stime), machine (whole-machine CPU), background_pct, kpath."""
+        c0 = cpu_ticks(p.pid) if p else 0
+        with Background() as bg, (KpathWatch(secs) if is_pandit else contextlib.nullcontext()) as kw, \
+                MachineCPU() as mc:
+            out = fn()
+        c1 = cpu_ticks(p.pid) if p else 0
+        out["cpu_s"] = (c1 - c0) / CLK_TCK if p else None
+        out["machine"] = mc.as_dict()
+        out["background_pct"] = bg.pct
+        if kw:
+            out["kpath"] = kw.result()
+        return out
+
     try:
         for streams in (1, 8):
-            c0 = cpu_ticks(p.pid) if p else 0
-            with Background() as bg:
-                it = iperf(ports[0], streams, secs)
-            c1 = cpu_ticks(p.pid) if p else 0
-            it["cpu_s"] = (c1 - c0) / CLK_TCK if p else None
-            it["background_pct"] = bg.pct
-            res[f"iperf{streams}"] = it
-        c0 = cpu_ticks(p.pid) if p else 0
-        with Background() as bg:
-            sp = sockperf(ports[1], secs)
-        c1 = cpu_ticks(p.pid) if p else 0
-        sp["cpu_s"] = (c1 - c0) / CLK_TCK if p else None
-        sp["background_pct"] = bg.pct
-        res["sockperf"] = sp
+            res[f"iperf{streams}"] = client_run(lambda: iperf(ports[0], streams, secs))
+        res["sockperf"] = client_run(lambda: sockperf(ports[1], secs))
         if p and p.poll() is not None:
             raise RuntimeError(f"{kind} exited during the run: {tail(p.out_path)}")
+        if is_pandit:
+            res["kpath_final"] = kpath_snapshot()
     finally:
         if p:
             procs.stop(p)
+    if is_pandit:
+        res["path"] = path_verdict(kind, res)
     return res
+
+
+def path_verdict(kind, res):
+    """Which path the run's connections took, from pandit's own counters:
+    {"spliced": n, "accepted": n, "fallback": {...}, "held": n, "ok": bool,
+    "note": text}. ok says the row is what its name claims (every
+    connection spliced for kernel_splice: on, none for off)."""
+    spliced = accepted = held = resumed = 0
+    fallback = {}
+    errors = []
+    for k in ("iperf1", "iperf8", "sockperf"):
+        d = res[k]["kpath"]["delta"]
+        if "error" in d:
+            errors.append(d["error"])
+            continue
+        spliced += d.get("connections.spliced_total", 0)
+        accepted += d.get("accepted", 0)
+        held += d.get("held", 0)
+        resumed += d.get("resumed", 0)
+        for fk, fv in d.items():
+            if fk.startswith("fallback.") and fv:
+                fallback[fk[len("fallback."):]] = fallback.get(fk[len("fallback."):], 0) + fv
+    v = {"spliced": spliced, "accepted": accepted, "held": held, "resumed": resumed, "fallback": fallback}
+    if errors:
+        v["ok"], v["note"] = False, f"pandit's kernel_path counters could not be read: {errors[0]}"
+    elif PANDIT_SPLICE[kind] == "on":
+        v["ok"] = accepted > 0 and spliced == accepted
+        v["note"] = (f"{spliced} of {accepted} connections spliced" if spliced else
+                     f"NOT spliced: 0 of {accepted} connections on the kernel path"
+                     + (f" (fallbacks: {fallback})" if fallback else ""))
+    else:
+        v["ok"] = spliced == 0
+        v["note"] = f"{spliced} of {accepted} connections spliced"
+    return v
 
 
 def summarize(runs):
@@ -257,12 +400,40 @@ def summarize(runs):
         # share of its CPU the proxy used while iperf3 ran
         s[f"cpu_util{streams}"] = (sum(cpu) / sum(r[key]["seconds"] for r in runs) * 100
                                    if cpu[0] is not None else None)
+        # whole machine (every process and the kernel), and the same less other processes' CPU
+        s[f"machine_cpu_per_gb{streams}"] = sum(r[key]["machine"]["busy_s"] for r in runs) / (byts / 1e9)
+        s[f"machine_net_cpu_per_gb{streams}"] = sum(r[key]["machine"]["net_s"] for r in runs) / (byts / 1e9)
+        s[f"machine_steal_s{streams}"] = sum(r[key]["machine"]["steal_s"] for r in runs)
     for k in ("p50", "p99", "p999"):
         s[k] = statistics.median(r["sockperf"][k] for r in runs)
     cpu = [r["sockperf"]["cpu_s"] for r in runs]
     rts = sum(r["sockperf"]["round_trips"] for r in runs)
     s["cpu_per_100k_rt"] = sum(cpu) / (rts / 1e5) if cpu[0] is not None else None
+    s["machine_cpu_per_100k_rt"] = sum(r["sockperf"]["machine"]["busy_s"] for r in runs) / (rts / 1e5)
     s["round_trips"] = rts
+    if "path" in runs[0]:
+        s["path"] = {"spliced": sum(r["path"]["spliced"] for r in runs),
+                     "accepted": sum(r["path"]["accepted"] for r in runs),
+                     "held": sum(r["path"]["held"] for r in runs),
+                     "resumed": sum(r["path"]["resumed"] for r in runs),
+                     "ok": all(r["path"]["ok"] for r in runs),
+                     "notes": [r["path"]["note"] for r in runs]}
+        fb = {}
+        for r in runs:
+            for k, v in r["path"]["fallback"].items():
+                fb[k] = fb.get(k, 0) + v
+        s["path"]["fallback"] = fb
+        # per client run: spliced / accepted, held, program outcomes (summed over repeats)
+        per = {}
+        for k in ("iperf1", "iperf8", "sockperf"):
+            acc = {}
+            for r in runs:
+                for dk, dv in r[k]["kpath"]["delta"].items():
+                    if isinstance(dv, (int, float)) and not isinstance(dv, bool):
+                        acc[dk] = acc.get(dk, 0) + dv
+            acc["mid"] = [r[k]["kpath"]["mid"] for r in runs]
+            per[k] = acc
+        s["path"]["per_run"] = per
     bg = [r[k]["background_pct"] for r in runs for k in ("iperf1", "iperf8", "sockperf")]
     s["background_pct_median"], s["background_pct_max"] = statistics.median(bg), max(bg)
     return s
@@ -376,21 +547,42 @@ def haproxy_reload_sizes(n_target):
     return sizes, nofile
 
 
+def shortcircuit_status(tmp, pandit_why):
+    """Why the short-circuit row (sock_ops + sk_msg between local peers) has
+    no numbers: pandit's own answer to a config with local_shortcut."""
+    if pandit_why:
+        return pandit_why
+    cfg = os.path.join(tmp, "shortcircuit-check.yaml")
+    write(cfg, pandit_yaml([("probe", [6003], [f"127.0.0.1:{ECHO_PORT}"])]).rstrip("\n")
+          + "\n    local_shortcut: auto\n")
+    r = subprocess.run([PANDIT, "--check", "-c", cfg], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        msg = " ".join((r.stderr or r.stdout).split())
+        msg = re.sub(r"^\S+:\d+:\d+: ", "", msg).split(" (known keys")[0][:200]
+        return f"not implemented yet (pandit --check: {msg})"
+    return "not measured: pandit accepts local_shortcut, but this benchmark has no short-circuit setup yet"
+
+
 # ---- main -------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--out", required=True, help="results JSON file")
-    ap.add_argument("--secs", type=int, default=5)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--secs", type=int, default=4, help="seconds of each iperf3 and sockperf run")
+    ap.add_argument("--repeat", type=int, default=2, help="passes over every setup (interleaved)")
     ap.add_argument("--reload-apps", type=int, default=10000)
-    ap.add_argument("--reload-rounds", type=int, default=5)
-    ap.add_argument("--only", default="", help="comma list of setups (debugging)")
+    ap.add_argument("--reload-rounds", type=int, default=4)
+    ap.add_argument("--only", default="", help=f"comma list of setups, of {','.join(SETUPS)}")
     ap.add_argument("--skip-reload", action="store_true")
-    ap.add_argument("--quiet-wait", type=float, default=60,
+    ap.add_argument("--quiet-wait", type=float, default=20,
                     help="seconds in all to wait for other processes on the machine to go quiet")
+    ap.add_argument("--quick", action="store_true",
+                    help="a short try: --secs 2 --repeat 1 --skip-reload --quiet-wait 5")
     a = ap.parse_args()
+    if a.quick:
+        a.secs, a.repeat, a.skip_reload, a.quiet_wait = 2, 1, True, 5
+    t_start = time.monotonic()
 
     # as many fds as we may have (HAProxy binds one per port)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -409,17 +601,20 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    setups = ["direct", "direct-xcpu", "pandit", "haproxy", "haproxy-splice", "nginx",
-              "pandit-busypoll", "haproxy-busypoll"]
+    setups = list(SETUPS)
     if a.only:
+        unknown = set(a.only.split(",")) - set(SETUPS)
+        if unknown:
+            ap.error(f"--only: unknown setups {sorted(unknown)}")
         setups = [s for s in setups if s in a.only.split(",")]
     why = pandit_unavailable()
     if why:
-        for s in ("pandit", "pandit-busypoll"):
+        for s in PANDIT_SPLICE:
             if s in setups:
                 results["not_run"][s] = why
                 setups.remove(s)
         log(f"pandit not run: {why}")
+    results["not_implemented"] = {"pandit-shortcircuit": shortcircuit_status(a.tmp, why)}
     try:
         procs.start("iperf3-server", ["iperf3", "-s", "-p", str(IPERF_PORT)], CPU_LOAD)
         procs.start("sockperf-server", ["sockperf", "server", "--tcp", "-i", "127.0.0.1", "-p", str(SOCKPERF_PORT)],
@@ -448,19 +643,22 @@ def main():
                     results["errors"].append({"setup": s, "repeat": rep + 1, "error": str(e)[-500:]})
                     continue
                 log(f"  {s}: {r['iperf1']['gbps']:.2f} / {r['iperf8']['gbps']:.2f} Gbit/s, "
-                    f"p50 {r['sockperf']['p50']} us; background CPU "
-                    f"{max(r[k]['background_pct'] for k in ('iperf1', 'iperf8', 'sockperf')):.0f}%")
+                    f"p50 {r['sockperf']['p50']} us; machine CPU {r['iperf1']['machine']['busy_s']:.2f} / "
+                    f"{r['iperf8']['machine']['busy_s']:.2f} s; background CPU "
+                    f"{max(r[k]['background_pct'] for k in ('iperf1', 'iperf8', 'sockperf')):.0f}%"
+                    + (f"; path: {r['path']['note']}" if "path" in r else ""))
                 runs[s].append(r)
         results["raw"] = runs
         for s in setups:
             if runs[s]:
                 results["setups"][s] = summarize(runs[s])
             elif s not in results["not_run"] and a.repeat > 0:
-                results["not_run"][s] = "every run failed (see errors)"
+                first = next((e["error"] for e in results["errors"] if e["setup"] == s), "")
+                results["not_run"][s] = f"every run failed: {first}"
 
         if not a.skip_reload:
-            if "pandit" in results["not_run"] or "pandit" not in setups:
-                results["reload"]["pandit"] = {"not_run": results["not_run"].get("pandit", "not selected")}
+            if why:
+                results["reload"]["pandit"] = {"not_run": why}
             else:
                 log(f"reload: pandit, {a.reload_apps} apps")
                 try:
@@ -496,6 +694,8 @@ def main():
             results["reload"]["nofile"] = nofile
     finally:
         procs.stop_all()
+    results["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    log(f"took {results['elapsed_s']:.0f} s")
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     with open(a.out, "w") as f:
         json.dump(results, f, indent=1)
