@@ -127,13 +127,14 @@ def main():
     w("")
     notimpl = r.get("not_implemented", {})
     w("| setup | iperf3 1 stream (Gbit/s) | iperf3 8 streams (Gbit/s) | RTT p50 (us) | p99 (us) | p99.9 (us) "
-      "| added p50 vs direct (us) | kernel path |")
+      "| added vs direct, p50 / p99 / p99.9 (us) | kernel path |")
     w("|---|---:|---:|---:|---:|---:|---:|---|")
     dat = ["# setup gbps1 gbps8 p50 p99 p999 machine_cpu_per_gb1 machine_cpu_per_gb8"]
     for s in ORDER:
         if s in S:
             x = S[s]
-            added = f(x["p50"] - d["p50"], 1) if d and s != "direct" else "-"
+            added = (" / ".join(f"{x[k] - d[k]:+.1f}" for k in ("p50", "p99", "p999"))
+                     if d and s != "direct" else "-")
             w(f"| {LABELS[s]} | {f(x['gbps1'])} | {f(x['gbps8'])} | {f(x['p50'], 1)} | {f(x['p99'], 1)} | "
               f"{f(x['p999'], 1)} | {added} | {path_cell(x)} |")
             dat.append(f"\"{s}\" {x['gbps1']:.3f} {x['gbps8']:.3f} {x['p50']:.3f} {x['p99']:.3f} {x['p999']:.3f} "
@@ -295,8 +296,8 @@ def kernel_path_section(w, r, S):
     w("pandit's own counters (`/stats` → `kernel_path`), as differences between the readings before and after "
       "each client run, summed over the repetitions; \"halfway\" is the reading taken halfway through each run "
       "(connections open on each path then, one entry per repetition). A spliced direction whose receiver falls "
-      "behind is *held*: handed back to pandit's userspace relay once the kernel queues 4 MiB for it, and "
-      "*resumed* on the kernel path when pandit has caught up. The program's verdicts are counted per packet "
+      "behind is *held*: handed back to pandit's userspace relay once the kernel queues more than its cap for "
+      "it (docs/CONFIG.md), and *resumed* on the kernel path when pandit has caught up. The program's verdicts are counted per packet "
       "(skb), not per byte: \"redirected\" stayed in the kernel, \"passed while held\" went through userspace.")
     w("")
     w("| setup | traffic | connections spliced / accepted | halfway: spliced / userspace | directions held / "
