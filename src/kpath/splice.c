@@ -206,10 +206,12 @@ int kpath_splice(struct kpath_pair *p, int cli_fd, int up_fd, uint32_t app_id, u
 	if (err)
 		return err;
 	int fds[2] = { cli_fd, up_fd };
+	int inq[2] = { 0, 0 };
 	for (int i = 0; i < 2; i++) {
 		if ((err = sock_cookie(fds[i], &p->cookie[i])) < 0 ||
 		    (err = kpath_written(fds[i], &p->base[i])) < 0)
 			return err;
+		ioctl(fds[i], SIOCINQ, &inq[i]);	/* for the statistics only */
 	}
 	/* Each entry names its peer and where the peer's written bytes stood:
 	 * the program measures the peer's backlog from there. */
@@ -236,6 +238,8 @@ int kpath_splice(struct kpath_pair *p, int cli_fd, int up_fd, uint32_t app_id, u
 		if (bpf_map_update_elem(K.socks_fd, &p->cookie[in], &fd64[in], BPF_NOEXIST) < 0)
 			goto undo_socks;
 	stats_add(&kpath_stats.entries, 2);
+	stats_add(&kpath_stats.queued_at_splice, (uint64_t)(inq[0] > 0 ? inq[0] : 0) +
+						 (uint64_t)(inq[1] > 0 ? inq[1] : 0));
 	return 0;
 undo_socks:
 	err = -errno;
@@ -364,7 +368,7 @@ void kpath_render_json(struct sbuf *out, uint64_t active)
 	sbuf_printf(out,
 		    ",\"kernel_path\":{\"splice_available\":%s,\"connections\":{\"spliced_active\":%llu"
 		    ",\"userspace_active\":%llu,\"spliced_total\":%llu},\"held\":%llu,\"resumed\":%llu"
-		    ",\"map_entries\":%llu"
+		    ",\"queued_at_splice_bytes\":%llu,\"map_entries\":%llu"
 		    ",\"fallback\":{",
 		    K.skel ? "true" : "false",
 		    (unsigned long long)stats_get(&kpath_stats.spliced_active),
@@ -372,6 +376,7 @@ void kpath_render_json(struct sbuf *out, uint64_t active)
 		    (unsigned long long)stats_get(&kpath_stats.spliced),
 		    (unsigned long long)stats_get(&kpath_stats.held),
 		    (unsigned long long)stats_get(&kpath_stats.resumed),
+		    (unsigned long long)stats_get(&kpath_stats.queued_at_splice),
 		    (unsigned long long)stats_get(&kpath_stats.entries));
 	for (int i = 0; i < KPATH_FB_MAX; i++)
 		sbuf_printf(out, "%s\"%s\":%llu", i ? "," : "", fb_names[i],

@@ -24,6 +24,7 @@ enum pump_result { PUMP_OK, PUMP_DONE, PUMP_ABORT };
 static void conn_connect_next(struct conn *c);
 static void conn_free(struct conn *c, bool reset);
 static bool splice_drained(struct conn *c, int d);
+static bool splice_wanted(const struct conn *c);
 static bool splice_eof_real(struct conn *c, int d);
 static void splice_maybe_resume(struct conn *c, int d);
 static void conn_maybe_splice(struct conn *c);
@@ -123,6 +124,7 @@ static int move_copy(struct conn *c, int dir, struct conn_side *from, struct con
 			if (buf->tail < pool->size) {
 				size_t room = pool->size - buf->tail;
 				ssize_t n = recv(from->io.fd, buf->data + buf->tail, room, MSG_DONTWAIT);
+				from->partial = n > 0 && (size_t)n == room;
 				if (n == 0 && c->sp.on && !splice_eof_real(c, dir)) {
 					from->readable = false;	/* the rest comes with EPOLLIN */
 					continue;
@@ -188,6 +190,12 @@ static int move_splice(struct conn *c, struct conn_side *from, struct conn_side 
 			}
 			ssize_t n = splice(from->io.fd, NULL, buf->pipe[1], NULL,
 					   pipes->size - buf->pipe_len, flags);
+			/* a short splice may mean the pipe ran out of slots: only
+			 * EAGAIN with an empty pipe (or EOF) says the queue is drained */
+			if (n > 0)
+				from->partial = true;
+			else if (n == 0 || !buf->pipe_len)
+				from->partial = false;
 			if (n > 0) {
 				buf->pipe_len += (uint32_t)n;
 				progress = true;
@@ -285,10 +293,23 @@ static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn
 	return (from->eof && to->shut) ? PUMP_DONE : PUMP_OK;
 }
 
-/* Runs both directions; frees the connection when it is over. */
+/* Runs both directions; frees the connection when it is over. While a
+ * splice is still to be decided, only writes what the buffers hold: the
+ * sooner they are empty, the sooner the kernel takes over (what waits in
+ * the sockets' queues meanwhile goes through the program, in order). */
 static void conn_relay(struct conn *c)
 {
 	struct rt_app_target *at = conn_target(c);
+	bool flush_only = !c->sp.tried && c->state == CONN_RELAY && splice_wanted(c);
+	bool rd_cli = c->cli.readable, rd_up = c->up.readable;
+	if (flush_only) {
+		/* a side whose last read stopped inside its queue reads on
+		 * until a read drains it (see conn_side.partial) */
+		if (!c->cli.partial)
+			c->cli.readable = false;
+		if (!c->up.partial)
+			c->up.readable = false;
+	}
 	enum pump_result a = pump(c, &c->cli, &c->up, &c->c2u, &c->app->stats->bytes_in,
 				  &at->stats->bytes_in);
 	if (a == PUMP_ABORT) {
@@ -301,12 +322,22 @@ static void conn_relay(struct conn *c)
 		conn_free(c, true);
 		return;
 	}
+	if (flush_only) {
+		if (!c->cli.readable)
+			c->cli.readable = rd_cli && !c->cli.partial;
+		if (!c->up.readable)
+			c->up.readable = rd_up && !c->up.partial;
+	}
 	if (a == PUMP_DONE && b == PUMP_DONE) {
 		conn_free(c, false);
 		return;
 	}
-	if (!c->sp.tried && c->state == CONN_RELAY)
+	if (!c->sp.tried && c->state == CONN_RELAY) {
 		conn_maybe_splice(c);
+		/* refused or not wanted after all: relay what waits (its edges are spent) */
+		if (flush_only && !c->dead && c->sp.tried && !c->sp.on)
+			conn_relay(c);
+	}
 }
 
 /* --- kernel splicing ---------------------------------------------------------
@@ -336,6 +367,13 @@ static int splice_mode(const struct rt_app *app)
 	default:
 		return SPLICE_AUTO;
 	}
+}
+
+/* Whether the connection is one to splice (its app's setting and protocol;
+ * the kernel may still refuse). */
+static bool splice_wanted(const struct conn *c)
+{
+	return splice_mode(c->app) != SPLICE_OFF && c->app->cfg->protocol == PROTO_TCP && !c->watch;
 }
 
 static struct conn_side *conn_sock(struct conn *c, int i)
@@ -553,11 +591,11 @@ static void splice_log_refusal(const struct conn *c, enum kpath_fallback why, in
 static void conn_maybe_splice(struct conn *c)
 {
 	int mode = splice_mode(c->app);
-	if (mode == SPLICE_OFF || c->app->cfg->protocol != PROTO_TCP || c->watch) {
+	if (!splice_wanted(c)) {
 		c->sp.tried = true;
 		return;
 	}
-	if (!conn_buf_empty(&c->c2u) || !conn_buf_empty(&c->u2c))
+	if (!conn_buf_empty(&c->c2u) || !conn_buf_empty(&c->u2c) || c->cli.partial || c->up.partial)
 		return;
 	c->sp.tried = true;
 	enum kpath_fallback why;

@@ -29,6 +29,10 @@ struct conn_side {
 	bool eof;	/* read returned 0: the peer sent FIN */
 	bool rdhup;	/* epoll reported the peer's FIN or an error: read to the end */
 	bool shut;	/* we sent FIN (shutdown(SHUT_WR)) */
+	bool partial;	/* the last read may have stopped inside an skb (it filled
+			 * the buffer, or spliced into a pipe): the kernel would
+			 * hand that skb to the splice program whole, its read part
+			 * again, so no splice before a read that drained the queue */
 };
 
 enum conn_state { CONN_CONNECTING, CONN_RELAY };
