@@ -300,7 +300,8 @@ static enum pump_result pump(struct conn *c, struct conn_side *from, struct conn
 static void conn_relay(struct conn *c)
 {
 	struct rt_app_target *at = conn_target(c);
-	bool flush_only = !c->sp.tried && c->state == CONN_RELAY && splice_wanted(c);
+	bool flush_only = !c->sp.tried && c->state == CONN_RELAY && splice_wanted(c) &&
+			  kpath_available();
 	bool rd_cli = c->cli.readable, rd_up = c->up.readable;
 	if (flush_only) {
 		/* a side whose last read stopped inside its queue reads on
