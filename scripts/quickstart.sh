@@ -89,10 +89,10 @@ if kill -0 "$pandit_pid" 2>/dev/null; then
 	echo
 	echo "pandit is running (PID $pandit_pid) on $cfg:"
 	echo "  app \"echo\": ports 7000-7009 -> b1, b2 (write their name, then echo)"
-	echo "  app \"web\":  ports 8080-8081 -> w1, w2 (HTTP, answer with their name)"
+	echo "  app \"web\":  ports 8080-8081 -> w1, w2 (protocol http: each request balanced and logged)"
 	echo "Try from another terminal:"
 	try "nc 127.0.0.1 7000" "first line names the backend, then it echoes what you type"
-	try "curl 127.0.0.1:8080" "w1 or w2, in turn (round robin)"
+	try "curl 127.0.0.1:8080 127.0.0.1:8080" "w1 then w2 on one connection: each request is balanced"
 	try "curl $admin/stats" "counters per app and per target, JSON (/metrics: Prometheus)"
 	try "kill -USR1 $pandit_pid" "the same statistics as one JSON line, printed here"
 	try "edit $cfg" "add a port or a target, save: applied live"
