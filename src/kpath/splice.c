@@ -320,6 +320,18 @@ void kpath_fds(int *prog, int *socks, int *peers)
 	*peers = K.skel ? K.peers_fd : -1;
 }
 
+uint64_t kpath_ring_misses(void)
+{
+	uint64_t sum = 0;
+	uint32_t k = PANDIT_SPLICE_RING_FULL;
+	uint64_t *v = K.skel ? calloc((size_t)K.ncpus, sizeof(*v)) : NULL;
+	if (v && bpf_map_lookup_elem(K.stats_fd, &k, v) == 0)
+		for (int c = 0; c < K.ncpus; c++)
+			sum += v[c];
+	free(v);
+	return sum;
+}
+
 int kpath_read_outcomes(uint64_t out[PANDIT_SPLICE_STAT_MAX])
 {
 	memset(out, 0, PANDIT_SPLICE_STAT_MAX * sizeof(*out));

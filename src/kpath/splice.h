@@ -95,6 +95,9 @@ void kpath_render_prometheus(struct sbuf *out, uint64_t active);
  * loaded), for tests and diagnostics. */
 void kpath_fds(int *prog, int *socks, int *peers);
 
+/* The program's count of events it could not put in a ring (all workers). */
+uint64_t kpath_ring_misses(void);
+
 /* Reads the program's per-outcome counters (summed over CPUs); 0 or -errno. */
 int kpath_read_outcomes(uint64_t out[PANDIT_SPLICE_STAT_MAX]);
 

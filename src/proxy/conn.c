@@ -693,6 +693,20 @@ void conn_splice_held(struct worker *w, uint64_t cookie)
 	}
 }
 
+void conn_splice_rescan(struct worker *w)
+{
+	struct conn *next;
+	for (struct conn *c = w->conns; c; c = next) {
+		next = c->next;	/* conn_relay may free c (it stays readable until reaped) */
+		if (!c->sp.on)
+			continue;
+		bool k0 = c->sp.kern[0], k1 = c->sp.kern[1];
+		splice_fold(c, true, NULL);
+		if (k0 != c->sp.kern[0] || k1 != c->sp.kern[1])
+			conn_relay(c);
+	}
+}
+
 void conn_splice_resumed(struct worker *w, uint64_t cookie)
 {
 	int d;

@@ -88,5 +88,8 @@ void conn_reap(struct worker *w);
 void conn_splice_held(struct worker *w, uint64_t cookie);
 /* A resume event: the kernel moves that socket's bytes again. */
 void conn_splice_resumed(struct worker *w, uint64_t cookie);
+/* Events were lost (a ring was full): checks every spliced connection of
+ * the worker for a hold or resume it was not told about. */
+void conn_splice_rescan(struct worker *w);
 
 #endif

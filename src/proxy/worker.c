@@ -180,6 +180,12 @@ static void worker_ring_cb(struct ev_loop *loop, struct ev_io *io, uint32_t even
 	struct worker *w = container_of(io, struct worker, ring_io);
 	if (ring_buffer__consume(w->ring) < 0)
 		log_warn("reading the splice ring failed: %s", strerror(errno));
+	/* a full ring loses events: then look at every spliced connection */
+	uint64_t misses = kpath_ring_misses();
+	if (misses != w->ring_misses) {
+		w->ring_misses = misses;
+		conn_splice_rescan(w);
+	}
 }
 
 /* Watches this worker's ring of the splice program, when it is loaded. */
@@ -194,6 +200,7 @@ static void worker_ring_init(struct worker *w)
 			 w->id, strerror(errno));
 		return;
 	}
+	w->ring_misses = kpath_ring_misses();
 	w->ring_io.fd = ring_buffer__epoll_fd(w->ring);
 	w->ring_io.cb = worker_ring_cb;
 	if (ev_add(&w->loop, &w->ring_io, EPOLLIN | EPOLLET) < 0) {

@@ -42,6 +42,7 @@ struct worker {
 	bool splice;			/* relay with splice(2) through pipes, zero copy */
 	struct ring_buffer *ring;	/* hold events of the splice program for this worker */
 	struct ev_io ring_io;
+	uint64_t ring_misses;		/* the program's lost events when last checked */
 	struct conn *conns;		/* every open connection (doubly linked) */
 	struct conn *dead;		/* closed in this batch, freed before the next wait */
 	uint64_t n_conns;
