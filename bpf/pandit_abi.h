@@ -117,4 +117,75 @@ enum pandit_splice_stat {
 #define PANDIT_SPLICE_MAX_WORKERS 1024u	/* slots of splice_rings */
 #define PANDIT_SPLICE_RING_BYTES 65536u	/* each worker's ring */
 
+/* --- local short-circuit (bpf/shortcut.bpf.c) ------------------------------
+ * Appended section: owned by the short-circuit module (src/kpath/shortcut.*). */
+
+/* A local TCP socket as seen from itself: key of shortcut_socks and
+ * shortcut_pairs. Addresses are IPv6 (IPv4 as ::ffff:a.b.c.d, so an IPv4
+ * socket and a dual-stack IPv6 socket talking to it agree); ports in host
+ * byte order; netns is the network namespace's cookie (SO_NETNS_COOKIE), so
+ * equal tuples in two namespaces never meet. */
+struct pandit_shortcut_key {
+	__u64 netns;
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 pad;		/* always zero */
+};
+
+/* Value of shortcut_pairs, one per paired socket (client and backend):
+ * where its sends go. Written by the daemon (peer, cookies), the counters
+ * by the program only. */
+struct pandit_shortcut_pair {
+	struct pandit_shortcut_key peer;	/* the socket whose ingress gets this one's sends */
+	__u64 cookie;		/* SO_COOKIE of this socket: a stale entry left for a
+				 * reused tuple never matches a new socket */
+	__u64 peer_cookie;	/* SO_COOKIE of the peer, checked the same way */
+	__u64 redirected;	/* program: bytes sent straight into the peer */
+	__u64 passed;		/* program: bytes of a paired socket left to TCP because
+				 * the peer had not read every byte sent over TCP yet */
+	__u64 msgs;		/* program: messages redirected */
+};
+
+/* Per-socket state kept by sock_ops at establishment (socket local storage):
+ * its own key and the TCP counters at that moment, so that the program
+ * counts payload bytes only (an active opener's bytes_acked includes its SYN). */
+struct pandit_shortcut_sk {
+	struct pandit_shortcut_key self;	/* the socket's own key (its shortcut_socks entry) */
+	__u64 cookie;		/* SO_COOKIE of the socket */
+	__u64 base_acked;	/* tcp bytes_acked at establishment */
+	__u64 base_received;	/* tcp bytes_received at establishment */
+};
+
+/* Value of shortcut_where (key: the socket's own key), written by sock_ops
+ * at establishment and deleted when the socket reaches TCP_CLOSE: how the
+ * sk_msg program finds the receiving socket's TCP state (an sk_msg program
+ * may not hold a socket reference, so it reads through this address with
+ * bpf_probe_read_kernel; TCP sockets are SLAB_TYPESAFE_BY_RCU). */
+struct pandit_shortcut_where {
+	__u64 sk;		/* kernel address of the struct sock (root-only maps) */
+	__u64 cookie;		/* SO_COOKIE of the socket */
+	__u64 base_received;	/* tcp bytes_received at establishment */
+};
+
+/* Per-CPU counters of the short-circuit programs, indexed by outcome. */
+enum pandit_shortcut_stat {
+	PANDIT_SHORTCUT_SOCK_ADDED = 0,	/* sock_ops: established socket entered shortcut_socks */
+	PANDIT_SHORTCUT_SOCK_FAILED,	/* sock_ops: the map update was refused (full, ...) */
+	PANDIT_SHORTCUT_SOCK_SKIPPED,	/* sock_ops: not IPv4/IPv6 */
+	PANDIT_SHORTCUT_REDIRECTED,	/* sk_msg: a message sent into the peer's ingress */
+	PANDIT_SHORTCUT_PASS_UNPAIRED,	/* sk_msg: no pair entry: normal TCP */
+	PANDIT_SHORTCUT_PASS_STALE,	/* sk_msg: pair entry for another socket (cookie): TCP */
+	PANDIT_SHORTCUT_PASS_NO_PEER,	/* sk_msg: peer gone from shortcut_socks: TCP */
+	PANDIT_SHORTCUT_PASS_PENDING,	/* sk_msg: the peer has not read every byte this socket
+					 * sent over TCP: TCP (ordering) */
+	PANDIT_SHORTCUT_PASS_REDIRECT,	/* sk_msg: bpf_msg_redirect_hash refused: TCP */
+	PANDIT_SHORTCUT_SOCK_CLOSED,	/* sock_ops: a registered socket reached TCP_CLOSE */
+	PANDIT_SHORTCUT_STAT_MAX,
+};
+
+#define PANDIT_SHORTCUT_MAX_SOCKS 262144u	/* local established sockets tracked */
+#define PANDIT_SHORTCUT_MAX_PAIRS 262144u	/* two per paired connection */
+
 #endif

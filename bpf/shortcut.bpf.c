@@ -1,0 +1,298 @@
+/* shortcut.bpf.c - sock_ops + sk_msg: local TCP sockets paired by the daemon send straight into each other's receive queue, past TCP and past the proxy. */
+
+/*
+ * Where it runs:
+ *   pandit_shortcut_ops  sock_ops, attached to a cgroup v2 directory: every
+ *                        IPv4/IPv6 TCP socket of a process in that cgroup
+ *                        that becomes established (active or passive) enters
+ *                        shortcut_socks under its 4-tuple, with its TCP
+ *                        counters at that moment kept in shortcut_sk.
+ *   pandit_shortcut_msg  sk_msg verdict, attached to shortcut_socks: runs for
+ *                        every send on those sockets, under the sender's
+ *                        socket lock, before the bytes reach TCP.
+ *
+ * Maps (key -> value):
+ *   shortcut_socks  SOCKHASH  struct pandit_shortcut_key -> socket
+ *                   local established sockets; the redirect target.
+ *   shortcut_sk     SK_STORAGE socket -> struct pandit_shortcut_sk
+ *                   the socket's key, cookie and TCP counters at
+ *                   establishment (freed with the socket).
+ *   shortcut_pairs  HASH  struct pandit_shortcut_key -> struct pandit_shortcut_pair
+ *                   written by the daemon: client socket C -> backend
+ *                   socket B and B -> C, for a connection it proxies
+ *                   between two local sockets; the program keeps the byte
+ *                   counters in it.
+ *   shortcut_stats  PERCPU_ARRAY __u32 enum pandit_shortcut_stat -> __u64
+ *
+ * Ordering (the reason for the gate): a message redirected with
+ * BPF_F_INGRESS is queued on the peer's psock (ingress_msg) inside the
+ * sender's sendmsg, and the peer's recvmsg (tcp_bpf_recvmsg) reads that
+ * queue before its TCP receive queue whenever it is not empty. So a
+ * redirected byte would overtake every byte the sender sent earlier over
+ * TCP that the peer has not read yet (in flight to the proxy, in the
+ * proxy, in flight to the peer, or in the peer's receive queue). The
+ * program therefore redirects only when the peer has read every byte this
+ * socket ever sent over TCP:
+ *   sent     = own bytes_acked + (write_seq - snd_una) - base   (exact: we
+ *              hold our own socket lock, no TCP write can happen meanwhile)
+ *   received = peer's bytes_received - base, read BEFORE
+ *   qlen     = the peer's receive queue length
+ * and redirects iff received == sent and qlen == 0. The kernel queues an
+ * skb before it adds it to bytes_received, so a bytes_received that
+ * already counts a segment goes with a queue that still holds it unless
+ * the peer has read it (read bytes leave the queue only after they were
+ * copied out). The proxy relays bytes unchanged (L4), so the peer's TCP
+ * stream is exactly this socket's TCP stream. Otherwise the message goes to
+ * TCP as usual (SK_PASS, counted as pending) and the gate is checked again
+ * at the next send: it opens by itself once the proxy has relayed and the
+ * peer has read the backlog, and never needs a flush handshake with the
+ * daemon. A FIN needs nothing either: it goes over TCP behind every byte
+ * this socket sent over TCP, and every redirected byte was already in the
+ * peer's ingress queue when sendmsg returned, which the peer reads before
+ * the FIN.
+ *
+ * Fail policy: to TCP, never drop. No entry, a stale entry (cookie
+ * mismatch: a tuple reused), a peer gone from the map, a gate closed, or a
+ * redirect refused: SK_PASS, normal TCP through the proxy, counted per
+ * reason.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "pandit_abi.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+
+/* The fields of the kernel's socket structures the program reads,
+ * relocated against the running kernel's BTF (CO-RE). struct tcp_sock
+ * starts with struct sock. */
+struct sk_buff_head {
+	__u32 qlen;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sk_buff_head sk_receive_queue;
+} __attribute__((preserve_access_index));
+
+struct tcp_sock {
+	__u32 write_seq;
+	__u32 snd_una;
+	__u64 bytes_acked;
+	__u64 bytes_received;
+} __attribute__((preserve_access_index));
+
+/* Set only by the probe's negative control (tools/shortcut_probe
+ * --ungated): redirect without the ordering gate, to show that the
+ * checks catch the reorder the gate prevents. Never set by pandit. */
+const volatile __u32 ungated = 0;
+
+/* 4-tuple (+ netns) -> socket: every local established TCP socket in the cgroup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, PANDIT_SHORTCUT_MAX_SOCKS);
+	__type(key, struct pandit_shortcut_key);
+	__type(value, __u64);
+} shortcut_socks SEC(".maps");
+
+/* socket -> its key, cookie and TCP counters at establishment (freed with the socket). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct pandit_shortcut_sk);
+} shortcut_sk SEC(".maps");
+
+/* 4-tuple -> the peer whose ingress gets this socket's sends (daemon), and counters (program). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, PANDIT_SHORTCUT_MAX_PAIRS);
+	__type(key, struct pandit_shortcut_key);
+	__type(value, struct pandit_shortcut_pair);
+} shortcut_pairs SEC(".maps");
+
+/* 4-tuple -> where the socket lives and its receive counter base (sock_ops; deleted at TCP_CLOSE). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, PANDIT_SHORTCUT_MAX_SOCKS);
+	__type(key, struct pandit_shortcut_key);
+	__type(value, struct pandit_shortcut_where);
+} shortcut_where SEC(".maps");
+
+/* outcome (enum pandit_shortcut_stat) -> per-CPU count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PANDIT_SHORTCUT_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} shortcut_stats SEC(".maps");
+
+static __always_inline void count(__u32 what)
+{
+	__u64 *n = bpf_map_lookup_elem(&shortcut_stats, &what);
+	if (n)
+		*n += 1;
+}
+
+/* The ctx's remote_port holds the port in network order, in the upper or
+ * the lower half of the word depending on the kernel: take whichever is set
+ * (port 0 is never an established peer). */
+static __always_inline __u16 remote_port(__u32 raw)
+{
+	if (raw > 0xffff)
+		raw >>= 16;
+	return bpf_ntohs((__u16)raw);
+}
+
+static __always_inline void mapped4(__u8 out[16], __u32 addr_be)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &addr_be, 4);
+}
+
+SEC("sockops")
+int pandit_shortcut_ops(struct bpf_sock_ops *skops)
+{
+	__u32 op = skops->op;
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return 1;
+	if (op == BPF_SOCK_OPS_STATE_CB) {
+		if (skops->args[1] != BPF_TCP_CLOSE)
+			return 1;
+		struct pandit_shortcut_sk *st = bpf_sk_storage_get(&shortcut_sk, sk, 0, 0);
+		if (st) {
+			bpf_map_delete_elem(&shortcut_where, &st->self);
+			count(PANDIT_SHORTCUT_SOCK_CLOSED);
+		}
+		return 1;
+	}
+	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+
+	struct pandit_shortcut_key key = {};
+	__u32 family = skops->family;
+	if (family == AF_INET) {
+		mapped4(key.local_addr, skops->local_ip4);
+		mapped4(key.remote_addr, skops->remote_ip4);
+	} else if (family == AF_INET6) {
+		/* one 4-byte load per word: the context allows no wider access */
+		__u32 l[4], r[4];
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			l[i] = *(volatile __u32 *)&skops->local_ip6[i];
+			r[i] = *(volatile __u32 *)&skops->remote_ip6[i];
+		}
+		__builtin_memcpy(key.local_addr, l, 16);
+		__builtin_memcpy(key.remote_addr, r, 16);
+	} else {
+		count(PANDIT_SHORTCUT_SOCK_SKIPPED);
+		return 1;
+	}
+	key.local_port = (__u16)skops->local_port;
+	key.remote_port = remote_port(skops->remote_port);
+	key.netns = bpf_get_netns_cookie(skops);
+
+	struct pandit_shortcut_sk *st =
+		bpf_sk_storage_get(&shortcut_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		count(PANDIT_SHORTCUT_SOCK_FAILED);
+		return 1;
+	}
+	st->self = key;
+	st->cookie = bpf_get_socket_cookie(skops);
+	st->base_acked = skops->bytes_acked;
+	st->base_received = skops->bytes_received;
+	struct pandit_shortcut_where w = {
+		.sk = (__u64)sk,
+		.cookie = st->cookie,
+		.base_received = st->base_received,
+	};
+	if (bpf_map_update_elem(&shortcut_where, &key, &w, BPF_ANY) < 0) {
+		count(PANDIT_SHORTCUT_SOCK_FAILED);
+		return 1;
+	}
+	/* to hear of TCP_CLOSE, which takes the shortcut_where entry out */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	if (bpf_sock_hash_update(skops, &shortcut_socks, &key, BPF_ANY) < 0) {
+		bpf_map_delete_elem(&shortcut_where, &key);
+		count(PANDIT_SHORTCUT_SOCK_FAILED);
+		return 1;
+	}
+	count(PANDIT_SHORTCUT_SOCK_ADDED);
+	return 1;
+}
+
+SEC("sk_msg")
+int pandit_shortcut_msg(struct sk_msg_md *msg)
+{
+	struct bpf_sock *me = msg->sk;
+	if (!me) {
+		count(PANDIT_SHORTCUT_PASS_UNPAIRED);
+		return SK_PASS;
+	}
+	struct pandit_shortcut_sk *st = bpf_sk_storage_get(&shortcut_sk, me, 0, 0);
+	if (!st) {
+		count(PANDIT_SHORTCUT_PASS_UNPAIRED);
+		return SK_PASS;
+	}
+	struct pandit_shortcut_pair *v = bpf_map_lookup_elem(&shortcut_pairs, &st->self);
+	if (!v) {
+		count(PANDIT_SHORTCUT_PASS_UNPAIRED);
+		return SK_PASS;
+	}
+	if (v->cookie != st->cookie) {
+		count(PANDIT_SHORTCUT_PASS_STALE);
+		return SK_PASS;
+	}
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(me);
+	if (!tp) {
+		count(PANDIT_SHORTCUT_PASS_UNPAIRED);
+		return SK_PASS;
+	}
+	/* every byte this socket handed to TCP since establishment (its lock is held) */
+	__u64 sent = tp->bytes_acked + (__u32)(tp->write_seq - tp->snd_una) - st->base_acked;
+
+	struct pandit_shortcut_where *w = bpf_map_lookup_elem(&shortcut_where, &v->peer);
+	if (!w) {
+		count(PANDIT_SHORTCUT_PASS_NO_PEER);
+		return SK_PASS;
+	}
+	if (w->cookie != v->peer_cookie) {
+		count(PANDIT_SHORTCUT_PASS_STALE);
+		return SK_PASS;
+	}
+	/* bytes_received first, then the queue (see the header); two reads in
+	 * this order. A failed read leaves the gate closed. */
+	struct tcp_sock *ptp = (struct tcp_sock *)w->sk;
+	__u64 received = ~0ull;
+	__u32 qlen = ~0u;
+	if (bpf_core_read(&received, sizeof(received), &ptp->bytes_received) < 0)
+		received = ~0ull;
+	asm volatile("" ::: "memory");
+	if (bpf_core_read(&qlen, sizeof(qlen), &((struct sock *)ptp)->sk_receive_queue.qlen) < 0)
+		qlen = ~0u;
+	received -= w->base_received;
+	if (!ungated && (received != sent || qlen != 0)) {
+		__sync_fetch_and_add(&v->passed, msg->size);
+		count(PANDIT_SHORTCUT_PASS_PENDING);
+		return SK_PASS;
+	}
+	if (bpf_msg_redirect_hash(msg, &shortcut_socks, &v->peer, BPF_F_INGRESS) != SK_PASS) {
+		__sync_fetch_and_add(&v->passed, msg->size);
+		count(PANDIT_SHORTCUT_PASS_REDIRECT);
+		return SK_PASS;
+	}
+	__sync_fetch_and_add(&v->redirected, msg->size);
+	__sync_fetch_and_add(&v->msgs, 1);
+	count(PANDIT_SHORTCUT_REDIRECTED);
+	return SK_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";

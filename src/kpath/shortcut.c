@@ -1,0 +1,269 @@
+/* shortcut.c - the local short-circuit: loads bpf/shortcut.bpf.c, attaches it to a cgroup, pairs a proxied connection's two local end sockets. */
+#include "kpath/shortcut.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#include "shortcut.skel.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+/* The loaded programs and maps: one per process, opened at start (as root). */
+static struct {
+	struct shortcut_bpf *skel;
+	struct bpf_link *ops_link;
+	int socks_fd, pairs_fd, stats_fd;
+	int ncpus;
+	char reason[200];
+} S = { .socks_fd = -1, .pairs_fd = -1, .stats_fd = -1, .reason = "not loaded" };
+
+int shortcut_open(const char *cgroup_path)
+{
+	return shortcut_open_opts(cgroup_path, false);
+}
+
+int shortcut_open_opts(const char *cgroup_path, bool ungated)
+{
+	int err, cg = -1;
+	if (S.skel)
+		return -EALREADY;
+	S.ncpus = libbpf_num_possible_cpus();
+	if (S.ncpus <= 0) {
+		snprintf(S.reason, sizeof(S.reason), "cannot count the CPUs");
+		return -EINVAL;
+	}
+	S.skel = shortcut_bpf__open();
+	if (!S.skel) {
+		err = -errno;
+		snprintf(S.reason, sizeof(S.reason), "opening the short-circuit programs: %s",
+			 strerror(-err));
+		goto fail;
+	}
+	S.skel->rodata->ungated = ungated;
+	err = shortcut_bpf__load(S.skel);
+	if (err) {
+		snprintf(S.reason, sizeof(S.reason), "loading the short-circuit programs: %s",
+			 strerror(-err));
+		goto fail;
+	}
+	S.socks_fd = bpf_map__fd(S.skel->maps.shortcut_socks);
+	S.pairs_fd = bpf_map__fd(S.skel->maps.shortcut_pairs);
+	S.stats_fd = bpf_map__fd(S.skel->maps.shortcut_stats);
+	if (bpf_prog_attach(bpf_program__fd(S.skel->progs.pandit_shortcut_msg), S.socks_fd,
+			    BPF_SK_MSG_VERDICT, 0) < 0) {
+		err = -errno;
+		snprintf(S.reason, sizeof(S.reason), "attaching the sk_msg verdict: %s", strerror(-err));
+		goto fail;
+	}
+	cg = open(cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cg < 0) {
+		err = -errno;
+		snprintf(S.reason, sizeof(S.reason), "open(%s): %s", cgroup_path, strerror(-err));
+		goto fail;
+	}
+	S.ops_link = bpf_program__attach_cgroup(S.skel->progs.pandit_shortcut_ops, cg);
+	if (!S.ops_link) {
+		err = -errno;
+		snprintf(S.reason, sizeof(S.reason), "attaching sock_ops to %s: %s", cgroup_path,
+			 strerror(-err));
+		goto fail;
+	}
+	close(cg);
+	S.reason[0] = '\0';
+	return 0;
+fail:
+	if (cg >= 0)
+		close(cg);
+	log_warn("local short-circuit unavailable: %s", S.reason);
+	char keep[sizeof(S.reason)];
+	memcpy(keep, S.reason, sizeof(keep));
+	shortcut_close();
+	memcpy(S.reason, keep, sizeof(keep));
+	return err;
+}
+
+void shortcut_close(void)
+{
+	if (S.ops_link)
+		bpf_link__destroy(S.ops_link);
+	S.ops_link = NULL;
+	if (S.skel)
+		shortcut_bpf__destroy(S.skel);	/* the sk_msg attachment goes with the map */
+	S.skel = NULL;
+	S.socks_fd = S.pairs_fd = S.stats_fd = -1;
+	snprintf(S.reason, sizeof(S.reason), "not loaded");
+}
+
+bool shortcut_available(void)
+{
+	return S.skel != NULL;
+}
+
+const char *shortcut_unavailable_reason(void)
+{
+	return S.reason;
+}
+
+/* Writes a socket address as the key's form (IPv6, IPv4 mapped). */
+static int key_addr(const struct sockaddr_storage *ss, uint8_t addr[16], uint16_t *port)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+		memset(addr, 0, 10);
+		addr[10] = addr[11] = 0xff;
+		memcpy(addr + 12, &a->sin_addr, 4);
+		*port = ntohs(a->sin_port);
+		return 0;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+		memcpy(addr, &a->sin6_addr, 16);
+		*port = ntohs(a->sin6_port);
+		return 0;
+	}
+	return -EAFNOSUPPORT;
+}
+
+int shortcut_peer_key(int fd, struct pandit_shortcut_key *out)
+{
+	struct sockaddr_storage me, peer;
+	socklen_t ml = sizeof(me), pl = sizeof(peer), cl = sizeof(out->netns);
+	memset(out, 0, sizeof(*out));
+	if (getsockname(fd, (struct sockaddr *)&me, &ml) < 0 ||
+	    getpeername(fd, (struct sockaddr *)&peer, &pl) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &out->netns, &cl) < 0)
+		return -errno;
+	int err = key_addr(&peer, out->local_addr, &out->local_port);
+	if (!err)
+		err = key_addr(&me, out->remote_addr, &out->remote_port);
+	return err;
+}
+
+int shortcut_pair(struct shortcut_pair *p, int cli_fd, int up_fd, enum shortcut_refusal *why)
+{
+	int err;
+	memset(p, 0, sizeof(*p));
+	if (!S.skel) {
+		*why = SHORTCUT_REF_UNAVAILABLE;
+		return -EOPNOTSUPP;
+	}
+	int fds[2] = { cli_fd, up_fd };
+	for (int i = 0; i < 2; i++) {
+		err = shortcut_peer_key(fds[i], &p->key[i]);
+		if (err) {
+			*why = SHORTCUT_REF_ADDR;
+			return err;
+		}
+		/* a lookup of a sockets map from userspace gives the socket's cookie */
+		if (bpf_map_lookup_elem(S.socks_fd, &p->key[i], &p->cookie[i]) < 0) {
+			err = -errno;
+			*why = SHORTCUT_REF_NOT_LOCAL;
+			return err;
+		}
+	}
+	struct pandit_shortcut_pair v[2];
+	memset(v, 0, sizeof(v));
+	for (int i = 0; i < 2; i++) {
+		v[i].peer = p->key[!i];
+		v[i].cookie = p->cookie[i];
+		v[i].peer_cookie = p->cookie[!i];
+	}
+	if (bpf_map_update_elem(S.pairs_fd, &p->key[0], &v[0], BPF_NOEXIST) < 0) {
+		err = -errno;
+		*why = SHORTCUT_REF_MAP;
+		return err;
+	}
+	if (bpf_map_update_elem(S.pairs_fd, &p->key[1], &v[1], BPF_NOEXIST) < 0) {
+		err = -errno;
+		bpf_map_delete_elem(S.pairs_fd, &p->key[0]);
+		*why = SHORTCUT_REF_MAP;
+		return err;
+	}
+	return 0;
+}
+
+void shortcut_unpair(const struct shortcut_pair *p, struct pandit_shortcut_pair final[2])
+{
+	if (S.pairs_fd < 0)
+		return;
+	for (int i = 0; i < 2; i++) {
+		if (final && bpf_map_lookup_elem(S.pairs_fd, &p->key[i], &final[i]) < 0)
+			memset(&final[i], 0, sizeof(final[i]));
+		bpf_map_delete_elem(S.pairs_fd, &p->key[i]);
+	}
+}
+
+int shortcut_read(const struct shortcut_pair *p, int side, struct pandit_shortcut_pair *out)
+{
+	if (S.pairs_fd < 0)
+		return -EOPNOTSUPP;
+	if (bpf_map_lookup_elem(S.pairs_fd, &p->key[side & 1], out) < 0)
+		return -errno;
+	return 0;
+}
+
+int shortcut_read_outcomes(uint64_t out[PANDIT_SHORTCUT_STAT_MAX])
+{
+	memset(out, 0, PANDIT_SHORTCUT_STAT_MAX * sizeof(*out));
+	if (!S.skel)
+		return -EOPNOTSUPP;
+	uint64_t *v = calloc((size_t)S.ncpus, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (uint32_t k = 0; k < PANDIT_SHORTCUT_STAT_MAX; k++) {
+		if (bpf_map_lookup_elem(S.stats_fd, &k, v) < 0)
+			continue;
+		for (int c = 0; c < S.ncpus; c++)
+			out[k] += v[c];
+	}
+	free(v);
+	return 0;
+}
+
+static const char *const outcome_names[PANDIT_SHORTCUT_STAT_MAX] = {
+	[PANDIT_SHORTCUT_SOCK_ADDED] = "sock_added",
+	[PANDIT_SHORTCUT_SOCK_FAILED] = "sock_failed",
+	[PANDIT_SHORTCUT_SOCK_SKIPPED] = "sock_skipped",
+	[PANDIT_SHORTCUT_REDIRECTED] = "redirected",
+	[PANDIT_SHORTCUT_PASS_UNPAIRED] = "pass_unpaired",
+	[PANDIT_SHORTCUT_PASS_STALE] = "pass_stale",
+	[PANDIT_SHORTCUT_PASS_NO_PEER] = "pass_no_peer",
+	[PANDIT_SHORTCUT_PASS_PENDING] = "pass_pending",
+	[PANDIT_SHORTCUT_PASS_REDIRECT] = "pass_redirect_refused",
+	[PANDIT_SHORTCUT_SOCK_CLOSED] = "sock_closed",
+};
+
+const char *shortcut_outcome_name(int i)
+{
+	return i >= 0 && i < PANDIT_SHORTCUT_STAT_MAX ? outcome_names[i] : "?";
+}
+
+static const char *const refusal_names[SHORTCUT_REF_MAX] = {
+	[SHORTCUT_REF_UNAVAILABLE] = "unavailable",
+	[SHORTCUT_REF_NOT_LOCAL] = "not_local",
+	[SHORTCUT_REF_ADDR] = "address",
+	[SHORTCUT_REF_MAP] = "map_refused",
+};
+
+const char *shortcut_refusal_name(enum shortcut_refusal r)
+{
+	return r < SHORTCUT_REF_MAX ? refusal_names[r] : "?";
+}
+
+void shortcut_fds(int *socks, int *pairs)
+{
+	*socks = S.socks_fd;
+	*pairs = S.pairs_fd;
+}
