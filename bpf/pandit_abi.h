@@ -182,6 +182,8 @@ enum pandit_shortcut_stat {
 					 * sent over TCP: TCP (ordering) */
 	PANDIT_SHORTCUT_PASS_REDIRECT,	/* sk_msg: bpf_msg_redirect_hash refused: TCP */
 	PANDIT_SHORTCUT_SOCK_CLOSED,	/* sock_ops: a registered socket reached TCP_CLOSE */
+	PANDIT_SHORTCUT_PASS_BACKLOG,	/* sk_msg: the peer has more than backlog_max redirected
+					 * bytes unread: TCP (backpressure through the proxy) */
 	PANDIT_SHORTCUT_STAT_MAX,
 };
 

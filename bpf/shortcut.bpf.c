@@ -75,7 +75,15 @@ struct sk_buff_head {
 
 struct sock {
 	struct sk_buff_head sk_receive_queue;
+	void *sk_user_data;	/* the psock, with flag bits in the low bits */
 } __attribute__((preserve_access_index));
+
+struct sk_psock {
+	__u32 msg_tot_len;	/* bytes in ingress_msg not read yet */
+} __attribute__((preserve_access_index));
+
+/* Flag bits the kernel keeps in the low bits of sk_user_data. */
+#define PSOCK_PTR_MASK (~7ull)
 
 struct tcp_sock {
 	__u32 write_seq;
@@ -83,6 +91,15 @@ struct tcp_sock {
 	__u64 bytes_acked;
 	__u64 bytes_received;
 } __attribute__((preserve_access_index));
+
+/* Bytes redirected into a peer and not read by it yet beyond which sends
+ * take TCP again (set by the daemon before load). The kernel puts no bound
+ * on a psock's ingress queue (it is not charged to the receive buffer, so
+ * nothing pushes back on the sender): without this cap a client could pin
+ * any amount of kernel memory behind a backend that does not read. Passed
+ * bytes go to the proxy, whose path has TCP flow control; the gate then
+ * keeps the sends on TCP until the peer has read them. */
+const volatile __u32 backlog_max = 4u << 20;
 
 /* Set only by the probe's negative control (tools/shortcut_probe
  * --ungated): redirect without the ordering gate, to show that the
@@ -279,9 +296,25 @@ int pandit_shortcut_msg(struct sk_msg_md *msg)
 	if (bpf_core_read(&qlen, sizeof(qlen), &((struct sock *)ptp)->sk_receive_queue.qlen) < 0)
 		qlen = ~0u;
 	received -= w->base_received;
+	/* the peer's unread redirected bytes (0 when it has no psock yet) */
+	__u64 psock = 0;
+	__u32 backlog = ~0u;
+	if (bpf_core_read(&psock, sizeof(psock), &((struct sock *)ptp)->sk_user_data) == 0) {
+		psock &= PSOCK_PTR_MASK;
+		if (!psock)
+			backlog = 0;
+		else if (bpf_core_read(&backlog, sizeof(backlog),
+				       &((struct sk_psock *)psock)->msg_tot_len) < 0)
+			backlog = ~0u;
+	}
 	if (!ungated && (received != sent || qlen != 0)) {
 		__sync_fetch_and_add(&v->passed, msg->size);
 		count(PANDIT_SHORTCUT_PASS_PENDING);
+		return SK_PASS;
+	}
+	if (backlog > backlog_max) {
+		__sync_fetch_and_add(&v->passed, msg->size);
+		count(PANDIT_SHORTCUT_PASS_BACKLOG);
 		return SK_PASS;
 	}
 	if (bpf_msg_redirect_hash(msg, &shortcut_socks, &v->peer, BPF_F_INGRESS) != SK_PASS) {

@@ -2,7 +2,7 @@
 
 /*
  * shortcut_probe stress   --cgroup DIR [--conns N] [--bytes B] [--seed S] [--reset] [--ungated]
- * shortcut_probe pingpong --cgroup DIR --mode direct|relay|paired [--iters N]
+ * shortcut_probe pingpong --cgroup DIR --mode direct|relay|paired [--iters N] [--plain]
  *
  * Run as root in a network namespace of its own: it moves itself into the
  * cgroup v2 directory DIR (so every socket it makes is registered by the
@@ -22,7 +22,9 @@
  * (negative control: the same run must then find reordered bytes).
  *
  * pingpong: one connection, 1-byte messages echoed by B, round-trip time
- * per message; prints p50/p99/p999 in ns as JSON.
+ * per message; prints p50/p99/p999 in ns as JSON. --plain (direct and
+ * relay only) stays outside the cgroup and loads nothing, so no sk_msg
+ * program runs on the sends: the baseline without the short-circuit.
  */
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -460,7 +462,7 @@ int main(int argc, char **argv)
 	int conns = 50;
 	uint64_t bytes = 200000, seed = 1;
 	long iters = 20000;
-	bool reset = false, ungated = false;
+	bool reset = false, ungated = false, plain = false;
 	if (argc < 2) {
 		fprintf(stderr, "usage: shortcut_probe stress|pingpong --cgroup DIR [options]\n");
 		return 2;
@@ -469,6 +471,10 @@ int main(int argc, char **argv)
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--reset")) {
 			reset = true;
+			continue;
+		}
+		if (!strcmp(a, "--plain")) {
+			plain = true;
 			continue;
 		}
 		if (!strcmp(a, "--ungated")) {
@@ -501,8 +507,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "--cgroup DIR is required; --conns 1..2000; --iters 1..10^7\n");
 		return 2;
 	}
+	if (plain && strcmp(argv[1], "pingpong") == 0 && strcmp(mode, "paired") != 0)
+		return pingpong(mode, iters);	/* outside the cgroup, no program on the path */
 	join_cgroup(cg);
-	if (shortcut_open_opts(cg, ungated) < 0) {
+	if (shortcut_open_opts(cg, 0, ungated) < 0) {
 		fprintf(stderr, "shortcut_open: %s\n", shortcut_unavailable_reason());
 		return 3;
 	}

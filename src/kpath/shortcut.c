@@ -29,12 +29,12 @@ static struct {
 	char reason[200];
 } S = { .socks_fd = -1, .pairs_fd = -1, .stats_fd = -1, .reason = "not loaded" };
 
-int shortcut_open(const char *cgroup_path)
+int shortcut_open(const char *cgroup_path, uint32_t backlog_max)
 {
-	return shortcut_open_opts(cgroup_path, false);
+	return shortcut_open_opts(cgroup_path, backlog_max, false);
 }
 
-int shortcut_open_opts(const char *cgroup_path, bool ungated)
+int shortcut_open_opts(const char *cgroup_path, uint32_t backlog_max, bool ungated)
 {
 	int err, cg = -1;
 	if (S.skel)
@@ -52,6 +52,8 @@ int shortcut_open_opts(const char *cgroup_path, bool ungated)
 		goto fail;
 	}
 	S.skel->rodata->ungated = ungated;
+	if (backlog_max)
+		S.skel->rodata->backlog_max = backlog_max;
 	err = shortcut_bpf__load(S.skel);
 	if (err) {
 		snprintf(S.reason, sizeof(S.reason), "loading the short-circuit programs: %s",
@@ -243,6 +245,7 @@ static const char *const outcome_names[PANDIT_SHORTCUT_STAT_MAX] = {
 	[PANDIT_SHORTCUT_PASS_PENDING] = "pass_pending",
 	[PANDIT_SHORTCUT_PASS_REDIRECT] = "pass_redirect_refused",
 	[PANDIT_SHORTCUT_SOCK_CLOSED] = "sock_closed",
+	[PANDIT_SHORTCUT_PASS_BACKLOG] = "pass_backlog",
 };
 
 const char *shortcut_outcome_name(int i)

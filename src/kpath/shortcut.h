@@ -25,18 +25,19 @@ struct shortcut_pair {
 	uint64_t cookie[2];
 };
 
-/* Loads the programs and maps, attaches the sock_ops program to the cgroup
- * v2 directory cgroup_path (a bpf_link owned by this process: it goes away
+/* Loads the programs and maps (backlog_max: unread redirected bytes a peer
+ * may hold before sends take TCP again, 0 for the default 4 MiB), attaches
+ * the sock_ops program to the cgroup v2 directory cgroup_path (a bpf_link owned by this process: it goes away
  * when the process exits) and the sk_msg verdict to the sockets map. Needs
  * CAP_BPF and CAP_NET_ADMIN: call before privileges drop; afterwards only
  * the map fds are used. Sockets established before the attach are never
  * registered. Returns 0 or a negative errno, the reason kept for
  * shortcut_unavailable_reason(). */
-int shortcut_open(const char *cgroup_path);
+int shortcut_open(const char *cgroup_path, uint32_t backlog_max);
 /* The same; ungated drops the ordering gate (redirect at every send of a
  * paired socket). Only for the probe's negative control, which shows that
  * the reorder the gate prevents is real and caught: never in pandit. */
-int shortcut_open_opts(const char *cgroup_path, bool ungated);
+int shortcut_open_opts(const char *cgroup_path, uint32_t backlog_max, bool ungated);
 void shortcut_close(void);
 bool shortcut_available(void);
 const char *shortcut_unavailable_reason(void);

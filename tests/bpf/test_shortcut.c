@@ -28,6 +28,8 @@
 
 #include "shortcut.skel.h"
 
+#define BACKLOG_MAX (256u << 10)	/* small, so that the backpressure fixture is quick */
+
 static char cgroup_dir[256];
 
 /* --- helpers ---------------------------------------------------------------- */
@@ -354,6 +356,56 @@ static void fx_backend_closed(struct world *w)
 			 gone + 1);
 }
 
+/* A backend that does not read: past backlog_max unread redirected bytes,
+ * sends take TCP again, so the proxy's path pushes back (here the proxy
+ * does not relay at all: the client's send buffer fills and send() says
+ * EAGAIN), and everything arrives in order once the backend reads. */
+static void fx_backpressure(struct world *w)
+{
+	static char out[64 << 10], in[64 << 10];
+	pair_world(w);
+	fcntl(w->client, F_SETFL, fcntl(w->client, F_GETFL) | O_NONBLOCK);
+	uint64_t sent = 0;
+	for (int i = 0; i < 4096; i++) {	/* at most 256 MiB */
+		for (size_t k = 0; k < sizeof(out); k++)
+			out[k] = (char)((sent + k) * 7 / 3);
+		ssize_t n = send(w->client, out, sizeof(out), MSG_NOSIGNAL);
+		if (n < 0) {
+			assert_int_equal(errno, EAGAIN);
+			break;
+		}
+		sent += (uint64_t)n;
+	}
+	/* bounded: the cap, plus the socket buffers on the TCP path */
+	assert_true(sent < (64u << 20));
+	struct pandit_shortcut_pair v;
+	assert_int_equal(shortcut_read(&w->sp, 0, &v), 0);
+	assert_true(v.redirected > BACKLOG_MAX);
+	assert_true(v.redirected < BACKLOG_MAX + sizeof(out) + 1);
+	assert_true(outcome(PANDIT_SHORTCUT_PASS_BACKLOG) >= 1);
+	/* now relay and read everything: in order */
+	uint64_t got = 0;
+	fcntl(w->pc, F_SETFL, fcntl(w->pc, F_GETFL) | O_NONBLOCK);
+	while (got < sent) {
+		ssize_t n = recv(w->pc, in, sizeof(in), 0);
+		if (n > 0)
+			send_all(w->pb, in, (size_t)n);
+		n = recv(w->backend, in, sizeof(in), MSG_DONTWAIT);
+		if (n < 0) {
+			assert_int_equal(errno, EAGAIN);
+			struct pollfd p[2] = { { .fd = w->pc, .events = POLLIN },
+					       { .fd = w->backend, .events = POLLIN } };
+			assert_true(poll(p, 2, 5000) > 0);
+			continue;
+		}
+		assert_true(n > 0);
+		for (ssize_t k = 0; k < n; k++)
+			assert_int_equal((uint8_t)in[k], (uint8_t)((got + (uint64_t)k) * 7 / 3));
+		got += (uint64_t)n;
+	}
+	assert_int_equal(got, sent);
+}
+
 /* Not local: a socket outside the cgroup's registered set is refused. */
 static void fx_refused_not_local(struct world *w)
 {
@@ -381,6 +433,7 @@ static const struct fixture fixtures[] = {
 	{ "FIN after redirected bytes, then half-close", AF_INET, fx_fin_after_redirected },
 	{ "stale pair entry redirects nothing", AF_INET, fx_stale_entry },
 	{ "backend closed: sends take TCP", AF_INET, fx_backend_closed },
+	{ "backend not reading: backlog cap, then TCP backpressure", AF_INET, fx_backpressure },
 	{ "pair refused when a socket is not registered", AF_INET, fx_refused_not_local },
 };
 
@@ -423,7 +476,7 @@ static int setup(void **state)
 	fprintf(f, "%d\n", getpid());
 	if (fclose(f) != 0)
 		return -1;
-	return shortcut_open(cgroup_dir) == 0 ? 0 : -1;
+	return shortcut_open(cgroup_dir, BACKLOG_MAX) == 0 ? 0 : -1;
 }
 
 static int teardown(void **state)
