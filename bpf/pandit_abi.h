@@ -149,13 +149,13 @@ struct pandit_shortcut_pair {
 };
 
 /* Per-socket state kept by sock_ops at establishment (socket local storage):
- * its own key and the TCP counters at that moment, so that the program
- * counts payload bytes only (an active opener's bytes_acked includes its SYN). */
+ * its own key and its TCP sequence numbers at that moment, the origins of
+ * the byte counts the ordering gate compares. */
 struct pandit_shortcut_sk {
 	struct pandit_shortcut_key self;	/* the socket's own key (its shortcut_socks entry) */
 	__u64 cookie;		/* SO_COOKIE of the socket */
-	__u64 base_acked;	/* tcp bytes_acked at establishment */
-	__u64 base_received;	/* tcp bytes_received at establishment */
+	__u32 base_snd;		/* snd_nxt (= write_seq) at establishment */
+	__u32 base_rcv;		/* rcv_nxt (= copied_seq) at establishment */
 };
 
 /* Value of shortcut_where (key: the socket's own key), written by sock_ops
@@ -166,7 +166,8 @@ struct pandit_shortcut_sk {
 struct pandit_shortcut_where {
 	__u64 sk;		/* kernel address of the struct sock (root-only maps) */
 	__u64 cookie;		/* SO_COOKIE of the socket */
-	__u64 base_received;	/* tcp bytes_received at establishment */
+	__u32 base_rcv;		/* rcv_nxt (= copied_seq) at establishment */
+	__u32 pad;
 };
 
 /* Per-CPU counters of the short-circuit programs, indexed by outcome. */

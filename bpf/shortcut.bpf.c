@@ -32,20 +32,24 @@
  * TCP that the peer has not read yet (in flight to the proxy, in the
  * proxy, in flight to the peer, or in the peer's receive queue). The
  * program therefore redirects only when the peer has read every byte this
- * socket ever sent over TCP:
- *   sent     = own bytes_acked + (write_seq - snd_una) - base   (exact: we
- *              hold our own socket lock, no TCP write can happen meanwhile)
- *   received = peer's bytes_received - base, read BEFORE
- *   qlen     = the peer's receive queue length
- * and redirects iff received == sent and qlen == 0. The kernel queues an
- * skb before it adds it to bytes_received, so a bytes_received that
- * already counts a segment goes with a queue that still holds it unless
- * the peer has read it (read bytes leave the queue only after they were
- * copied out). The proxy relays bytes unchanged (L4), so the peer's TCP
- * stream is exactly this socket's TCP stream. Otherwise the message goes to
- * TCP as usual (SK_PASS, counted as pending) and the gate is checked again
- * at the next send: it opens by itself once the proxy has relayed and the
- * peer has read the backlog, and never needs a flush handshake with the
+ * socket ever sent over TCP, in sequence space (32 bits, from the sequence
+ * numbers at establishment):
+ *   sent = own write_seq - base      exact: we hold our own socket lock,
+ *                                    so no TCP write can happen meanwhile
+ *   read = peer's copied_seq - base  one monotonic field, which the kernel
+ *                                    advances only after the bytes were
+ *                                    copied out to the reader
+ * and redirects iff read == sent. (rcv_nxt, bytes_received or the queue
+ * length would not do: the kernel advances rcv_nxt before it queues the
+ * skb, and the three are not read atomically.) The proxy relays bytes
+ * unchanged (L4), so the peer's TCP stream is exactly this socket's TCP
+ * stream, and nothing of it is left anywhere once the peer has read it
+ * all (a wrap of 4 GiB would need 4 GiB unread in flight). Otherwise the
+ * message goes to TCP as usual (SK_PASS, counted as pending) and the gate is
+ * checked again at the next send: it opens by itself once the proxy has
+ * relayed and the peer has read the backlog, and never needs a flush
+ * handshake with the daemon. Bytes passed after bytes were redirected are
+ * fine: the peer reads its psock queue first, which holds the older ones.
  * daemon. A FIN needs nothing either: it goes over TCP behind every byte
  * this socket sent over TCP, and every redirected byte was already in the
  * peer's ingress queue when sendmsg returned, which the peer reads before
@@ -69,12 +73,7 @@
 /* The fields of the kernel's socket structures the program reads,
  * relocated against the running kernel's BTF (CO-RE). struct tcp_sock
  * starts with struct sock. */
-struct sk_buff_head {
-	__u32 qlen;
-} __attribute__((preserve_access_index));
-
 struct sock {
-	struct sk_buff_head sk_receive_queue;
 	void *sk_user_data;	/* the psock, with flag bits in the low bits */
 } __attribute__((preserve_access_index));
 
@@ -87,9 +86,7 @@ struct sk_psock {
 
 struct tcp_sock {
 	__u32 write_seq;
-	__u32 snd_una;
-	__u64 bytes_acked;
-	__u64 bytes_received;
+	__u32 copied_seq;
 } __attribute__((preserve_access_index));
 
 /* Bytes redirected into a peer and not read by it yet beyond which sends
@@ -224,12 +221,12 @@ int pandit_shortcut_ops(struct bpf_sock_ops *skops)
 	}
 	st->self = key;
 	st->cookie = bpf_get_socket_cookie(skops);
-	st->base_acked = skops->bytes_acked;
-	st->base_received = skops->bytes_received;
+	st->base_snd = skops->snd_nxt;
+	st->base_rcv = skops->rcv_nxt;
 	struct pandit_shortcut_where w = {
 		.sk = (__u64)sk,
 		.cookie = st->cookie,
-		.base_received = st->base_received,
+		.base_rcv = st->base_rcv,
 	};
 	if (bpf_map_update_elem(&shortcut_where, &key, &w, BPF_ANY) < 0) {
 		count(PANDIT_SHORTCUT_SOCK_FAILED);
@@ -274,7 +271,7 @@ int pandit_shortcut_msg(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 	/* every byte this socket handed to TCP since establishment (its lock is held) */
-	__u64 sent = tp->bytes_acked + (__u32)(tp->write_seq - tp->snd_una) - st->base_acked;
+	__u32 sent = tp->write_seq - st->base_snd;
 
 	struct pandit_shortcut_where *w = bpf_map_lookup_elem(&shortcut_where, &v->peer);
 	if (!w) {
@@ -285,17 +282,13 @@ int pandit_shortcut_msg(struct sk_msg_md *msg)
 		count(PANDIT_SHORTCUT_PASS_STALE);
 		return SK_PASS;
 	}
-	/* bytes_received first, then the queue (see the header); two reads in
-	 * this order. A failed read leaves the gate closed. */
+	/* every byte of its TCP stream the peer has read (see the header); a
+	 * failed read leaves the gate closed */
 	struct tcp_sock *ptp = (struct tcp_sock *)w->sk;
-	__u64 received = ~0ull;
-	__u32 qlen = ~0u;
-	if (bpf_core_read(&received, sizeof(received), &ptp->bytes_received) < 0)
-		received = ~0ull;
-	asm volatile("" ::: "memory");
-	if (bpf_core_read(&qlen, sizeof(qlen), &((struct sock *)ptp)->sk_receive_queue.qlen) < 0)
-		qlen = ~0u;
-	received -= w->base_received;
+	__u32 copied = 0;
+	__u32 read = sent + 1;
+	if (bpf_core_read(&copied, sizeof(copied), &ptp->copied_seq) == 0)
+		read = copied - w->base_rcv;
 	/* the peer's unread redirected bytes (0 when it has no psock yet) */
 	__u64 psock = 0;
 	__u32 backlog = ~0u;
@@ -307,7 +300,7 @@ int pandit_shortcut_msg(struct sk_msg_md *msg)
 				       &((struct sk_psock *)psock)->msg_tot_len) < 0)
 			backlog = ~0u;
 	}
-	if (!ungated && (received != sent || qlen != 0)) {
+	if (!ungated && read != sent) {
 		__sync_fetch_and_add(&v->passed, msg->size);
 		count(PANDIT_SHORTCUT_PASS_PENDING);
 		return SK_PASS;
