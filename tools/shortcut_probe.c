@@ -3,6 +3,8 @@
 /*
  * shortcut_probe stress   --cgroup DIR [--conns N] [--bytes B] [--seed S] [--reset] [--ungated]
  * shortcut_probe pingpong --cgroup DIR --mode direct|relay|paired [--iters N] [--plain]
+ * shortcut_probe bulk     --cgroup DIR --mode direct|relay|paired [--bytes B] [--plain]
+ * (every command: --backlog BYTES sets the program's backlog_max)
  *
  * Run as root in a network namespace of its own: it moves itself into the
  * cgroup v2 directory DIR (so every socket it makes is registered by the
@@ -25,6 +27,9 @@
  * per message; prints p50/p99/p999 in ns as JSON. --plain (direct and
  * relay only) stays outside the cgroup and loads nothing, so no sk_msg
  * program runs on the sends: the baseline without the short-circuit.
+ *
+ * bulk: one connection, B bytes one way in 64 KiB writes, the reader
+ * discarding them; prints the rate.
  */
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -456,15 +461,81 @@ static int pingpong(const char *mode, long iters)
 	return 0;
 }
 
+/* --- bulk ------------------------------------------------------------------------ */
+
+struct sink {
+	int fd;
+	uint64_t got;
+};
+
+static void *sink_main(void *arg)
+{
+	struct sink *k = arg;
+	static char buf[1 << 18];
+	ssize_t n;
+	while ((n = recv(k->fd, buf, sizeof(buf), 0)) > 0)
+		k->got += (uint64_t)n;
+	return NULL;
+}
+
+/* One direction, 64 KiB writes, the reader discarding; prints Gbit/s. */
+static int bulk(const char *mode, uint64_t bytes)
+{
+	struct sockaddr_in ra, ba;
+	int rl = listener(&ra), bl = listener(&ba);
+	int client, server;
+	struct relay r = { .pair_after = -1 };
+	pthread_t rt, st;
+	bool relay = strcmp(mode, "direct") != 0;
+	if (relay) {
+		connect_to(rl, &ra, &client, &r.pc);
+		connect_to(bl, &ba, &r.pb, &server);
+		r.pair_after = strcmp(mode, "paired") == 0 ? 0 : -1;
+		pthread_create(&rt, NULL, relay_main, &r);
+	} else {
+		connect_to(bl, &ba, &client, &server);
+	}
+	struct sink k = { .fd = server };
+	pthread_create(&st, NULL, sink_main, &k);
+	static char buf[65536];
+	memset(buf, 'b', sizeof(buf));
+	struct timespec a, z;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	for (uint64_t sent = 0; sent < bytes;) {
+		ssize_t n = send(client, buf, sizeof(buf), MSG_NOSIGNAL);
+		if (n <= 0)
+			die("bulk send");
+		sent += (uint64_t)n;
+	}
+	shutdown(client, SHUT_WR);
+	pthread_join(st, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &z);
+	shutdown(server, SHUT_WR);
+	char tmp[16];
+	while (recv(client, tmp, sizeof(tmp), 0) > 0)
+		;
+	if (relay)
+		pthread_join(rt, NULL);
+	double secs = (double)(z.tv_sec - a.tv_sec) + (double)(z.tv_nsec - a.tv_nsec) / 1e9;
+	printf("{\"mode\":\"%s\",\"bytes\":%" PRIu64 ",\"paired\":%d,\"redirected\":%" PRIu64
+	       ",\"passed\":%" PRIu64 ",\"seconds\":%.3f,\"gbit_s\":%.2f}\n",
+	       mode, k.got, r.paired, (uint64_t)r.final[0].redirected, (uint64_t)r.final[0].passed,
+	       secs, (double)k.got * 8 / secs / 1e9);
+	close(client);
+	close(server);
+	return k.got == bytes ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *cg = NULL, *mode = "paired";
 	int conns = 50;
 	uint64_t bytes = 200000, seed = 1;
 	long iters = 20000;
+	uint32_t backlog = 0;
 	bool reset = false, ungated = false, plain = false;
 	if (argc < 2) {
-		fprintf(stderr, "usage: shortcut_probe stress|pingpong --cgroup DIR [options]\n");
+		fprintf(stderr, "usage: shortcut_probe stress|pingpong|bulk --cgroup DIR [options]\n");
 		return 2;
 	}
 	for (int i = 2; i < argc; i++) {
@@ -494,6 +565,8 @@ int main(int argc, char **argv)
 			bytes = strtoull(v, NULL, 10);
 		else if (!strcmp(a, "--seed"))
 			seed = strtoull(v, NULL, 10);
+		else if (!strcmp(a, "--backlog"))
+			backlog = (uint32_t)strtoul(v, NULL, 10);
 		else if (!strcmp(a, "--mode"))
 			mode = v;
 		else if (!strcmp(a, "--iters"))
@@ -507,15 +580,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "--cgroup DIR is required; --conns 1..2000; --iters 1..10^7\n");
 		return 2;
 	}
-	if (plain && strcmp(argv[1], "pingpong") == 0 && strcmp(mode, "paired") != 0)
-		return pingpong(mode, iters);	/* outside the cgroup, no program on the path */
+	bool is_bulk = strcmp(argv[1], "bulk") == 0;
+	if (plain && strcmp(argv[1], "stress") != 0 && strcmp(mode, "paired") != 0)
+		/* outside the cgroup, no program on the path */
+		return is_bulk ? bulk(mode, bytes) : pingpong(mode, iters);
 	join_cgroup(cg);
-	if (shortcut_open_opts(cg, 0, ungated) < 0) {
+	if (shortcut_open_opts(cg, backlog, ungated) < 0) {
 		fprintf(stderr, "shortcut_open: %s\n", shortcut_unavailable_reason());
 		return 3;
 	}
 	int rc = !strcmp(argv[1], "stress") ? stress(cg, conns, bytes, seed, reset)
-					    : pingpong(mode, iters);
+		 : is_bulk			    ? bulk(mode, bytes)
+						    : pingpong(mode, iters);
 	shortcut_close();
 	return rc;
 }
