@@ -502,7 +502,8 @@ static int bulk(const char *mode, uint64_t bytes)
 	struct timespec a, z;
 	clock_gettime(CLOCK_MONOTONIC, &a);
 	for (uint64_t sent = 0; sent < bytes;) {
-		ssize_t n = send(client, buf, sizeof(buf), MSG_NOSIGNAL);
+		size_t want = bytes - sent < sizeof(buf) ? (size_t)(bytes - sent) : sizeof(buf);
+		ssize_t n = send(client, buf, want, MSG_NOSIGNAL);
 		if (n <= 0)
 			die("bulk send");
 		sent += (uint64_t)n;
