@@ -421,6 +421,7 @@ static int pingpong(const char *mode, long iters)
 		connect_to(rl, &ra, &client, &r.pc);
 		connect_to(bl, &ba, &r.pb, &server);
 		r.pair_after = strcmp(mode, "paired") == 0 ? 0 : -1;
+		relay_try_pair(&r);	/* before the first byte */
 		pthread_create(&rt, NULL, relay_main, &r);
 	} else {
 		connect_to(bl, &ba, &client, &server);
@@ -491,6 +492,7 @@ static int bulk(const char *mode, uint64_t bytes)
 		connect_to(rl, &ra, &client, &r.pc);
 		connect_to(bl, &ba, &r.pb, &server);
 		r.pair_after = strcmp(mode, "paired") == 0 ? 0 : -1;
+		relay_try_pair(&r);	/* before the first byte */
 		pthread_create(&rt, NULL, relay_main, &r);
 	} else {
 		connect_to(bl, &ba, &client, &server);
