@@ -174,6 +174,18 @@ static bool would_block(int e)
 	return e == EAGAIN || e == EWOULDBLOCK;
 }
 
+/* Remembers the edges epoll reported for a socket until EAGAIN clears
+ * them: a FIN or an error makes it readable to the end. */
+static void mark_events(uint32_t events, bool *rdhup, bool *readable, bool *writable)
+{
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		*rdhup = true;
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		*readable = true;
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		*writable = true;
+}
+
 /* --- buffers --------------------------------------------------------------- */
 
 static int hbuf_ensure(struct worker *w, struct hbuf *b, uint32_t cap)
@@ -440,12 +452,7 @@ static void hup_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 	struct hup *u = container_of(io, struct hup, io);
 	if (u->dead)
 		return;
-	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		u->rdhup = true;
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		u->readable = true;
-	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-		u->writable = true;
+	mark_events(events, &u->rdhup, &u->readable, &u->writable);
 	if (!u->cli) {
 		/* idle in the pool: the server closed it or talks out of turn */
 		if (u->readable) {
@@ -1715,12 +1722,7 @@ static void hc_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
 	struct hcli *c = container_of(io, struct hcli, io);
 	if (c->dead)
 		return;
-	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		c->rdhup = true;
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		c->readable = true;
-	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-		c->writable = true;
+	mark_events(events, &c->rdhup, &c->readable, &c->writable);
 	hc_run(c);
 }
 

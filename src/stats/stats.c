@@ -777,21 +777,27 @@ static void http_route_samples(struct sbuf *out, const struct http_family *f, co
 	sbuf_free(&label);
 }
 
+/* "# HELP name help" and "# TYPE name type" lines of a family. */
+static void prom_header(struct sbuf *out, const char *name, const char *help, const char *type)
+{
+	LIT(out, "# HELP ");
+	sbuf_puts(out, name);
+	LIT(out, " ");
+	sbuf_puts(out, help);
+	LIT(out, "\n# TYPE ");
+	sbuf_puts(out, name);
+	LIT(out, " ");
+	sbuf_puts(out, type);
+	LIT(out, "\n");
+}
+
 /* One step of the HTTP families: the header, then one route (route
  * families) or one app (app families) per call. */
 static void prom_http_step(struct stats_render *r, struct sbuf *out)
 {
 	const struct http_family *f = &http_families[r->stage - PROM_HTTP_FIRST];
 	if (!r->header_done) {
-		LIT(out, "# HELP ");
-		sbuf_puts(out, f->name);
-		LIT(out, " ");
-		sbuf_puts(out, f->help);
-		LIT(out, "\n# TYPE ");
-		sbuf_puts(out, f->name);
-		LIT(out, " ");
-		sbuf_puts(out, f->type);
-		LIT(out, "\n");
+		prom_header(out, f->name, f->help, f->type);
 		r->header_done = true;
 		return;
 	}
@@ -829,15 +835,7 @@ static bool prom_step(struct stats_render *r, struct sbuf *out, size_t limit)
 			continue;
 		}
 		if (!r->header_done) {
-			LIT(out, "# HELP ");
-			sbuf_puts(out, f->name);
-			LIT(out, " ");
-			sbuf_puts(out, f->help);
-			LIT(out, "\n# TYPE ");
-			sbuf_puts(out, f->name);
-			LIT(out, " ");
-			sbuf_puts(out, f->type);
-			LIT(out, "\n");
+			prom_header(out, f->name, f->help, f->type);
 			r->header_done = true;
 			continue;
 		}
