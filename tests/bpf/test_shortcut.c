@@ -411,6 +411,40 @@ static void fx_backpressure(struct world *w)
 	assert_int_equal(got, sent);
 }
 
+/* pandit resets the client's side: redirected bytes the client has not
+ * read yet come first, then the error (as TCP does with its queue). */
+static void fx_reset_after_redirected(struct world *w)
+{
+	char buf[8];
+	pair_world(w);
+	send_all(w->backend, "abc", 3);
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	setsockopt(w->pc, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(w->pc);
+	w->pc = socket(AF_INET, SOCK_STREAM, 0);	/* for world_close */
+	usleep(20000);
+	read_exactly(w->client, buf, 3);
+	assert_memory_equal(buf, "abc", 3);
+	assert_int_equal(recv(w->client, buf, sizeof(buf), MSG_DONTWAIT), -1);
+	assert_int_equal(errno, ECONNRESET);
+}
+
+/* A backend that closes with redirected bytes unread: its stack sends a
+ * FIN, not the RST TCP sends for unread bytes in its own queue (the
+ * documented difference): pandit reads EOF on its upstream socket. */
+static void fx_backend_closes_unread(struct world *w)
+{
+	char buf[8];
+	pair_world(w);
+	send_all(w->client, "unread", 6);
+	usleep(20000);
+	close(w->backend);
+	w->backend = socket(AF_INET, SOCK_STREAM, 0);	/* for world_close */
+	struct pollfd p = { .fd = w->pb, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 5000), 1);
+	assert_int_equal(recv(w->pb, buf, sizeof(buf), MSG_DONTWAIT), 0);
+}
+
 /* Not local: a socket outside the cgroup's registered set is refused. */
 static void fx_refused_not_local(struct world *w)
 {
@@ -439,6 +473,8 @@ static const struct fixture fixtures[] = {
 	{ "stale pair entry redirects nothing", AF_INET, fx_stale_entry },
 	{ "backend closed: sends take TCP", AF_INET, fx_backend_closed },
 	{ "backend not reading: backlog cap, then TCP backpressure", AF_INET, fx_backpressure },
+	{ "reset after redirected bytes: bytes first, then the error", AF_INET, fx_reset_after_redirected },
+	{ "backend closing with redirected bytes unread sends FIN", AF_INET, fx_backend_closes_unread },
 	{ "pair refused when a socket is not registered", AF_INET, fx_refused_not_local },
 };
 
