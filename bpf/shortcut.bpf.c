@@ -6,7 +6,9 @@
  *                        IPv4/IPv6 TCP socket of a process in that cgroup
  *                        that becomes established (active or passive) enters
  *                        shortcut_socks under its 4-tuple, with its TCP
- *                        counters at that moment kept in shortcut_sk.
+ *                        sequence numbers at that moment kept in
+ *                        shortcut_sk and shortcut_where; at TCP_CLOSE its
+ *                        shortcut_where entry goes.
  *   pandit_shortcut_msg  sk_msg verdict, attached to shortcut_socks: runs for
  *                        every send on those sockets, under the sender's
  *                        socket lock, before the bytes reach TCP.
@@ -15,8 +17,16 @@
  *   shortcut_socks  SOCKHASH  struct pandit_shortcut_key -> socket
  *                   local established sockets; the redirect target.
  *   shortcut_sk     SK_STORAGE socket -> struct pandit_shortcut_sk
- *                   the socket's key, cookie and TCP counters at
- *                   establishment (freed with the socket).
+ *                   the socket's key, cookie and sequence numbers at
+ *                   establishment (freed with the socket): the sender's
+ *                   side of the gate.
+ *   shortcut_where  HASH  struct pandit_shortcut_key -> struct pandit_shortcut_where
+ *                   the socket's kernel address, cookie and receive base:
+ *                   the receiver's side of the gate. An sk_msg program may
+ *                   not release a socket reference, so it cannot look the
+ *                   peer up in shortcut_socks; it reads the peer's fields
+ *                   with bpf_probe_read_kernel instead (TCP sockets are
+ *                   SLAB_TYPESAFE_BY_RCU; the cookie is checked).
  *   shortcut_pairs  HASH  struct pandit_shortcut_key -> struct pandit_shortcut_pair
  *                   written by the daemon: client socket C -> backend
  *                   socket B and B -> C, for a connection it proxies
@@ -50,15 +60,18 @@
  * relayed and the peer has read the backlog, and never needs a flush
  * handshake with the daemon. Bytes passed after bytes were redirected are
  * fine: the peer reads its psock queue first, which holds the older ones.
- * daemon. A FIN needs nothing either: it goes over TCP behind every byte
+ * A FIN needs nothing either: it goes over TCP behind every byte
  * this socket sent over TCP, and every redirected byte was already in the
  * peer's ingress queue when sendmsg returned, which the peer reads before
  * the FIN.
  *
+ * Backpressure: the peer's psock queue has no bound and pushes nothing
+ * back; past backlog_max unread bytes there, sends take TCP (see below).
+ *
  * Fail policy: to TCP, never drop. No entry, a stale entry (cookie
- * mismatch: a tuple reused), a peer gone from the map, a gate closed, or a
- * redirect refused: SK_PASS, normal TCP through the proxy, counted per
- * reason.
+ * mismatch: a tuple reused), a peer gone from the map, a gate closed, a
+ * backlog over the cap, or a redirect refused: SK_PASS, normal TCP through
+ * the proxy, counted per reason.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_core_read.h>

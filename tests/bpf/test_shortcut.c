@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "kpath/shortcut.h"
@@ -445,6 +447,54 @@ static void fx_backend_closes_unread(struct world *w)
 	assert_int_equal(recv(w->pb, buf, sizeof(buf), MSG_DONTWAIT), 0);
 }
 
+/* Pins a kernel limitation (ARCHITECTURE, open problems): a reader blocked
+ * in recv(MSG_WAITALL) inside TCP's recvmsg when its direction switches
+ * does not see the redirected bytes (TCP's recvmsg only waits on its own
+ * queue): it gets the TCP bytes when its timeout ends, the rest at the next
+ * call. If this fails, the kernel changed and the note can go. */
+struct waitall {
+	int fd;
+	ssize_t n;
+	char buf[16];
+};
+
+static void *waitall_reader(void *arg)
+{
+	struct waitall *r = arg;
+	r->n = recv(r->fd, r->buf, 10, MSG_WAITALL);
+	return NULL;
+}
+
+static void fx_waitall_straddling(struct world *w)
+{
+	struct waitall r = { .fd = w->backend };
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 300000 };
+	pthread_t t;
+	assert_int_equal(setsockopt(w->backend, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	send_all(w->client, "early", 5);
+	relay(w->pc, w->pb, 5);
+	pair_world(w);
+	assert_int_equal(pthread_create(&t, NULL, waitall_reader, &r), 0);
+	/* the reader takes the 5 TCP bytes and waits inside TCP for 5 more:
+	 * once nothing is left unread, the gate is open */
+	int unread = 5;
+	for (int i = 0; i < 5000 && unread; i++) {
+		usleep(1000);
+		assert_int_equal(ioctl(w->backend, FIONREAD, &unread), 0);
+	}
+	assert_int_equal(unread, 0);
+	send_all(w->client, "later", 5);
+	struct pandit_shortcut_pair v;
+	assert_int_equal(shortcut_read(&w->sp, 0, &v), 0);
+	assert_int_equal(v.redirected, 5);
+	pthread_join(t, NULL);
+	assert_int_equal(r.n, 5);
+	assert_memory_equal(r.buf, "early", 5);
+	char buf[8];
+	read_exactly(w->backend, buf, 5);
+	assert_memory_equal(buf, "later", 5);
+}
+
 /* Not local: a socket outside the cgroup's registered set is refused. */
 static void fx_refused_not_local(struct world *w)
 {
@@ -475,6 +525,7 @@ static const struct fixture fixtures[] = {
 	{ "backend not reading: backlog cap, then TCP backpressure", AF_INET, fx_backpressure },
 	{ "reset after redirected bytes: bytes first, then the error", AF_INET, fx_reset_after_redirected },
 	{ "backend closing with redirected bytes unread sends FIN", AF_INET, fx_backend_closes_unread },
+	{ "kernel limit: MSG_WAITALL reader straddling the switch", AF_INET, fx_waitall_straddling },
 	{ "pair refused when a socket is not registered", AF_INET, fx_refused_not_local },
 };
 
