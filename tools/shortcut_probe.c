@@ -18,8 +18,9 @@
  * and reads to EOF. The relay copies bytes in userspace and pairs the
  * connection at a random point (before the first byte, after some bytes
  * relayed, or never), while both directions are flowing. With --reset, a
- * third of the backends close with RST midway; their clients must then read
- * a correct prefix followed by an error or EOF. Prints one JSON line; exits
+ * third of the backends and a third of the clients (a client vanishing)
+ * close with RST midway; their peers must then read a correct prefix
+ * followed by an error or EOF. Prints one JSON line; exits
  * 1 on any mismatch. --ungated loads the program without its ordering gate
  * (negative control: the same run must then find reordered bytes).
  *
@@ -322,6 +323,8 @@ static int stress(const char *cg, int conns, uint64_t bytes, uint64_t seed, bool
 					  .expect = up, .reset_after = -1, .seed = s ^ 0x2222 };
 		if (reset && i % 3 == 2)
 			b[i].reset_after = (int64_t)(rnd(&s) % (up + 1));
+		if (reset && i % 3 == 1)	/* the client vanishing */
+			c[i].reset_after = (int64_t)(rnd(&s) % (down + 1));
 	}
 	for (int i = 0; i < conns; i++) {
 		pthread_create(&t[3 * i], NULL, relay_main, &r[i]);
@@ -334,7 +337,7 @@ static int stress(const char *cg, int conns, uint64_t bytes, uint64_t seed, bool
 	int bad = 0, paired = 0, redirected_conns = 0, resets = 0;
 	uint64_t redirected = 0, passed = 0, total = 0, relayed = 0;
 	for (int i = 0; i < conns; i++) {
-		bool was_reset = b[i].did_reset;
+		bool was_reset = b[i].did_reset || c[i].did_reset;
 		resets += was_reset;
 		const char *why = NULL;
 		if (c[i].mismatch || b[i].mismatch)
@@ -343,8 +346,8 @@ static int stress(const char *cg, int conns, uint64_t bytes, uint64_t seed, bool
 			why = "wrong length at EOF";
 		else if (!was_reset && (c[i].err || b[i].err))
 			why = "socket error";
-		else if (was_reset && c[i].got > c[i].expect)
-			why = "client read too much";
+		else if (was_reset && (c[i].got > c[i].expect || b[i].got > b[i].expect))
+			why = "read too much";
 		if (why) {
 			bad++;
 			fprintf(stderr,
