@@ -380,7 +380,7 @@ void kpath_render_json(struct sbuf *out, uint64_t active)
 	sbuf_printf(out,
 		    ",\"kernel_path\":{\"splice_available\":%s,\"connections\":{\"spliced_active\":%llu"
 		    ",\"userspace_active\":%llu,\"spliced_total\":%llu},\"held\":%llu,\"resumed\":%llu"
-		    ",\"queued_at_splice_bytes\":%llu,\"map_entries\":%llu"
+		    ",\"bulk_to_userspace\":%llu,\"queued_at_splice_bytes\":%llu,\"map_entries\":%llu"
 		    ",\"fallback\":{",
 		    K.skel ? "true" : "false",
 		    (unsigned long long)stats_get(&kpath_stats.spliced_active),
@@ -388,6 +388,7 @@ void kpath_render_json(struct sbuf *out, uint64_t active)
 		    (unsigned long long)stats_get(&kpath_stats.spliced),
 		    (unsigned long long)stats_get(&kpath_stats.held),
 		    (unsigned long long)stats_get(&kpath_stats.resumed),
+		    (unsigned long long)stats_get(&kpath_stats.bulk_to_userspace),
 		    (unsigned long long)stats_get(&kpath_stats.queued_at_splice),
 		    (unsigned long long)stats_get(&kpath_stats.entries));
 	for (int i = 0; i < KPATH_FB_MAX; i++)
@@ -420,6 +421,9 @@ void kpath_render_prometheus(struct sbuf *out, uint64_t active)
 		    "# HELP pandit_splice_resumed_total Held directions given back to the kernel.\n"
 		    "# TYPE pandit_splice_resumed_total counter\n"
 		    "pandit_splice_resumed_total %llu\n"
+		    "# HELP pandit_splice_bulk_to_userspace_total Holds under kernel_splice auto: the direction stays in userspace until quiet for its backoff.\n"
+		    "# TYPE pandit_splice_bulk_to_userspace_total counter\n"
+		    "pandit_splice_bulk_to_userspace_total %llu\n"
 		    "# HELP pandit_splice_map_entries Sockets in the splice map now.\n"
 		    "# TYPE pandit_splice_map_entries gauge\n"
 		    "pandit_splice_map_entries %llu\n"
@@ -430,6 +434,7 @@ void kpath_render_prometheus(struct sbuf *out, uint64_t active)
 		    (unsigned long long)stats_get(&kpath_stats.spliced),
 		    (unsigned long long)stats_get(&kpath_stats.held),
 		    (unsigned long long)stats_get(&kpath_stats.resumed),
+		    (unsigned long long)stats_get(&kpath_stats.bulk_to_userspace),
 		    (unsigned long long)stats_get(&kpath_stats.entries));
 	for (int i = 0; i < KPATH_FB_MAX; i++)
 		sbuf_printf(out, "pandit_splice_fallback_total{reason=\"%s\"} %llu\n", fb_names[i],

@@ -27,6 +27,8 @@ struct kpath_stats {
 	_Atomic uint64_t entries;		/* sockets in the maps now (two per spliced connection) */
 	_Atomic uint64_t held;			/* directions handed back to userspace by a hold */
 	_Atomic uint64_t resumed;		/* held directions given back to the kernel */
+	_Atomic uint64_t bulk_to_userspace;	/* holds under auto: the direction stays in userspace
+						 * until quiet for its backoff */
 	_Atomic uint64_t queued_at_splice;	/* bytes waiting in the sockets' receive queues when
 						 * they entered the map (at least: read just before) */
 	_Atomic uint64_t fallback[KPATH_FB_MAX];

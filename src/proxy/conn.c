@@ -130,8 +130,10 @@ static int move_copy(struct conn *c, int dir, struct conn_side *from, struct con
 					continue;
 				}
 				if (n > 0) {
-					if (c->sp.on)
+					if (c->sp.on) {
 						c->sp.rd[dir] += (uint64_t)n;
+						c->sp.last_rd_ns[dir] = c->w->loop.now;
+					}
 					/* A short read took everything queued: what arrives
 					 * later raises a new edge, so skip the recv that would
 					 * only say EAGAIN. Not once the peer's FIN was
@@ -413,8 +415,13 @@ static void splice_to_user(struct conn *c, int d, bool held)
 	c->sp.poll_ms = 0;
 	conn_sock(c, d)->readable = true;	/* what the program left there */
 	conn_sock(c, d ^ 1)->writable = true;	/* EAGAIN tells otherwise */
-	if (held)
+	if (held) {
 		stats_add(&kpath_stats.held, 1);
+		c->sp.holds[d]++;
+		c->sp.last_rd_ns[d] = c->w->loop.now;
+		if (splice_mode(c->app) == SPLICE_AUTO)
+			stats_add(&kpath_stats.bulk_to_userspace, 1);
+	}
 	splice_rearm(c, d);
 	splice_rearm(c, d ^ 1);
 }
@@ -494,10 +501,28 @@ static bool splice_drained(struct conn *c, int d)
 	return false;
 }
 
+/* Under auto, how long a held direction must have read nothing before it
+ * goes back to the kernel: SPLICE_QUIET_MS after its first hold, doubling
+ * with each later one up to SPLICE_QUIET_MAX_MS. A hold means the sender
+ * outran the kernel's redirect (which moves bulk data more slowly than the
+ * userspace relay), so a bulk flow stays in userspace while it flows
+ * instead of switching back and forth; a flow that pauses (a response
+ * sent, the client thinking) goes back to the kernel. */
+#define SPLICE_QUIET_MS 20
+#define SPLICE_QUIET_MAX_MS 2560
+
+static uint64_t splice_quiet_ns(uint32_t holds)
+{
+	uint32_t shift = holds > 1 ? holds - 1 : 0;
+	uint64_t ms = shift < 16 ? (uint64_t)SPLICE_QUIET_MS << shift : SPLICE_QUIET_MAX_MS;
+	return (ms < SPLICE_QUIET_MAX_MS ? ms : SPLICE_QUIET_MAX_MS) * 1000000u;
+}
+
 /* Held direction d is quiet: everything read has been written, the last
- * read found nothing, the kernel's backlog is gone. Asks the program to
- * take the direction back (it does so at the next skb if it has passed
- * exactly what was read, see bpf/splice.bpf.c). */
+ * read found nothing, the kernel's backlog is gone, and (auto) nothing was
+ * read for its backoff. Asks the program to take the direction back (it
+ * does so at the next skb if it has passed exactly what was read, see
+ * bpf/splice.bpf.c). */
 static void splice_maybe_resume(struct conn *c, int d)
 {
 	struct conn_side *from = conn_sock(c, d), *to = conn_sock(c, d ^ 1);
@@ -505,6 +530,15 @@ static void splice_maybe_resume(struct conn *c, int d)
 	if (c->sp.kern[d] || !c->sp.drained[d] || from->readable || from->eof || to->shut ||
 	    !conn_buf_empty(buf) || c->sp.rd[d] != c->sp.uw[d] || c->sp.resume_sent[d] == c->sp.rd[d])
 		return;
+	if (splice_mode(c->app) == SPLICE_AUTO && c->sp.holds[d]) {
+		uint64_t at = c->sp.last_rd_ns[d] + splice_quiet_ns(c->sp.holds[d]);
+		if (c->w->loop.now < at) {
+			/* ask again then (the poll timer re-runs the relay) */
+			if (!ev_timer_armed(&c->poll) || c->poll.when > at)
+				ev_timer_start_at(&c->w->loop, &c->poll, at);
+			return;
+		}
+	}
 	if (kpath_resume(&c->sp.pair, d, c->sp.rd[d], c->sp.uw[d]) == 0)
 		c->sp.resume_sent[d] = c->sp.rd[d];
 }
@@ -556,6 +590,7 @@ static int splice_probe(struct conn *c, int d)
 		buf->tail += (uint32_t)n;
 		c->sp.rd[d] += (uint64_t)n;
 		splice_to_user(c, d, true);
+		c->sp.last_rd_ns[d] = c->w->loop.now;
 	} else if (n == 0 && !splice_eof_real(c, d)) {
 		splice_to_user(c, d, true);	/* held: what it left is on its way */
 		from->readable = false;

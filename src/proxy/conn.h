@@ -47,6 +47,8 @@ struct conn_splice {
 	uint64_t rd[2];		/* bytes userspace read from socket d since the splice */
 	uint64_t uw[2];		/* bytes userspace wrote for direction d since the splice */
 	uint64_t resume_sent[2];	/* rd[d] of the last resume request, UINT64_MAX: none */
+	uint64_t last_rd_ns[2];	/* when userspace last read bytes from socket d (loop time) */
+	uint32_t holds[2];	/* times direction d was held (the kernel fell behind its sender) */
 	bool on;		/* both sockets are in the splice maps */
 	bool tried;		/* splicing was decided (done or refused): not again */
 	bool kern[2];		/* the kernel moves direction d */
