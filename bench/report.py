@@ -16,12 +16,14 @@ LABELS = {"direct": "direct (no proxy)", "direct-xcpu": "direct, servers on CPU 
           "pandit": "pandit",   # results of runs before kernel_splice existed
           "pandit-userspace": "pandit userspace (kernel_splice: off)",
           "pandit-spliced": "pandit spliced (kernel_splice: on)",
+          "pandit-auto": "pandit kernel_splice: auto (the default)",
           "pandit-shortcircuit": "pandit short-circuit (local_shortcut)",
           "haproxy": "HAProxy (mode tcp)",
           "haproxy-splice": "HAProxy (mode tcp, option splice-auto)", "nginx": "NGINX (stream proxy_pass)",
           "pandit-busypoll": "pandit --busy-poll (kernel_splice: off)",
           "haproxy-busypoll": "HAProxy (mode tcp, busy-polling)"}
-ORDER = ["direct", "direct-xcpu", "pandit", "pandit-userspace", "pandit-spliced", "pandit-shortcircuit", "haproxy",
+ORDER = ["direct", "direct-xcpu", "pandit", "pandit-userspace", "pandit-spliced", "pandit-auto", "pandit-shortcircuit",
+         "haproxy",
          "haproxy-splice", "nginx", "pandit-busypoll", "haproxy-busypoll"]
 CLIENT_RUNS = {"iperf1": "iperf3, 1 stream", "iperf8": "iperf3, 8 streams", "sockperf": "sockperf ping-pong"}
 
@@ -85,10 +87,11 @@ def main():
       "are pinned to CPU 0. Proxies run one at a time, each with its own config in a scratch directory; "
       "active health checks are off everywhere (pandit `health_check: false`, HAProxy servers without `check`); "
       "every setting not named here is the proxy's default (HAProxy and NGINX without tuning).")
-    w("- pandit runs as two rows: `kernel_splice: off` (every byte through the userspace relay) and "
+    w("- pandit runs as three rows: `kernel_splice: off` (every byte through the userspace relay), "
       "`kernel_splice: on` (once the upstream is up, both sockets go into a sockhash and a BPF sk_skb verdict "
       "program moves the bytes between them in the kernel; a refused splice is an error, not a silent "
-      "fallback). Which path each connection really took is read from pandit's own `/stats` → `kernel_path` "
+      "fallback) and `kernel_splice: auto`, the default (spliced, but a direction that moves bulk data is "
+      "kept on the userspace relay). Which path each connection really took is read from pandit's own `/stats` → `kernel_path` "
       "before and after every client run and once halfway through it (see [Kernel path](#kernel-path)); a "
       "row whose connections were not spliced says so there and in the aims. The `--busy-poll` row uses "
       "`kernel_splice: off` (busy polling is about the userspace relay's wake-ups).")
@@ -272,7 +275,7 @@ def path_cell(x):
     p = x.get("path")
     if not p:
         return "-"
-    held = f", {p['held']} directions held" if p["held"] else ""
+    held = f", {p['held']} direction{'s' if p['held'] != 1 else ''} held" if p["held"] else ""
     fb = f", fallbacks {p['fallback']}" if p["fallback"] else ""
     if p["spliced"] == 0:
         if p["ok"]:
@@ -295,13 +298,16 @@ def kernel_path_section(w, r, S):
     w("")
     w("pandit's own counters (`/stats` → `kernel_path`), as differences between the readings before and after "
       "each client run, summed over the repetitions; \"halfway\" is the reading taken halfway through each run "
-      "(connections open on each path then, one entry per repetition). A spliced direction whose receiver falls "
-      "behind is *held*: handed back to pandit's userspace relay once the kernel queues more than its cap for "
-      "it (docs/CONFIG.md), and *resumed* on the kernel path when pandit has caught up. The program's verdicts are counted per packet "
+      "(connections open on each path then, one entry per repetition). A spliced direction whose sender outruns "
+      "the kernel (a slow receiver, or bulk data) is *held*: handed back to pandit's userspace relay once the kernel queues more than its cap for "
+      "it (docs/CONFIG.md), and *resumed* on the kernel path when pandit has caught up (under `on` at once; "
+      "under `auto` only after the direction has been quiet for a backoff, so a bulk flow stays in userspace: "
+      "`bulk_to_userspace`). The program's verdicts are counted per packet "
       "(skb), not per byte: \"redirected\" stayed in the kernel, \"passed while held\" went through userspace.")
     w("")
     w("| setup | traffic | connections spliced / accepted | halfway: spliced / userspace | directions held / "
-      "resumed | program: skbs redirected / passed while held (share redirected) | fallbacks |")
+      "resumed | program: skbs redirected / passed while held (share redirected) | other counters that moved "
+      "(fallbacks included) |")
     w("|---|---|---:|---|---:|---|---|")
     for s in rows:
         per = S[s]["path"].get("per_run", {})
@@ -313,10 +319,12 @@ def kernel_path_section(w, r, S):
                             f"{m.get('connections.spliced_active')} / {m.get('connections.userspace_active')}"
                             for m in x.get("mid", []))
             red, ph = x.get("program.redirected", 0), x.get("program.pass_held", 0)
-            fb = {kk[len("fallback."):]: v for kk, v in x.items() if kk.startswith("fallback.") and v}
+            shown = ("connections.spliced_total", "accepted", "held", "resumed", "program.redirected",
+                     "program.pass_held", "mid")
+            other = {kk: v for kk, v in x.items() if kk not in shown and isinstance(v, (int, float)) and v}
             w(f"| {LABELS[s]} | {label} | {x.get('connections.spliced_total', 0)} / {x.get('accepted', 0)} | {mid} "
               f"| {x.get('held', 0)} / {x.get('resumed', 0)} | {red} / {ph} ({pct(red, red + ph)}) "
-              f"| {', '.join(f'{kk} {v}' for kk, v in fb.items()) or 'none'} |")
+              f"| {', '.join(f'{kk} {v}' for kk, v in other.items()) or 'none'} |")
     w("")
     for s in rows:
         p = S[s]["path"]
@@ -341,7 +349,7 @@ def aims_issue4(w, r, S, d):
     if sp and d and spliced_ok:
         add = sp["p50"] - d["p50"]
         w(f"| spliced: added p50 under 5 us | pandit spliced p50 {sp['p50']:.1f} us vs direct {d['p50']:.1f} us: "
-          f"+{add:.1f} us (p99 +{sp['p99'] - d['p99']:.1f}, p99.9 +{sp['p999'] - d['p999']:.1f} us) | "
+          f"{add:+.1f} us (p99 {sp['p99'] - d['p99']:+.1f}, p99.9 {sp['p999'] - d['p999']:+.1f} us) | "
           f"{'yes' if add < 5 else 'no'} |")
     elif sp and not spliced_ok:
         w(f"| spliced: added p50 under 5 us | not measured: the kernel_splice: on row was not spliced "
@@ -370,9 +378,19 @@ def aims_issue4(w, r, S, d):
     w(f"| short-circuit round trip p50 below a direct connection's | {sc} | - |")
     w("| Foo on a kernel path: at least the userspace handler's messages/s at less CPU | not part of the L4 "
       "benchmark (bench/results/foo.md); `foo` apps use only the userspace path so far (docs/CONFIG.md) | - |")
+    au = S.get("pandit-auto")
+    if au and d and h:
+        w(f"| (context, no aim) the default `auto` | {au['gbps1']:.2f} / {au['gbps8']:.2f} Gbit/s (1 / 8 streams; "
+          f"HAProxy {h['gbps1']:.2f} / {h['gbps8']:.2f}"
+          + (f", off {us['gbps1']:.2f} / {us['gbps8']:.2f}" if us else "")
+          + (f", on {sp['gbps1']:.2f} / {sp['gbps8']:.2f}" if sp else "")
+          + f"); added p50 {au['p50'] - d['p50']:+.1f} us"
+          + (f" (on {sp['p50'] - d['p50']:+.1f}, off {us['p50'] - d['p50']:+.1f})" if sp and us else "")
+          + (f"; {path_cell(au)}" if au.get("path") else "") + " | - |")
     if d:
         cells = []
-        for s in ("direct", "pandit-userspace", "pandit-spliced", "haproxy", "haproxy-splice", "nginx"):
+        for s in ("direct", "pandit-userspace", "pandit-spliced", "pandit-auto", "haproxy", "haproxy-splice",
+                  "nginx"):
             x = S.get(s)
             if x and x.get("machine_cpu_per_gb1") is not None:
                 cells.append(f"{LABELS[s]} {x['machine_cpu_per_gb1']:.2f} / {x['machine_cpu_per_gb8']:.2f}")
@@ -398,8 +416,9 @@ def aims_issue4(w, r, S, d):
         for x in lose or ["nowhere"]:
             w(f"- {x}")
         w("")
-        w("`kernel_splice: auto` (the default) is documented (docs/CONFIG.md) to splice wherever the kernel "
-          "accepts, so where the spliced path loses above, `auto` loses with it.")
+        w("`kernel_splice: auto` (the default) splices wherever the kernel accepts and keeps a direction that "
+          "moves bulk data in userspace (docs/CONFIG.md); its row above shows what that choice gives on the same "
+          "traffic.")
         w("")
 
 
