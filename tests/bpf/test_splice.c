@@ -286,7 +286,40 @@ static void fx_partly_read_skb_is_redirected_whole(struct world *w)
 	assert_memory_equal(buf, data + 900, 100);
 }
 
+/* A large queue at the splice (as when a connection enters the map in
+ * the middle of a transfer) and the worker's read right after the insert
+ * with a buffer smaller than the queue: whatever that read returns and
+ * whatever the program redirects must together be the stream, once, in
+ * order. */
+static void fx_large_queue_then_small_read(struct world *w)
+{
+	enum { N = 1 << 20, CHUNK = 16384, RD = 65536 };
+	char *data = malloc(N), *buf = malloc(N);
+	assert_non_null(data);
+	assert_non_null(buf);
+	for (size_t i = 0; i < N; i++)
+		data[i] = (char)(i * 7 + i / 251);
+	for (size_t off = 0; off < N; off += CHUNK)
+		send_all(w->client, data + off, CHUNK);
+	usleep(50000);	/* all of it in cli's receive queue */
+	splice_world(w);
+	ssize_t r = recv(w->cli, buf, RD, MSG_DONTWAIT);
+	size_t got = r > 0 ? (size_t)r : 0;
+	if (r > 0) {
+		printf("  (the read after the insert returned %zd bytes itself)\n", r);
+		assert_memory_equal(buf, data, got);
+		send_all(w->up, buf, got);	/* what the worker would write */
+	}
+	read_exactly(w->server, buf, N);
+	assert_memory_equal(buf, data, N);
+	nothing_within(w->server, 50);
+	free(data);
+	free(buf);
+}
+
 static const struct fixture fixtures[] = {
+	{ "a large queue at the splice and a small read after it: once, in order",
+	  fx_large_queue_then_small_read },
 	{ "redirects both ways, the daemon reads nothing", fx_both_ways },
 	{ "bytes queued before the splice: a read runs them through, in order", fx_queued_before_then_read },
 	{ "bytes queued before the splice: the next arrival carries them, in order", fx_queued_before_then_more },
