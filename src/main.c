@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "control/control.h"
 #include "core/log.h"
+#include "kpath/shortcut.h"
 #include "kpath/splice.h"
 #include "lb/target.h"
 #include "proxy/listener.h"
@@ -278,6 +279,18 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+	/* The local short-circuit (bpf/shortcut.bpf.c) when a cgroup is
+	 * configured: loaded and attached now, while root (also when no app
+	 * uses it yet: a reload may add one, the cgroup needs a restart).
+	 * When the kernel refuses it, connections take the splice or
+	 * userspace path as without it. */
+	if (cfg->shortcut_cgroup) {
+		if (shortcut_open(cfg->shortcut_cgroup, cfg->shortcut_backlog) < 0)
+			log_warn("local short-circuit off, connections take the splice or userspace path: %s",
+				 shortcut_unavailable_reason());
+		else
+			log_info("local short-circuit attached to %s", cfg->shortcut_cgroup);
+	}
 	for (; inited < n_workers; inited++)
 	{
 		if (worker_init(&workers[inited], inited, fds[inited], cfg->buffer_size, cfg->splice, snap) < 0)
@@ -334,6 +347,7 @@ out:
 	if (steer)
 		steer_close(steer);
 	kpath_close();
+	shortcut_close();
 	if (snap)
 		rt_snapshot_put(snap);
 	if (fds)

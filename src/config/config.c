@@ -73,6 +73,7 @@ void cfg_app_defaults(struct cfg_app *a)
 	a->health_check = true;
 	a->protocol = PROTO_TCP;
 	a->kernel_splice = CFG_KERNEL_AUTO;
+	a->local_shortcut = CFG_SHORTCUT_AUTO;
 	a->foo.strict = false;
 	a->foo.max_line = CFG_DEFAULT_FOO_MAX_LINE;
 	cfg_http_defaults(&a->http);
@@ -138,6 +139,9 @@ int cfg_set_defaults(struct cfg *cfg)
 	cfg->buffer_size = CFG_DEFAULT_BUFFER_SIZE;
 	cfg->splice = true;
 	cfg->resolve_interval_ms = CFG_DEFAULT_RESOLVE_INTERVAL_MS;
+	free(cfg->shortcut_cgroup);
+	cfg->shortcut_cgroup = NULL;
+	cfg->shortcut_backlog = CFG_DEFAULT_SHORTCUT_BACKLOG;
 	cfg->health.interval_ms = CFG_DEFAULT_HC_INTERVAL_MS;
 	cfg->health.timeout_ms = CFG_DEFAULT_HC_TIMEOUT_MS;
 	cfg->health.rise = CFG_DEFAULT_HC_RISE;
@@ -354,7 +358,7 @@ bool cfg_app_equal(const struct cfg_app *a, const struct cfg_app *b)
 	    a->idle_timeout_ms != b->idle_timeout_ms || a->connect_attempts != b->connect_attempts ||
 	    a->max_connections != b->max_connections || a->health_check != b->health_check ||
 	    a->keepalive.enabled != b->keepalive.enabled || a->protocol != b->protocol ||
-	    a->kernel_splice != b->kernel_splice)
+	    a->kernel_splice != b->kernel_splice || a->local_shortcut != b->local_shortcut)
 		return false;
 	if (a->protocol == PROTO_FOO &&
 	    (a->foo.strict != b->foo.strict || a->foo.max_line != b->foo.max_line))
@@ -449,6 +453,7 @@ void cfg_free(struct cfg *cfg)
 	}
 	free(cfg->apps);
 	free(cfg->user);
+	free(cfg->shortcut_cgroup);
 	free(cfg->path);
 	free(cfg);
 }

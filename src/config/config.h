@@ -114,6 +114,12 @@ struct cfg_health {
  * the userspace relay; on: a refusal closes the connection; off: never. */
 enum cfg_kernel_mode { CFG_KERNEL_AUTO = 0, CFG_KERNEL_ON, CFG_KERNEL_OFF };
 
+/* local_shortcut: may a tcp app's connection whose client and target are
+ * both local sockets of the shortcut_cgroup be short-circuited
+ * (bpf/shortcut.bpf.c)? auto: yes where both ends are registered; off:
+ * never. Without shortcut_cgroup the setting has no effect. */
+enum cfg_shortcut_mode { CFG_SHORTCUT_AUTO = 0, CFG_SHORTCUT_OFF };
+
 struct cfg_app {
 	char *name;
 	struct cfg_port_range *ports;	/* sorted by lo; the loader merges overlapping and adjacent ranges */
@@ -131,6 +137,7 @@ struct cfg_app {
 	bool health_check;		/* active checks of this app's targets, default true */
 	enum app_protocol protocol;
 	enum cfg_kernel_mode kernel_splice;	/* default auto; only tcp apps splice */
+	enum cfg_shortcut_mode local_shortcut;	/* default auto; only tcp apps pair */
 	struct cfg_foo foo;		/* protocol foo */
 	struct cfg_http http;		/* protocol http */
 	struct cfg_mark mark;
@@ -146,6 +153,8 @@ struct cfg {
 	uint32_t buffer_size;		/* bytes per direction per connection */
 	bool splice;			/* relay with splice(2) through pipes (default) or by copy */
 	uint32_t resolve_interval_ms;	/* how often target names are resolved again */
+	char *shortcut_cgroup;		/* cgroup v2 directory of the local short-circuit; NULL: off */
+	uint32_t shortcut_backlog;	/* unread short-circuited bytes a peer may hold */
 	struct cfg_health health;
 	/* reloadable settings */
 	enum log_level log_level;
@@ -178,6 +187,7 @@ struct cfg {
 #define CFG_DEFAULT_BACKOFF_MIN_MS	1000u
 #define CFG_DEFAULT_BACKOFF_MAX_MS	30000u
 #define CFG_DEFAULT_RESOLVE_INTERVAL_MS	30000u
+#define CFG_DEFAULT_SHORTCUT_BACKLOG	(4u << 20)
 #define CFG_DEFAULT_FOO_MAX_LINE	4096u
 #define CFG_MAX_FOO_MAX_LINE		(1u << 20)
 #define CFG_DEFAULT_HTTP_HEADER_TIMEOUT_MS	10000u

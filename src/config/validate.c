@@ -779,6 +779,29 @@ static void parse_user(struct vctx *c, uint32_t i)
 		c->oom = true;
 }
 
+/* shortcut_cgroup: the absolute path of a cgroup v2 directory (checked
+ * when pandit starts, not here); null or empty: the short-circuit is off. */
+static void parse_shortcut_cgroup(struct vctx *c, uint32_t i)
+{
+	struct cfg *cfg = c->cfg;
+	free(cfg->shortcut_cgroup);
+	cfg->shortcut_cgroup = NULL;
+	if (is_null(c, i))
+		return;
+	const char *s = want_scalar(c, i, "shortcut_cgroup");
+	if (!s || !*s)
+		return;
+	if (*s != '/' || N(c, i)->len >= 4096 || has_ctl(s, N(c, i)->len)) {
+		char b[64];
+		verr(c, nmark(c, i), "shortcut_cgroup '%s': must be the absolute path of a cgroup v2 directory",
+		     show(c, i, b, sizeof(b)));
+		return;
+	}
+	cfg->shortcut_cgroup = strdup(s);
+	if (!cfg->shortcut_cgroup)
+		c->oom = true;
+}
+
 enum { HC_INTERVAL, HC_TIMEOUT, HC_RISE, HC_FALL, HC_BMIN, HC_BMAX, HC_N };
 static const struct keydef hc_keys[HC_N] = {
 	[HC_INTERVAL] = KEY("interval", NULL), [HC_TIMEOUT] = KEY("timeout", NULL),
@@ -820,7 +843,7 @@ static void parse_health(struct vctx *c, uint32_t i)
 
 enum {
 	A_NAME, A_PORTS, A_ADDRS, A_TARGETS, A_BALANCE, A_CTIMEOUT, A_ITIMEOUT, A_ATTEMPTS,
-	A_MAXCONN, A_KEEPALIVE, A_HEALTH, A_PROTO, A_FOO, A_HTTP, A_KSPLICE, A_N
+	A_MAXCONN, A_KEEPALIVE, A_HEALTH, A_PROTO, A_FOO, A_HTTP, A_KSPLICE, A_LSHORT, A_N
 };
 static const struct keydef app_keys[A_N] = {
 	[A_NAME] = KEY("name", "Name"),
@@ -838,6 +861,7 @@ static const struct keydef app_keys[A_N] = {
 	[A_FOO] = KEY("foo", NULL),
 	[A_HTTP] = KEY("http", NULL),
 	[A_KSPLICE] = KEY("kernel_splice", NULL),
+	[A_LSHORT] = KEY("local_shortcut", NULL),
 };
 
 enum { K_IDLE, K_INTERVAL, K_COUNT, K_N };
@@ -866,6 +890,29 @@ static void parse_kernel_splice(struct vctx *c, uint32_t i, struct cfg_app *a, c
 	}
 	if (a->kernel_splice == CFG_KERNEL_ON && a->protocol != PROTO_TCP)
 		verr(c, nmark(c, i), "app '%s': kernel_splice: on needs protocol tcp (%s apps are parsed in userspace)",
+		     an, cfg_protocol_name(a->protocol));
+}
+
+/* local_shortcut: auto or off (false also reads as off); auto needs
+ * protocol tcp: the short-circuit counts on the daemon writing each side
+ * exactly the bytes it read from the other. */
+static void parse_local_shortcut(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
+{
+	char b[64];
+	const char *s = want_scalar(c, i, "local_shortcut");
+	if (!s)
+		return;
+	if (strcmp(s, "auto") == 0) {
+		a->local_shortcut = CFG_SHORTCUT_AUTO;
+	} else if (strcmp(s, "off") == 0 || strcmp(s, "false") == 0) {
+		a->local_shortcut = CFG_SHORTCUT_OFF;
+	} else {
+		verr(c, nmark(c, i), "app '%s': local_shortcut '%s' is not one of auto, off", an,
+		     show(c, i, b, sizeof(b)));
+		return;
+	}
+	if (a->local_shortcut == CFG_SHORTCUT_AUTO && a->protocol != PROTO_TCP)
+		verr(c, nmark(c, i), "app '%s': local_shortcut: auto needs protocol tcp (%s apps are parsed in userspace)",
 		     an, cfg_protocol_name(a->protocol));
 }
 
@@ -1707,6 +1754,8 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 	}
 	if (v[A_KSPLICE])
 		parse_kernel_splice(c, v[A_KSPLICE], a, an);
+	if (v[A_LSHORT])
+		parse_local_shortcut(c, v[A_LSHORT], a, an);
 	c->app = NULL;
 	cfg_app_normalize(a);
 }
@@ -2075,7 +2124,8 @@ static int check_loops(struct vctx *c, const struct cfg *cfg)
 /* --- top level --------------------------------------------------------------- */
 
 enum {
-	G_ADMIN, G_USER, G_WORKERS, G_BUFSIZE, G_SPLICE, G_LOGLEVEL, G_RESOLVE, G_HEALTH, G_APPS, G_N
+	G_ADMIN, G_USER, G_WORKERS, G_BUFSIZE, G_SPLICE, G_LOGLEVEL, G_RESOLVE, G_HEALTH, G_SCGROUP, G_SBACKLOG,
+	G_APPS, G_N
 };
 static const struct keydef top_keys[G_N] = {
 	[G_ADMIN] = KEY("admin", NULL),
@@ -2086,6 +2136,8 @@ static const struct keydef top_keys[G_N] = {
 	[G_LOGLEVEL] = KEY("log_level", NULL),
 	[G_RESOLVE] = KEY("resolve_interval", NULL),
 	[G_HEALTH] = KEY("health_check", NULL),
+	[G_SCGROUP] = KEY("shortcut_cgroup", NULL),
+	[G_SBACKLOG] = KEY("shortcut_backlog", NULL),
 	[G_APPS] = KEY("apps", "Apps"),
 };
 
@@ -2197,6 +2249,21 @@ static int from_tree(struct vctx *c)
 		get_duration(c, v[G_RESOLVE], "resolve_interval", 1, &cfg->resolve_interval_ms);
 	if (v[G_HEALTH])
 		parse_health(c, v[G_HEALTH]);
+	if (v[G_SCGROUP])
+		parse_shortcut_cgroup(c, v[G_SCGROUP]);
+	if (v[G_SBACKLOG]) {
+		const char *s = want_scalar(c, v[G_SBACKLOG], "shortcut_backlog"), *why = NULL;
+		uint32_t sz;
+		if (s && cfg_parse_size(s, &sz, &why) == 0 && (sz < 64 * 1024 || sz > (1u << 30)))
+			why = "shortcut_backlog must be from 64k to 1024m";
+		if (s && why) {
+			char b[64];
+			verr(c, nmark(c, v[G_SBACKLOG]), "shortcut_backlog '%s': %s",
+			     show(c, v[G_SBACKLOG], b, sizeof(b)), why);
+		} else if (s) {
+			cfg->shortcut_backlog = sz;
+		}
+	}
 
 	if (!v[G_APPS]) {
 		verr(c, nmark(c, 0), "no 'apps' list in the config");

@@ -82,6 +82,11 @@ static void warn_static_changes(const struct cfg *old, const struct cfg *new)
 		log_warn("reload: a change of \"buffer_size\" needs a restart; ignored");
 	if (old->splice != new->splice)
 		log_warn("reload: a change of \"splice\" needs a restart; ignored");
+	if ((old->shortcut_cgroup == NULL) != (new->shortcut_cgroup == NULL) ||
+	    (old->shortcut_cgroup && strcmp(old->shortcut_cgroup, new->shortcut_cgroup)))
+		log_warn("reload: a change of \"shortcut_cgroup\" needs a restart; ignored");
+	if (old->shortcut_backlog != new->shortcut_backlog)
+		log_warn("reload: a change of \"shortcut_backlog\" needs a restart; ignored");
 }
 
 static int control_sync_kernel(struct control *c, struct rt_snapshot *snap,

@@ -13,12 +13,15 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "stats/stats.h"
 
 #include "shortcut.skel.h"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
 #endif
+
+struct shortcut_stats shortcut_stats;
 
 /* The loaded programs and maps: one per process, opened at start (as root). */
 static struct {
@@ -269,4 +272,56 @@ void shortcut_fds(int *socks, int *pairs)
 {
 	*socks = S.socks_fd;
 	*pairs = S.pairs_fd;
+}
+
+void shortcut_render_json(struct sbuf *out)
+{
+	sbuf_printf(out, ",\"shortcut\":{\"available\":%s", S.skel ? "true" : "false");
+	if (!S.skel) {
+		sbuf_puts(out, ",\"reason\":");
+		sbuf_json_str(out, S.reason);
+	}
+	sbuf_printf(out,
+		    ",\"paired_active\":%llu,\"paired_total\":%llu"
+		    ",\"redirected_bytes\":%llu,\"refused\":{",
+		    (unsigned long long)stats_get(&shortcut_stats.paired_active),
+		    (unsigned long long)stats_get(&shortcut_stats.paired),
+		    (unsigned long long)stats_get(&shortcut_stats.redirected_bytes));
+	for (int i = 0; i < SHORTCUT_REF_MAX; i++)
+		sbuf_printf(out, "%s\"%s\":%llu", i ? "," : "", refusal_names[i],
+			    (unsigned long long)stats_get(&shortcut_stats.refused[i]));
+	sbuf_puts(out, "},\"program\":{");
+	uint64_t o[PANDIT_SHORTCUT_STAT_MAX];
+	shortcut_read_outcomes(o);
+	for (int i = 0; i < PANDIT_SHORTCUT_STAT_MAX; i++)
+		sbuf_printf(out, "%s\"%s\":%llu", i ? "," : "", outcome_names[i],
+			    (unsigned long long)o[i]);
+	sbuf_puts(out, "}}");
+}
+
+void shortcut_render_prometheus(struct sbuf *out)
+{
+	if (!S.skel)
+		return;	/* not configured or refused: nothing is short-circuited */
+	sbuf_printf(out,
+		    "# HELP pandit_shortcut_connections_active Connections whose local ends are paired now.\n"
+		    "# TYPE pandit_shortcut_connections_active gauge\n"
+		    "pandit_shortcut_connections_active %llu\n"
+		    "# HELP pandit_shortcut_connections_total Connections paired since start.\n"
+		    "# TYPE pandit_shortcut_connections_total counter\n"
+		    "pandit_shortcut_connections_total %llu\n"
+		    "# HELP pandit_shortcut_refused_total Connections not paired, by reason.\n"
+		    "# TYPE pandit_shortcut_refused_total counter\n",
+		    (unsigned long long)stats_get(&shortcut_stats.paired_active),
+		    (unsigned long long)stats_get(&shortcut_stats.paired));
+	for (int i = 0; i < SHORTCUT_REF_MAX; i++)
+		sbuf_printf(out, "pandit_shortcut_refused_total{reason=\"%s\"} %llu\n", refusal_names[i],
+			    (unsigned long long)stats_get(&shortcut_stats.refused[i]));
+	uint64_t o[PANDIT_SHORTCUT_STAT_MAX];
+	shortcut_read_outcomes(o);
+	sbuf_puts(out, "# HELP pandit_shortcut_program_total Outcomes of the short-circuit programs.\n"
+		       "# TYPE pandit_shortcut_program_total counter\n");
+	for (int i = 0; i < PANDIT_SHORTCUT_STAT_MAX; i++)
+		sbuf_printf(out, "pandit_shortcut_program_total{outcome=\"%s\"} %llu\n",
+			    outcome_names[i], (unsigned long long)o[i]);
 }

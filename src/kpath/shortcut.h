@@ -2,10 +2,12 @@
 #ifndef PANDIT_KPATH_SHORTCUT_H
 #define PANDIT_KPATH_SHORTCUT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "../../bpf/pandit_abi.h"
+#include "core/sbuf.h"
 
 /* Why a connection was not paired (it stays on the splice or userspace path). */
 enum shortcut_refusal {
@@ -16,6 +18,17 @@ enum shortcut_refusal {
 	SHORTCUT_REF_MAP,		/* the kernel refused the pair entries (full, exists) */
 	SHORTCUT_REF_MAX,
 };
+
+/* Process-wide counters of the daemon's pairing (relaxed atomics). */
+struct shortcut_stats {
+	_Atomic uint64_t paired;		/* connections paired since start */
+	_Atomic uint64_t paired_active;		/* paired connections open now */
+	_Atomic uint64_t refused[SHORTCUT_REF_MAX];	/* pairings refused, by reason */
+	_Atomic uint64_t redirected_bytes;	/* bytes short-circuited (both ways), as folded
+						 * into the apps' counters (idle checks, close) */
+};
+
+extern struct shortcut_stats shortcut_stats;
 
 /* One paired connection as the daemon knows it: index 0 is the client's own
  * socket C (peer of the daemon's accepted socket), 1 the backend's socket B
@@ -57,6 +70,14 @@ int shortcut_peer_key(int fd, struct pandit_shortcut_key *out);
  * negative errno with nothing in the maps and *why set. Needs no
  * capability. */
 int shortcut_pair(struct shortcut_pair *p, int cli_fd, int up_fd, enum shortcut_refusal *why);
+/* After a not_local refusal: true when the client's end was found and only
+ * the backend's was not (it may not be registered yet: the backend's
+ * socket becomes established when it gets the daemon's last handshake
+ * ACK, which can come after the daemon saw its connect complete). */
+static inline bool shortcut_pair_client_found(const struct shortcut_pair *p)
+{
+	return p->cookie[0] != 0;
+}
 
 /* Deletes both pair entries; with final non-NULL, first copies them (the
  * byte counters; zeroed where unreadable). Sends from then on take TCP,
@@ -73,6 +94,13 @@ int shortcut_read_outcomes(uint64_t out[PANDIT_SHORTCUT_STAT_MAX]);
 const char *shortcut_outcome_name(int i);
 /* Name of a refusal reason. */
 const char *shortcut_refusal_name(enum shortcut_refusal r);
+
+/* Appends ,"shortcut":{...} (JSON, for /stats' kernel_path): whether the
+ * programs are loaded (and why not), connections paired now and since
+ * start, bytes short-circuited, refusals per reason, program outcomes. */
+void shortcut_render_json(struct sbuf *out);
+/* Appends the same as Prometheus families (nothing when not loaded). */
+void shortcut_render_prometheus(struct sbuf *out);
 
 /* fds of the sockets and pairs maps (-1 when not loaded), for tests. */
 void shortcut_fds(int *socks, int *pairs);

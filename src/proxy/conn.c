@@ -28,6 +28,7 @@ static bool splice_wanted(const struct conn *c);
 static bool splice_eof_real(struct conn *c, int d);
 static void splice_maybe_resume(struct conn *c, int d);
 static void conn_maybe_splice(struct conn *c);
+static void conn_maybe_shortcut(struct conn *c, bool last);
 
 static void set_sock_opts(int fd, const struct cfg_app *cfg)
 {
@@ -305,6 +306,8 @@ static void conn_relay(struct conn *c)
 	bool flush_only = !c->sp.tried && c->state == CONN_RELAY && splice_wanted(c) &&
 			  kpath_available();
 	bool rd_cli = c->cli.readable, rd_up = c->up.readable;
+	if (c->sc.retry && c->w->loop.now != c->sc.retry_at)
+		conn_maybe_shortcut(c, true);
 	if (flush_only) {
 		/* a side whose last read stopped inside its queue reads on
 		 * until a read drains it (see conn_side.partial) */
@@ -750,6 +753,72 @@ void conn_splice_resumed(struct worker *w, uint64_t cookie)
 		splice_to_kernel(c, d);
 }
 
+/* --- local short-circuit -----------------------------------------------------
+ * When the client's and the chosen backend's own sockets are both local
+ * sockets of the configured cgroup, they are paired once the upstream is
+ * up (bpf/shortcut.bpf.c): each one's sends go straight into the other's
+ * receive queue as soon as every byte it sent over TCP has been read on
+ * the other side, which the program checks itself. Nothing else changes
+ * here: the connection keeps its path (spliced or userspace) for the TCP
+ * bytes that still come, and its FIN, half-close and reset handling (a FIN
+ * always follows the redirected bytes; see docs/ARCHITECTURE.md). Only
+ * tcp apps qualify: the program counts on this relay writing each side
+ * exactly the bytes it read from the other. */
+
+static bool shortcut_wanted(const struct conn *c)
+{
+	return c->app->cfg->local_shortcut == CFG_SHORTCUT_AUTO &&
+	       c->app->cfg->protocol == PROTO_TCP && !c->watch && shortcut_available();
+}
+
+/* Pairs the connection's two far ends. last: no retry after this one. */
+static void conn_maybe_shortcut(struct conn *c, bool last)
+{
+	enum shortcut_refusal why;
+	c->sc.retry = false;
+	int err = shortcut_pair(&c->sc.pair, c->cli.io.fd, c->up.io.fd, &why);
+	if (err) {
+		if (!last && why == SHORTCUT_REF_NOT_LOCAL && shortcut_pair_client_found(&c->sc.pair)) {
+			c->sc.retry = true;
+			c->sc.retry_at = c->w->loop.now;
+			return;
+		}
+		stats_add(&shortcut_stats.refused[why], 1);
+		log_debug("app %s: not short-circuited (%s: %s)", c->app->cfg->name,
+			  shortcut_refusal_name(why), strerror(-err));
+		return;
+	}
+	c->sc.on = true;
+	stats_add(&shortcut_stats.paired, 1);
+	stats_add(&shortcut_stats.paired_active, 1);
+	log_debug("app %s: connection short-circuited", c->app->cfg->name);
+}
+
+/* Adds the bytes each side sent straight to the other since the last fold
+ * to the app's and the target's counters (side 0 in, side 1 out), and
+ * counts their growth as activity for the idle timer; from final when
+ * given (the entries as they were taken out), else read now. */
+static void shortcut_fold(struct conn *c, const struct pandit_shortcut_pair *final)
+{
+	struct rt_app_target *at = conn_target(c);
+	for (int side = 0; side < 2; side++) {
+		struct pandit_shortcut_pair v;
+		if (final)
+			v = final[side];
+		else if (shortcut_read(&c->sc.pair, side, &v) < 0)
+			continue;
+		if (v.redirected <= c->sc.folded[side])
+			continue;
+		uint64_t delta = v.redirected - c->sc.folded[side];
+		c->sc.folded[side] = v.redirected;
+		stats_add(side ? &c->app->stats->bytes_out : &c->app->stats->bytes_in, delta);
+		if (at)
+			stats_add(side ? &at->stats->bytes_out : &at->stats->bytes_in, delta);
+		stats_add(&shortcut_stats.redirected_bytes, delta);
+		c->last_active = c->w->loop.now;
+	}
+}
+
 /* --- timers ----------------------------------------------------------------- */
 
 static void conn_timer_cb(struct ev_loop *loop, struct ev_timer *t)
@@ -777,6 +846,8 @@ static void conn_timer_cb(struct ev_loop *loop, struct ev_timer *t)
 				return;
 		}
 	}
+	if (c->sc.on)
+		shortcut_fold(c, NULL);	/* short-circuited traffic counts as activity */
 	if (loop->now - c->last_active >= idle_ns) {
 		log_debug("app %s: idle timeout", c->app->cfg->name);
 		conn_free(c, false);
@@ -812,6 +883,8 @@ static void conn_established(struct conn *c)
 	ev_timer_stop(loop, &c->timer);
 	if (c->app->cfg->idle_timeout_ms)
 		ev_timer_start(loop, &c->timer, c->app->cfg->idle_timeout_ms);
+	if (shortcut_wanted(c))
+		conn_maybe_shortcut(c, false);
 }
 
 static void conn_up_cb(struct ev_loop *loop, struct ev_io *io, uint32_t events)
@@ -980,6 +1053,18 @@ static void conn_free(struct conn *c, bool reset)
 		kpath_fold_app(c->app);
 		c->sp.on = false;
 		stats_sub(&kpath_stats.spliced_active, 1);
+	}
+	if (c->sc.on) {
+		/* out of the map before the sockets close (the map is empty when
+		 * idle), with the final counters */
+		struct pandit_shortcut_pair final[2];
+		shortcut_unpair(&c->sc.pair, final);
+		shortcut_fold(c, final);
+		c->sc.on = false;
+		stats_sub(&shortcut_stats.paired_active, 1);
+	} else if (c->sc.retry) {
+		c->sc.retry = false;
+		stats_add(&shortcut_stats.refused[SHORTCUT_REF_NOT_LOCAL], 1);
 	}
 	struct conn_side *sides[2] = { &c->cli, &c->up };
 	for (int i = 0; i < 2; i++) {

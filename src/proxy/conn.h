@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "core/ev.h"
+#include "kpath/shortcut.h"
 #include "kpath/splice.h"
 #include "lb/balance.h"
 #include "runtime/runtime.h"
@@ -56,6 +57,19 @@ struct conn_splice {
 	uint32_t poll_ms;	/* backoff of the drain poll */
 };
 
+/* The local short-circuit of the connection (docs/ARCHITECTURE.md, "Short-
+ * circuit for local peers"): the client's and the backend's own sockets
+ * paired, each one's sends going into the other's receive queue. Side 0 is
+ * the client's socket (its bytes go to the target), 1 the backend's. */
+struct conn_shortcut {
+	struct shortcut_pair pair;
+	uint64_t folded[2];	/* redirected bytes of each side added to the counters */
+	uint64_t retry_at;	/* loop time of the first try, when retry is set */
+	bool on;		/* both pair entries are in the map */
+	bool retry;		/* only the backend's end was not found: try once more at
+				 * a later event (its socket may not be registered yet) */
+};
+
 struct conn {
 	struct worker *w;
 	struct conn *prev, *next;
@@ -69,6 +83,7 @@ struct conn {
 	struct ev_timer timer;		/* connect timeout, then idle timeout */
 	struct ev_timer poll;		/* spliced: polls a direction's kernel backlog until drained */
 	struct conn_splice sp;
+	struct conn_shortcut sc;
 	uint64_t connect_start;
 	uint64_t last_active;
 	bool dead;			/* closed; freed after the current batch of events */

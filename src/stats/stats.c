@@ -8,6 +8,7 @@
 
 #include "core/ref.h"
 #include "core/ev.h"
+#include "kpath/shortcut.h"
 #include "kpath/splice.h"
 #include "lb/target.h"
 #include "proto/foo_stats.h"
@@ -281,6 +282,12 @@ static void json_head(struct stats_render *r, struct sbuf *out)
 		LIT(out, "}");
 	}
 	kpath_render_json(out, stats_get(&stats_global.active));
+	/* the short-circuit's part goes inside kernel_path: before its last brace */
+	if (out->len && out->data[out->len - 1] == '}') {
+		out->len--;
+		shortcut_render_json(out);
+		LIT(out, "}");
+	}
 	LIT(out, ",\"apps\":[");
 }
 
@@ -534,6 +541,7 @@ EMIT(emit_g_active)
 	(void)r; (void)a; (void)t;
 	prom_sample(out, f->name, NULL, NULL, NULL, NULL, stats_get(&stats_global.active));
 	kpath_render_prometheus(out, stats_get(&stats_global.active));	/* its own families */
+	shortcut_render_prometheus(out);
 }
 
 EMIT(emit_g_no_app)

@@ -1643,6 +1643,70 @@ static void test_kernel_splice(void **state)
 		     "6:20", "kernel_splice: on", "protocol tcp", NULL);
 }
 
+/* local_shortcut: auto by default; auto, off (false); auto only for tcp
+ * apps; part of an app's identity. shortcut_cgroup (absent: off) and
+ * shortcut_backlog (default 4 MiB) at the top level. */
+static void test_local_shortcut(void **state)
+{
+	(void)state;
+	struct cfg *cfg = load_ok("apps:\n"
+				  "  - name: d\n    ports: 80\n    targets: h:1\n"
+				  "  - name: a\n    ports: 81\n    targets: h:1\n    local_shortcut: auto\n"
+				  "  - name: off\n    ports: 82\n    targets: h:1\n    local_shortcut: off\n"
+				  "  - name: f\n    ports: 83\n    targets: h:1\n    local_shortcut: false\n"
+				  "  - name: foo\n    ports: 84\n    targets: h:1\n    protocol: foo\n"
+				  "    local_shortcut: off\n");
+	assert_null(cfg->shortcut_cgroup);
+	assert_int_equal(cfg->shortcut_backlog, CFG_DEFAULT_SHORTCUT_BACKLOG);
+	assert_int_equal(cfg->shortcut_backlog, 4u << 20);
+	assert_int_equal(cfg->apps[0].local_shortcut, CFG_SHORTCUT_AUTO);
+	assert_int_equal(cfg->apps[1].local_shortcut, CFG_SHORTCUT_AUTO);
+	assert_int_equal(cfg->apps[2].local_shortcut, CFG_SHORTCUT_OFF);
+	assert_int_equal(cfg->apps[3].local_shortcut, CFG_SHORTCUT_OFF);
+	assert_int_equal(cfg->apps[4].local_shortcut, CFG_SHORTCUT_OFF);
+	/* a reload that changes only local_shortcut changes the app */
+	struct cfg_app *d = cfg_app_dup(&cfg->apps[0]);
+	assert_non_null(d);
+	assert_true(cfg_app_equal(d, &cfg->apps[0]));
+	d->local_shortcut = CFG_SHORTCUT_OFF;
+	assert_false(cfg_app_equal(d, &cfg->apps[0]));
+	cfg_app_free(d);
+	cfg_free(cfg);
+
+	cfg = load_ok("shortcut_cgroup: /sys/fs/cgroup/mesh\nshortcut_backlog: 16m\n"
+		      "apps:\n  - name: d\n    ports: 80\n    targets: h:1\n");
+	assert_string_equal(cfg->shortcut_cgroup, "/sys/fs/cgroup/mesh");
+	assert_int_equal(cfg->shortcut_backlog, 16u << 20);
+	cfg_free(cfg);
+	cfg = load_ok("shortcut_cgroup: null\napps: []\n");
+	assert_null(cfg->shortcut_cgroup);
+	cfg_free(cfg);
+	/* JSON too */
+	cfg_errors_free(&errs);
+	const char *json = "{\"shortcut_cgroup\":\"/sys/fs/cgroup/x\",\"apps\":[{\"name\":\"j\","
+			   "\"ports\":[80],\"targets\":[\"h:1\"],\"local_shortcut\":\"off\"}]}";
+	assert_int_equal(cfg_load_buffer("t.json", json, strlen(json), &cfg, &errs), 0);
+	assert_string_equal(cfg->shortcut_cgroup, "/sys/fs/cgroup/x");
+	assert_int_equal(cfg->apps[0].local_shortcut, CFG_SHORTCUT_OFF);
+	cfg_free(cfg);
+
+	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    local_shortcut: on\n",
+		     "5:21", "local_shortcut", "'on'", "auto, off");
+	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    local_shortcut: [off]\n",
+		     "5:21", "local_shortcut", NULL, NULL);
+	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    protocol: foo\n"
+		     "    local_shortcut: auto\n",
+		     "6:21", "local_shortcut: auto", "protocol tcp", NULL);
+	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    protocol: http\n"
+		     "    local_shortcut: auto\n",
+		     "6:21", "local_shortcut: auto", "protocol tcp", NULL);
+	expect_error("shortcut_cgroup: sys/fs/cgroup/x\napps: []\n", "1:18", "shortcut_cgroup",
+		     "absolute path", NULL);
+	expect_error("shortcut_cgroup: [a]\napps: []\n", "1:18", "shortcut_cgroup", NULL, NULL);
+	expect_error("shortcut_backlog: 1k\napps: []\n", "1:19", "shortcut_backlog", "64k", NULL);
+	expect_error("shortcut_backlog: lots\napps: []\n", "1:19", "shortcut_backlog", NULL, NULL);
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -1697,6 +1761,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_http_errors, teardown),
 		cmocka_unit_test_teardown(test_http_limits, teardown),
 		cmocka_unit_test_teardown(test_kernel_splice, teardown),
+		cmocka_unit_test_teardown(test_local_shortcut, teardown),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
