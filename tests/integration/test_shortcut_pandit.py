@@ -353,9 +353,11 @@ def test_bulk_both_ways_checksummed(world):
 
 
 def test_pingpong_is_short_circuited(world):
-    """Request/response: every reply right, the connection paired, and its
-    bytes went straight between the peers (the program redirected them)."""
+    """Request/response: every reply right, the connections paired (and
+    spliced), and their bytes went straight between the peers (the program
+    redirected them)."""
     before = shortcut(world.p)
+    spliced = world.p.stats()["kernel_path"]["connections"]["spliced_total"]
     res = world.run("pingpong", rounds=2000, conns=2)
     for c in res["client"]:
         assert c.get("rounds_ok") == 2000, c
@@ -366,6 +368,8 @@ def test_pingpong_is_short_circuited(world):
     assert after["paired_total"] - before["paired_total"] == 2
     assert after["program"]["redirected"] > before["program"]["redirected"]
     assert after["redirected_bytes"] > before["redirected_bytes"]
+    # spliced as well (kernel_splice: auto): the two are independent
+    assert world.p.stats()["kernel_path"]["connections"]["spliced_total"] - spliced == 2
     check_clean(world.p)
 
 
