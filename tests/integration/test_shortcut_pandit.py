@@ -15,7 +15,7 @@ from test_splice import map_entries, pandit_maps
 # on threads of its own. It prints one JSON line: per connection, what the
 # client and the backend sent and read.
 PEER = r'''
-import hashlib, json, os, random, socket, struct, sys, threading
+import hashlib, json, os, random, socket, struct, sys, threading, time
 
 A = json.loads(sys.argv[1])
 with open(os.path.join(A["cgroup"], "cgroup.procs"), "w") as f:
@@ -118,6 +118,18 @@ def client(i, r):
         ping(s, rounds, r)
         s.shutdown(socket.SHUT_WR)
         r["end"] = read_end(s)[1]
+    elif sc == "slow_pingpong":
+        ln = Lines(s)
+        for i in range(rounds):
+            time.sleep(A["pause"])
+            s.sendall(msg(i))
+            if ln.line() != b"ok " + msg(i):
+                r["bad_reply"] = i
+                break
+        else:
+            r["rounds_ok"] = rounds
+        s.shutdown(socket.SHUT_WR)
+        r["end"] = read_end(s)[1]
     elif sc == "half_c2b":
         ln = ping(s, rounds, r)
         data = random.Random(2000 + i).randbytes(n)
@@ -162,7 +174,7 @@ def backend(i, s, r):
         got = read_all(s)
         t.join()
         r["got"], r["got_len"] = sha(got), len(got)
-    elif sc == "pingpong":
+    elif sc in ("pingpong", "slow_pingpong"):
         pong(s, rounds)
         r["end"] = read_end(s)[1]
     elif sc == "half_c2b":
@@ -222,7 +234,7 @@ ls.close()
 print(json.dumps(res))
 '''
 
-SC_PORT, US_PORT = 19700, 19701
+SC_PORT, US_PORT, IDLE_PORT = 19700, 19701, 19703
 
 
 def _cgroup2_root():
@@ -278,7 +290,8 @@ def world(ns, cgroup, peer_script, start_pandit):
     bport = ns.free_port()
     target = f"127.0.0.1:{bport}"
     cfg = base_config([app("sc", [SC_PORT], [target], health_check=False),
-                       app("us", [US_PORT], [target], health_check=False, local_shortcut="off")],
+                       app("us", [US_PORT], [target], health_check=False, local_shortcut="off"),
+                       app("idle", [IDLE_PORT], [target], health_check=False, idle_timeout="1s")],
                       shortcut_cgroup=cgroup)
     p = start_pandit(cfg, in_ns=_NsEnter(ns))
 
@@ -459,6 +472,23 @@ def test_counters_equal_userspace_path(world):
         assert (t["bytes_in"], t["bytes_out"]) == sent[name], (name, t)
     assert sent["sc"] == sent["us"]
     check_clean(p)
+
+
+def test_short_circuited_traffic_keeps_the_connection_alive(world):
+    """idle_timeout 1s, and a ping-pong every 0.1 s for 4 s whose bytes all
+    go straight between the peers after the first round (pandit sees none
+    of them): the idle check counts them as activity and the connection
+    lives on; its bytes are in the app's counters once it closes."""
+    before = shortcut(world.p)
+    res = world.run("slow_pingpong", port=IDLE_PORT, rounds=40, pause=0.1)
+    assert res["client"][0].get("rounds_ok") == 40, res
+    assert res["client"][0]["end"] == "eof"
+    after = shortcut(world.p)
+    assert after["paired_total"] - before["paired_total"] == 1
+    a = find_app(world.p.stats(), "idle")
+    n = sum(len(b"%d:" % i + b"x" * (i % 61) + b"\n") for i in range(40))
+    assert (a["bytes_in"], a["bytes_out"]) == (n, n + 3 * 40), a
+    check_clean(world.p)
 
 
 def test_metrics(world):
