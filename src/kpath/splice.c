@@ -400,7 +400,7 @@ void kpath_render_json(struct sbuf *out, uint64_t active)
 	for (int i = 0; i < PANDIT_SPLICE_STAT_MAX; i++)
 		sbuf_printf(out, "%s\"%s\":%llu", i ? "," : "", outcome_names[i],
 			    (unsigned long long)o[i]);
-	sbuf_puts(out, "}}");
+	sbuf_puts(out, "}");	/* kernel_path stays open: the caller closes it */
 }
 
 void kpath_render_prometheus(struct sbuf *out, uint64_t active)

@@ -85,9 +85,10 @@ int kpath_written(int fd, uint64_t *out);
  * spliced. Thread-safe. */
 void kpath_fold_app(const struct rt_app *app);
 
-/* Appends ,"kernel_path":{...} (JSON) for /stats: connections per path,
- * fallbacks per reason, map entries, program outcomes. active is the
- * number of connections open now (all paths). */
+/* Appends ,"kernel_path":{... (JSON) for /stats: connections per path,
+ * fallbacks per reason, map entries, program outcomes, and leaves the
+ * object open for the short-circuit's part: the caller appends the closing
+ * brace. active is the number of connections open now (all paths). */
 void kpath_render_json(struct sbuf *out, uint64_t active);
 /* Appends the same as Prometheus families (nothing when the program is
  * not loaded). */

@@ -282,12 +282,8 @@ static void json_head(struct stats_render *r, struct sbuf *out)
 		LIT(out, "}");
 	}
 	kpath_render_json(out, stats_get(&stats_global.active));
-	/* the short-circuit's part goes inside kernel_path: before its last brace */
-	if (out->len && out->data[out->len - 1] == '}') {
-		out->len--;
-		shortcut_render_json(out);
-		LIT(out, "}");
-	}
+	shortcut_render_json(out);	/* inside kernel_path, which ends here */
+	LIT(out, "}");
 	LIT(out, ",\"apps\":[");
 }
 
