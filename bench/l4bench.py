@@ -38,12 +38,16 @@ IPERF_PORT, SOCKPERF_PORT, ECHO_PORT = 5201, 5111, 5000
 # reference without proxy: servers on CPU_PROXY, clients on CPU_LOAD, so the
 # cost of crossing CPUs (wake-ups, cache) shows on its own
 XCPU_IPERF_PORT, XCPU_SOCKPERF_PORT = 5202, 5112
+# servers for the short-circuit row: like the first ones, but started inside
+# the benchmark's cgroup (a short-circuit pairs sockets of that cgroup only)
+SC_IPERF_PORT, SC_SOCKPERF_PORT = 5203, 5113
 RELOAD_BACKENDS = [5001, 5002, 5003, 5004]
 # front ports of each proxy: (iperf, sockperf, echo probe)
 FRONTS = {
     "pandit-userspace": (6201, 6111, 6000),
     "pandit-spliced": (6203, 6113, 6002),
     "pandit-auto": (6204, 6114, 6003),
+    "pandit-shortcircuit": (6205, 6115, 6004),
     "haproxy": (7201, 7111, 7000),
     "haproxy-splice": (7202, 7112, 7001),
     "nginx": (8201, 8111, 8000),
@@ -52,10 +56,12 @@ FRONTS = {
 }
 PANDIT_BUSY_POLL_US = 100   # pandit --busy-poll: spin this long after events before sleeping
 # kernel_splice of each pandit setup (busy polling is about the userspace relay's wake-ups)
-PANDIT_SPLICE = {"pandit-userspace": "off", "pandit-spliced": "on", "pandit-auto": "auto", "pandit-busypoll": "off"}
+PANDIT_SPLICE = {"pandit-userspace": "off", "pandit-spliced": "on", "pandit-auto": "auto", "pandit-busypoll": "off",
+                 "pandit-shortcircuit": "auto"}
 PANDIT_ADMIN = "127.0.0.1:9900"
-SETUPS = ["direct", "direct-xcpu", "pandit-userspace", "pandit-spliced", "pandit-auto", "haproxy", "haproxy-splice",
-          "nginx", "pandit-busypoll", "haproxy-busypoll"]
+SETUPS = ["direct", "direct-xcpu", "pandit-userspace", "pandit-spliced", "pandit-auto", "pandit-shortcircuit",
+          "haproxy", "haproxy-splice", "nginx", "pandit-busypoll", "haproxy-busypoll"]
+CGROUP = {"path": None}   # the benchmark's cgroup v2 directory, once made (main)
 # reload test: app i gets ports RELOAD_BASE + 4i .. +3; new ports from RELOAD_NEW
 RELOAD_BASE, RELOAD_NEW = 10000, 50000
 PORTS_PER_APP = 4
@@ -75,7 +81,14 @@ class Procs(_Procs):
         return super().start(name, argv, cpu, env, combined=True)
 
 
-def run(argv, timeout, cpu=CPU_LOAD, check=True):
+def in_cgroup(argv, cg):
+    """argv run by a shell that first moves itself into cgroup directory cg."""
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg] + argv
+
+
+def run(argv, timeout, cpu=CPU_LOAD, check=True, cg=None):
+    if cg:
+        argv = in_cgroup(argv, cg)
     r = subprocess.run(["taskset", "-c", cpu] + argv, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
         raise RuntimeError(f"{argv[0]} exited {r.returncode}: {(r.stderr or r.stdout).strip()[-400:]}")
@@ -97,10 +110,14 @@ def wait_port(port, timeout_ms, proc=None):
 
 # ---- proxy configs --------------------------------------------------------
 
-def pandit_yaml(apps, admin=PANDIT_ADMIN, kernel_splice=None):
+def pandit_yaml(apps, admin=PANDIT_ADMIN, kernel_splice=None, shortcut_cgroup=None):
     """apps: [(name, [ports], [targets])]; kernel_splice: None (the default,
-    auto) or auto|on|off for every app."""
-    lines = ["workers: 1", "user: nobody", f'admin: "{admin}"', "apps:"]
+    auto) or auto|on|off for every app; shortcut_cgroup: None or the cgroup
+    whose local peers every app may short-circuit (local_shortcut: auto)."""
+    lines = ["workers: 1", "user: nobody", f'admin: "{admin}"']
+    if shortcut_cgroup:
+        lines.append(f"shortcut_cgroup: {json.dumps(shortcut_cgroup)}")
+    lines.append("apps:")
     for name, ports, targets in apps:
         lines.append(f"  - name: {name}")
         lines.append(f"    ports: [{', '.join(str(p) for p in ports)}]")
@@ -109,6 +126,8 @@ def pandit_yaml(apps, admin=PANDIT_ADMIN, kernel_splice=None):
         lines.append("    health_check: false")
         if kernel_splice:
             lines.append(f"    kernel_splice: {kernel_splice}")
+        if shortcut_cgroup:
+            lines.append("    local_shortcut: auto")
     return "\n".join(lines) + "\n"
 
 
@@ -146,10 +165,11 @@ def nginx_conf(apps, tmp):
     return "\n".join(out) + "\n"
 
 
-def bench_apps(fronts):
+def bench_apps(fronts, shortcut=False):
     pi, ps, pe = fronts
-    return [("iperf", [pi], [f"127.0.0.1:{IPERF_PORT}"]),
-            ("sockperf", [ps], [f"127.0.0.1:{SOCKPERF_PORT}"]),
+    ip, sp = (SC_IPERF_PORT, SC_SOCKPERF_PORT) if shortcut else (IPERF_PORT, SOCKPERF_PORT)
+    return [("iperf", [pi], [f"127.0.0.1:{ip}"]),
+            ("sockperf", [ps], [f"127.0.0.1:{sp}"]),
             ("probe", [pe], [f"127.0.0.1:{ECHO_PORT}"])]
 
 
@@ -159,7 +179,8 @@ def start_proxy(kind, procs, tmp, apps, tag):
     """Starts a proxy for apps; returns the Popen. Raises on a failed start."""
     if kind in PANDIT_SPLICE:
         cfg = os.path.join(tmp, f"{kind}-{tag}.yaml")
-        write(cfg, pandit_yaml(apps, kernel_splice=PANDIT_SPLICE[kind]))
+        write(cfg, pandit_yaml(apps, kernel_splice=PANDIT_SPLICE[kind],
+                               shortcut_cgroup=CGROUP["path"] if kind == "pandit-shortcircuit" else None))
         extra = ["--busy-poll", str(PANDIT_BUSY_POLL_US)] if kind == "pandit-busypoll" else []
         return procs.start(f"{kind}-{tag}", [PANDIT, "-c", cfg] + extra, CPU_PROXY)
     if kind in ("haproxy", "haproxy-splice", "haproxy-busypoll"):
@@ -190,9 +211,9 @@ def pandit_unavailable():
 
 # ---- measurements -----------------------------------------------------------
 
-def iperf(port, streams, secs):
+def iperf(port, streams, secs, cg=None):
     r = run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-P", str(streams), "-J"],
-            timeout=secs + 30, check=False)
+            timeout=secs + 30, check=False, cg=cg)
     try:
         j = json.loads(r.stdout)
     except json.JSONDecodeError:
@@ -207,9 +228,9 @@ PCT_RE = re.compile(r"percentile\s+([0-9.]+)\s*=\s*([0-9.]+)")
 TOTAL_RE = re.compile(r"\[Total Run\].*?ReceivedMessages=(\d+)")
 
 
-def sockperf(port, secs):
+def sockperf(port, secs, cg=None):
     r = run(["sockperf", "ping-pong", "--tcp", "-i", "127.0.0.1", "-p", str(port), "-m", "64",
-             "-t", str(secs), "--full-rtt"], timeout=secs + 30, check=False)
+             "-t", str(secs), "--full-rtt"], timeout=secs + 30, check=False, cg=cg)
     out = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout + r.stderr)
     pct = {float(a): float(b) for a, b in PCT_RE.findall(out)}
     tot = TOTAL_RE.search(out)
@@ -221,7 +242,8 @@ def sockperf(port, secs):
 # ---- pandit's own account: /stats, kernel_path ---------------------------------
 
 # kernel_path numbers that are gauges (now, not since start); every other number is a counter
-KPATH_GAUGES = ("connections.spliced_active", "connections.userspace_active", "map_entries")
+KPATH_GAUGES = ("connections.spliced_active", "connections.userspace_active", "map_entries",
+                "shortcut.paired_active")
 
 
 def pandit_stats():
@@ -253,6 +275,11 @@ def kpath_snapshot():
         return {"error": "no kernel_path section in /stats"}
     snap = flat(kp)
     snap["splice_available"] = bool(kp.get("splice_available"))
+    sc = kp.get("shortcut")
+    if isinstance(sc, dict):
+        snap["shortcut_available"] = bool(sc.get("available"))
+        if sc.get("reason"):
+            snap["shortcut_reason"] = str(sc["reason"])
     snap["accepted"] = st.get("connections", {}).get("accepted", 0)
     return snap
 
@@ -264,9 +291,10 @@ def kpath_delta(before, after):
         return {"error": before.get("error") or after.get("error")}
     d = {}
     for k, v in after.items():
-        if k not in KPATH_GAUGES and k != "splice_available":
+        if k not in KPATH_GAUGES and isinstance(v, (int, float)) and not isinstance(v, bool):
             d[k] = v - before.get(k, 0)
-    d["splice_available"] = after["splice_available"]
+        elif not isinstance(v, (int, float)) or isinstance(v, bool):
+            d[k] = v   # availability and its reason, as they are after the run
     return d
 
 
@@ -282,7 +310,8 @@ class KpathWatch:
         if not self.stop.wait(self.mid_after):
             try:
                 s = kpath_snapshot()
-                self.mid = {k: s.get(k) for k in ("connections.spliced_active", "connections.userspace_active")}
+                self.mid = {k: s.get(k) for k in ("connections.spliced_active", "connections.userspace_active",
+                                                  "shortcut.paired_active")}
             except RuntimeError as e:
                 self.mid = {"error": str(e)}
 
@@ -314,12 +343,15 @@ def measure_setup(kind, procs, tmp, secs, tag):
         ports = (XCPU_IPERF_PORT, XCPU_SOCKPERF_PORT, ECHO_PORT)
     else:
         ports = FRONTS[kind]
-        p = start_proxy(kind, procs, tmp, bench_apps(ports), tag)
+        if kind == "pandit-shortcircuit" and not CGROUP["path"]:
+            raise RuntimeError(f"no cgroup for the short-circuit: {CGROUP.get('why')}")
+        p = start_proxy(kind, procs, tmp, bench_apps(ports, shortcut=kind == "pandit-shortcircuit"), tag)
         if wait_port(ports[2], 15000, p) is None:
             log_tail = tail(p.out_path)
             procs.stop(p)
             raise RuntimeError(f"{kind} did not answer on port {ports[2]} within 15 s: {log_tail}")
     is_pandit = kind in PANDIT_SPLICE
+    cg = CGROUP["path"] if kind == "pandit-shortcircuit" else None   # clients join it too
 
     def client_run(fn):
         """fn() inside every meter; returns its dict with cpu_s (the proxy's
@@ -338,8 +370,8 @@ def measure_setup(kind, procs, tmp, secs, tag):
 
     try:
         for streams in (1, 8):
-            res[f"iperf{streams}"] = client_run(lambda: iperf(ports[0], streams, secs))
-        res["sockperf"] = client_run(lambda: sockperf(ports[1], secs))
+            res[f"iperf{streams}"] = client_run(lambda: iperf(ports[0], streams, secs, cg))
+        res["sockperf"] = client_run(lambda: sockperf(ports[1], secs, cg))
         if p and p.poll() is not None:
             raise RuntimeError(f"{kind} exited during the run: {tail(p.out_path)}")
         if is_pandit:
@@ -357,7 +389,8 @@ def path_verdict(kind, res):
     {"spliced": n, "accepted": n, "fallback": {...}, "held": n, "ok": bool,
     "note": text}. ok says the row is what its name claims (every
     connection spliced for kernel_splice: on, none for off)."""
-    spliced = accepted = held = resumed = bulk = 0
+    spliced = accepted = held = resumed = bulk = paired = 0
+    sc_why = None
     fallback = {}
     errors = []
     for k in ("iperf1", "iperf8", "sockperf"):
@@ -370,13 +403,22 @@ def path_verdict(kind, res):
         held += d.get("held", 0)
         resumed += d.get("resumed", 0)
         bulk += d.get("bulk_to_userspace", 0)
+        paired += d.get("shortcut.paired_total", 0)
+        if d.get("shortcut_available") is False:
+            sc_why = d.get("shortcut_reason", "unavailable")
         for fk, fv in d.items():
             if fk.startswith("fallback.") and fv:
                 fallback[fk[len("fallback."):]] = fallback.get(fk[len("fallback."):], 0) + fv
     v = {"spliced": spliced, "accepted": accepted, "held": held, "resumed": resumed, "bulk_to_userspace": bulk,
-         "fallback": fallback}
+         "paired": paired, "fallback": fallback}
     if errors:
         v["ok"], v["note"] = False, f"pandit's kernel_path counters could not be read: {errors[0]}"
+    elif kind == "pandit-shortcircuit":
+        v["ok"] = accepted > 0 and paired == accepted
+        v["note"] = (f"{paired} of {accepted} connections short-circuited" if paired else
+                     f"NOT short-circuited: 0 of {accepted} connections paired"
+                     + (f" (short-circuit unavailable: {sc_why})" if sc_why else ""))
+        v["note"] += f", {spliced} spliced"
     elif PANDIT_SPLICE[kind] == "auto":
         v["ok"] = True   # auto promises no path; the counters say which it took
         v["note"] = f"{spliced} of {accepted} connections spliced"
@@ -423,6 +465,7 @@ def summarize(runs):
                      "held": sum(r["path"]["held"] for r in runs),
                      "resumed": sum(r["path"]["resumed"] for r in runs),
                      "bulk_to_userspace": sum(r["path"].get("bulk_to_userspace", 0) for r in runs),
+                     "paired": sum(r["path"].get("paired", 0) for r in runs),
                      "ok": all(r["path"]["ok"] for r in runs),
                      "notes": [r["path"]["note"] for r in runs]}
         fb = {}
@@ -439,6 +482,8 @@ def summarize(runs):
                     if isinstance(dv, (int, float)) and not isinstance(dv, bool):
                         acc[dk] = acc.get(dk, 0) + dv
             acc["mid"] = [r[k]["kpath"]["mid"] for r in runs]
+            # bytes the client run moved one way (iperf3: received by the server; sockperf: 64 B each way per round trip)
+            acc["bytes_moved"] = sum(r[k]["bytes"] if k != "sockperf" else r[k]["round_trips"] * 128 for r in runs)
             per[k] = acc
         s["path"]["per_run"] = per
     bg = [r[k]["background_pct"] for r in runs for k in ("iperf1", "iperf8", "sockperf")]
@@ -567,7 +612,47 @@ def shortcircuit_status(tmp, pandit_why):
         msg = " ".join((r.stderr or r.stdout).split())
         msg = re.sub(r"^\S+:\d+:\d+: ", "", msg).split(" (known keys")[0][:200]
         return f"not implemented in pandit yet (pandit --check: {msg})"
-    return "not measured: pandit accepts local_shortcut, but this benchmark has no short-circuit setup yet"
+    return None
+
+
+def make_cgroup(tmp):
+    """A cgroup v2 directory of the benchmark's own for the short-circuit row
+    (the cgroup2 hierarchy mounted under tmp when `ip netns exec` hid it).
+    Returns (path, mount point we made or None); raises OSError or
+    RuntimeError."""
+    root = None
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                root = parts[1]
+                break
+    mounted = None
+    if root is None:
+        mounted = os.path.join(tmp, "cgroup2")
+        os.makedirs(mounted, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "cgroup2", "none", mounted], capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            raise RuntimeError(f"mount -t cgroup2: {r.stderr.strip()}")
+        root = mounted
+    path = os.path.join(root, f"pandit-l4bench-{os.getpid()}")
+    os.mkdir(path)
+    return path, mounted
+
+
+def remove_cgroup(path, mounted):
+    """rmdir of the cgroup once its processes are gone (bounded), then the mount."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10:
+        try:
+            os.rmdir(path)
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        log(f"cgroup {path} still busy, left behind")
+    if mounted:
+        subprocess.run(["umount", mounted], capture_output=True, timeout=10)
 
 
 # ---- main -------------------------------------------------------------------
@@ -576,7 +661,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--out", required=True, help="results JSON file")
-    ap.add_argument("--secs", type=int, default=4, help="seconds of each iperf3 and sockperf run")
+    ap.add_argument("--secs", type=int, default=3, help="seconds of each iperf3 and sockperf run")
     ap.add_argument("--repeat", type=int, default=2, help="passes over every setup (interleaved)")
     ap.add_argument("--reload-apps", type=int, default=10000)
     ap.add_argument("--reload-rounds", type=int, default=3)
@@ -621,7 +706,19 @@ def main():
                 results["not_run"][s] = why
                 setups.remove(s)
         log(f"pandit not run: {why}")
-    results["not_implemented"] = {"pandit-shortcircuit": shortcircuit_status(a.tmp, why)}
+    results["not_implemented"] = {}
+    if "pandit-shortcircuit" in setups:
+        sc_why = shortcircuit_status(a.tmp, why)
+        if sc_why:
+            results["not_implemented"]["pandit-shortcircuit"] = sc_why
+            setups.remove("pandit-shortcircuit")
+        else:
+            try:
+                CGROUP["path"], CGROUP["mounted"] = make_cgroup(a.tmp)
+                log(f"cgroup for the short-circuit: {CGROUP['path']}")
+            except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+                results["not_run"]["pandit-shortcircuit"] = f"no cgroup v2 directory for the short-circuit: {e}"
+                setups.remove("pandit-shortcircuit")
     try:
         procs.start("iperf3-server", ["iperf3", "-s", "-p", str(IPERF_PORT)], CPU_LOAD)
         procs.start("sockperf-server", ["sockperf", "server", "--tcp", "-i", "127.0.0.1", "-p", str(SOCKPERF_PORT)],
@@ -629,6 +726,11 @@ def main():
         procs.start("iperf3-server-xcpu", ["iperf3", "-s", "-p", str(XCPU_IPERF_PORT)], CPU_PROXY)
         procs.start("sockperf-server-xcpu", ["sockperf", "server", "--tcp", "-i", "127.0.0.1", "-p",
                                              str(XCPU_SOCKPERF_PORT)], CPU_PROXY)
+        if CGROUP["path"]:
+            cg = CGROUP["path"]
+            procs.start("iperf3-server-sc", in_cgroup(["iperf3", "-s", "-p", str(SC_IPERF_PORT)], cg), CPU_LOAD)
+            procs.start("sockperf-server-sc", in_cgroup(["sockperf", "server", "--tcp", "-i", "127.0.0.1", "-p",
+                                                         str(SC_SOCKPERF_PORT)], cg), CPU_LOAD)
         procs.start("echo", [L4TOOL, "echo", str(ECHO_PORT)] + [str(p) for p in RELOAD_BACKENDS], CPU_LOAD)
         if wait_port(ECHO_PORT, 5000) is None:
             raise RuntimeError("echo backend did not start")
@@ -701,6 +803,8 @@ def main():
             results["reload"]["nofile"] = nofile
     finally:
         procs.stop_all()
+        if CGROUP["path"]:
+            remove_cgroup(CGROUP["path"], CGROUP.get("mounted"))
     results["elapsed_s"] = round(time.monotonic() - t_start, 1)
     log(f"took {results['elapsed_s']:.0f} s")
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -17,7 +17,7 @@ LABELS = {"direct": "direct (no proxy)", "direct-xcpu": "direct, servers on CPU 
           "pandit-userspace": "pandit userspace (kernel_splice: off)",
           "pandit-spliced": "pandit spliced (kernel_splice: on)",
           "pandit-auto": "pandit kernel_splice: auto (the default)",
-          "pandit-shortcircuit": "pandit short-circuit (local_shortcut)",
+          "pandit-shortcircuit": "pandit short-circuit (local_shortcut: auto, peers in shortcut_cgroup)",
           "haproxy": "HAProxy (mode tcp)",
           "haproxy-splice": "HAProxy (mode tcp, option splice-auto)", "nginx": "NGINX (stream proxy_pass)",
           "pandit-busypoll": "pandit --busy-poll (kernel_splice: off)",
@@ -102,6 +102,11 @@ def main():
     w("- CPU: utime+stime of the proxy's processes (all threads, master and workers) from /proc/PID/stat, "
       "read before and after each client run, per GB received by the iperf3 server and per 100,000 sockperf "
       "round trips.")
+    w("- The short-circuit row: pandit with `shortcut_cgroup` set to a cgroup v2 directory made for the run "
+      "and `local_shortcut: auto` (the default) on every app; the iperf3 and sockperf clients of that row and "
+      "a second pair of iperf3 and sockperf servers (same CPU as the others) run inside that cgroup, pandit "
+      "outside it, so pandit pairs each client's socket with its backend's socket once the upstream is up. "
+      "Its direct baseline is the direct row (peers outside the cgroup, plain TCP).")
     w("- Whole-machine CPU: `/proc/stat` (first line, all CPUs) read before and after each client run; busy = "
       "user + nice + system + irq + softirq (idle and iowait are not busy; steal, time the hypervisor gave to "
       "other guests, is not counted either and is kept in l4.json), in CPU seconds per GB received by the "
@@ -275,6 +280,8 @@ def path_cell(x):
     p = x.get("path")
     if not p:
         return "-"
+    if "short-circuited" in " ".join(p.get("notes", [])):
+        return ("short-circuit: " if p["ok"] else "**NOT as named**: ") + "; ".join(sorted(set(p["notes"])))
     held = f", {p['held']} direction{'s' if p['held'] != 1 else ''} held" if p["held"] else ""
     fb = f", fallbacks {p['fallback']}" if p["fallback"] else ""
     if p["spliced"] == 0:
@@ -303,12 +310,16 @@ def kernel_path_section(w, r, S):
       "it (docs/CONFIG.md), and *resumed* on the kernel path when pandit has caught up (under `on` at once; "
       "under `auto` only after the direction has been quiet for a backoff, so a bulk flow stays in userspace: "
       "`bulk_to_userspace`). The program's verdicts are counted per packet "
-      "(skb), not per byte: \"redirected\" stayed in the kernel, \"passed while held\" went through userspace.")
+      "(skb), not per byte: \"redirected\" stayed in the kernel, \"passed while held\" went through userspace. "
+      "Short-circuited bytes went from one peer's send straight into the other peer's receive queue (sk_msg), "
+      "past TCP and both of pandit's sockets; the rest of such a connection's bytes took TCP through pandit "
+      "(before pairing, while the ordering gate waits, or over the backlog cap) and the splice or userspace "
+      "path there. Bytes moved: received by the iperf3 server, or 128 per sockperf round trip.")
     w("")
-    w("| setup | traffic | connections spliced / accepted | halfway: spliced / userspace | directions held / "
-      "resumed | program: skbs redirected / passed while held (share redirected) | other counters that moved "
-      "(fallbacks included) |")
-    w("|---|---|---:|---|---:|---|---|")
+    w("| setup | traffic | connections spliced / short-circuited / accepted | halfway: spliced / userspace / "
+      "short-circuited | bytes short-circuited (share of the bytes moved) | directions held / resumed | program: "
+      "skbs redirected / passed while held (share redirected) | other counters that moved (fallbacks included) |")
+    w("|---|---|---:|---|---:|---:|---|---|")
     for s in rows:
         per = S[s]["path"].get("per_run", {})
         for k, label in CLIENT_RUNS.items():
@@ -316,13 +327,17 @@ def kernel_path_section(w, r, S):
             if not x:
                 continue
             mid = ", ".join("?" if not m or "error" in m else
-                            f"{m.get('connections.spliced_active')} / {m.get('connections.userspace_active')}"
+                            f"{m.get('connections.spliced_active')} / {m.get('connections.userspace_active')} / "
+                            f"{m.get('shortcut.paired_active') if m.get('shortcut.paired_active') is not None else '-'}"
                             for m in x.get("mid", []))
+            scb = x.get("shortcut.redirected_bytes")
+            scb_cell = "-" if scb is None else f"{scb / 1e9:.2f} GB ({pct(scb, x.get('bytes_moved', 0))})"
             red, ph = x.get("program.redirected", 0), x.get("program.pass_held", 0)
             shown = ("connections.spliced_total", "accepted", "held", "resumed", "program.redirected",
-                     "program.pass_held", "mid")
+                     "program.pass_held", "mid", "shortcut.paired_total", "shortcut.redirected_bytes", "bytes_moved")
             other = {kk: v for kk, v in x.items() if kk not in shown and isinstance(v, (int, float)) and v}
-            w(f"| {LABELS[s]} | {label} | {x.get('connections.spliced_total', 0)} / {x.get('accepted', 0)} | {mid} "
+            w(f"| {LABELS[s]} | {label} | {x.get('connections.spliced_total', 0)} / "
+              f"{x.get('shortcut.paired_total', '-')} / {x.get('accepted', 0)} | {mid} | {scb_cell} "
               f"| {x.get('held', 0)} / {x.get('resumed', 0)} | {red} / {ph} ({pct(red, red + ph)}) "
               f"| {', '.join(f'{kk} {v}' for kk, v in other.items()) or 'none'} |")
     w("")
@@ -331,6 +346,18 @@ def kernel_path_section(w, r, S):
         w(f"- {LABELS[s]}: {'as named' if p['ok'] else '**not as named**'} in every repetition: "
           f"{'; '.join(p['notes'])}.")
     w("")
+
+
+def sc_share(x):
+    """'; bytes short-circuited: ...' for the short-circuit row's iperf3 runs."""
+    per = x.get("path", {}).get("per_run", {})
+    parts = []
+    for k, label in (("iperf1", "1 stream"), ("iperf8", "8 streams")):
+        y = per.get(k, {})
+        if y.get("shortcut.redirected_bytes") is not None and y.get("bytes_moved"):
+            parts.append(f"{label} {pct(y['shortcut.redirected_bytes'], y['bytes_moved'])}")
+    return ("; share of the bytes short-circuited (the rest took TCP through pandit): " + ", ".join(parts)
+            if parts else "")
 
 
 def aims_issue4(w, r, S, d):
@@ -373,9 +400,24 @@ def aims_issue4(w, r, S, d):
     else:
         w("| bulk throughput on every kernel path at least HAProxy's: spliced | not measured (pandit spliced "
           "not spliced or not run, or HAProxy not run) | - |")
-    sc = notimpl or "not measured"
-    w(f"| bulk throughput on every kernel path at least HAProxy's: short-circuit | {sc} | - |")
-    w(f"| short-circuit round trip p50 below a direct connection's | {sc} | - |")
+    scx = S.get("pandit-shortcircuit")
+    sc_ok = bool(scx and scx.get("path", {}).get("ok"))
+    sc = notimpl or ' '.join(r["not_run"].get("pandit-shortcircuit", "not run").split())[:200]
+    if scx and not sc_ok:
+        sc = f"not measured: the short-circuit row was not short-circuited ({'; '.join(scx['path']['notes'])})"
+    if sc_ok and h:
+        r1, r8 = scx["gbps1"] / h["gbps1"], scx["gbps8"] / h["gbps8"]
+        w(f"| bulk throughput on every kernel path at least HAProxy's: short-circuit | {scx['gbps1']:.2f} vs "
+          f"{h['gbps1']:.2f} Gbit/s (1 stream, {r1:.3f}x), {scx['gbps8']:.2f} vs {h['gbps8']:.2f} Gbit/s "
+          f"(8 streams, {r8:.3f}x){sc_share(scx)} | {'yes' if r1 >= 1 and r8 >= 1 else 'no'} |")
+    else:
+        w(f"| bulk throughput on every kernel path at least HAProxy's: short-circuit | {sc} | - |")
+    if sc_ok and d:
+        w(f"| short-circuit round trip p50 below a direct connection's | short-circuit p50 {scx['p50']:.1f} us vs "
+          f"direct {d['p50']:.1f} us ({scx['p50'] - d['p50']:+.1f} us; p99 {scx['p99']:.1f} vs {d['p99']:.1f}, "
+          f"p99.9 {scx['p999']:.1f} vs {d['p999']:.1f}) | {'yes' if scx['p50'] < d['p50'] else 'no'} |")
+    else:
+        w(f"| short-circuit round trip p50 below a direct connection's | {sc} | - |")
     w("| Foo on a kernel path: at least the userspace handler's messages/s at less CPU | not part of the L4 "
       "benchmark (bench/results/foo.md); `foo` apps use only the userspace path so far (docs/CONFIG.md) | - |")
     au = S.get("pandit-auto")
@@ -389,8 +431,8 @@ def aims_issue4(w, r, S, d):
           + (f"; {path_cell(au)}" if au.get("path") else "") + " | - |")
     if d:
         cells = []
-        for s in ("direct", "pandit-userspace", "pandit-spliced", "pandit-auto", "haproxy", "haproxy-splice",
-                  "nginx"):
+        for s in ("direct", "pandit-userspace", "pandit-spliced", "pandit-auto", "pandit-shortcircuit", "haproxy",
+                  "haproxy-splice", "nginx"):
             x = S.get(s)
             if x and x.get("machine_cpu_per_gb1") is not None:
                 cells.append(f"{LABELS[s]} {x['machine_cpu_per_gb1']:.2f} / {x['machine_cpu_per_gb8']:.2f}")
