@@ -709,7 +709,7 @@ def main():
     ap.add_argument("--quiet-wait", type=float, default=30,
                     help="seconds in all to wait for a quiet machine before the setups")
     ap.add_argument("--quiet-wait-each", type=float, default=10, help="at most this long before one setup")
-    ap.add_argument("--quiet-pct", type=float, default=15, help="quiet: other processes under this % of a CPU")
+    ap.add_argument("--quiet-pct", type=float, default=15, help="quiet: other processes under this %% of a CPU")
     ap.add_argument("--out-dir", default=OUT_DIR)
     ap.add_argument("--no-build", action="store_true", help="do not run make all first")
     ap.add_argument("--keep-tmp", action="store_true")
