@@ -1017,6 +1017,9 @@ static void hc_upstream_failed(struct hcli *c, int err)
 			 strerror(err));
 		stats_add(&at->stats->failed, 1);
 		target_report(at->t, false, c->w->loop.now);
+	} else {
+		log_info("app %s: %s connection to %s ended before any answer: %s", c->app->cfg->name,
+			 reused ? "pooled" : "new", at->t->name, strerror(err));
 	}
 	hup_close(u, true);
 	c->up = NULL;
