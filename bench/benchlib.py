@@ -5,11 +5,14 @@ l4bench.py. Nothing here measures on its own: it starts, stops and reads
 /proc, and every number it returns comes from the kernel at that moment.
 """
 import datetime
+import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -358,3 +361,28 @@ def run_in_netns(prefix, tmp, argv, timeout_s, log):
             except (ProcessLookupError, ValueError):
                 pass
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def render_report(name, j, tmp, report, gp, rate_label):
+    """NAME.md, NAME.dat and NAME.png in tmp from the results j: report(j, md, dat)
+    writes the table and the chart data, gnuplot script gp the chart."""
+    md, dat, png = (os.path.join(tmp, f"{name}.{e}") for e in ("md", "dat", "png"))
+    report(j, md, dat)
+    subprocess.run(["gnuplot", "-e", f"datafile='{dat}'; outfile='{png}'; rate='{rate_label}'", gp],
+                   check=True)
+
+
+def rerender_report(name, path, out_dir, render, log):
+    """--report: NAME.md and NAME.png again from a results JSON (no measuring);
+    render(j, tmp) writes them into a scratch directory."""
+    with open(path) as f:
+        j = json.load(f)
+    tmp = tempfile.mkdtemp(prefix=f"pandit-{name}-report.")
+    try:
+        render(j, tmp)
+        os.makedirs(out_dir, exist_ok=True)
+        for n in (f"{name}.md", f"{name}.png"):
+            shutil.copy(os.path.join(tmp, n), os.path.join(out_dir, n))
+        log(f"wrote {out_dir}/{name}.md, {name}.png from {path}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -477,25 +477,12 @@ def report(j, out_md, out_dat):
 
 def render(j, tmp):
     """foo.md, foo.dat and foo.png in tmp from the results j."""
-    md, dat, png = (os.path.join(tmp, n) for n in ("foo.md", "foo.dat", "foo.png"))
-    report(j, md, dat)
-    subprocess.run(["gnuplot", "-e", f"datafile='{dat}'; outfile='{png}'; rate='{j['rate']:,} msg/s'", GP],
-                   check=True)
+    bl.render_report("foo", j, tmp, report, GP, f"{j['rate']:,} msg/s")
 
 
 def rerender(path, out_dir):
     """--report: foo.md and foo.png again from a results JSON (no measuring)."""
-    with open(path) as f:
-        j = json.load(f)
-    tmp = tempfile.mkdtemp(prefix="pandit-foo-report.")
-    try:
-        render(j, tmp)
-        os.makedirs(out_dir, exist_ok=True)
-        for n in ("foo.md", "foo.png"):
-            shutil.copy(os.path.join(tmp, n), os.path.join(out_dir, n))
-        log(f"wrote {out_dir}/foo.md, foo.png from {path}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    bl.rerender_report("foo", path, out_dir, render, log)
 
 
 # ---- outside: the namespace and the files ---------------------------------------

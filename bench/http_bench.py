@@ -638,25 +638,12 @@ def report(j, out_md, out_dat):
 
 def render(j, tmp):
     """http1.md, http1.dat and http1.png in tmp from the results j."""
-    md, dat, png = (os.path.join(tmp, n) for n in ("http1.md", "http1.dat", "http1.png"))
-    report(j, md, dat)
-    subprocess.run(["gnuplot", "-e", f"datafile='{dat}'; outfile='{png}'; rate='{j['rate']:,} req/s'", GP],
-                   check=True)
+    bl.render_report("http1", j, tmp, report, GP, f"{j['rate']:,} req/s")
 
 
 def rerender(path, out_dir):
     """--report: http1.md and http1.png again from a results JSON (no measuring)."""
-    with open(path) as f:
-        j = json.load(f)
-    tmp = tempfile.mkdtemp(prefix="pandit-http-report.")
-    try:
-        render(j, tmp)
-        os.makedirs(out_dir, exist_ok=True)
-        for n in ("http1.md", "http1.png"):
-            shutil.copy(os.path.join(tmp, n), os.path.join(out_dir, n))
-        log(f"wrote {out_dir}/http1.md, http1.png from {path}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    bl.rerender_report("http1", path, out_dir, render, log)
 
 
 # ---- outside: the namespace and the files ------------------------------------------
