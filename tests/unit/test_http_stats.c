@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "python_check.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -292,29 +294,6 @@ static void test_carry_over_duplicates(void **state)
 }
 
 /* --- JSON ------------------------------------------------------------------------- */
-
-/* Runs /usr/bin/python3 -c script FILE with text in FILE; its exit status,
- * or -1 without python. */
-static int python_check(const char *script, const char *text, size_t len)
-{
-	if (access("/usr/bin/python3", X_OK) != 0)
-		return -1;
-	char path[] = "/tmp/pandit_test_http_stats_XXXXXX";
-	int fd = mkstemp(path);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, text, len), (ssize_t)len);
-	close(fd);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		execl("/usr/bin/python3", "python3", "-c", script, path, (char *)NULL);
-		_exit(127);
-	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	unlink(path);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
 
 static void test_json(void **state)
 {
