@@ -1,4 +1,4 @@
-"""test_shortcut_pandit.py - pandit's local short-circuit (shortcut_cgroup, local_shortcut): clients and backends in a cgroup of the test's own, pandit outside it; integrity, half-close, resets, counters, map hygiene."""
+"""test_shortcut_pandit.py - pandit's local short-circuit (shortcut_cgroup, local_shortcut): clients and backends in a cgroup of the test's own, pandit outside it; integrity (100 MB each way), 1,000 concurrent connections, bytes before pairing, half-close, resets, killed clients, counters, fallbacks, map hygiene after 10,000 connections."""
 import json
 import os
 import subprocess
@@ -12,15 +12,87 @@ from test_splice import map_entries, pandit_maps
 
 # The peers: one process inside the cgroup (it joins it before making any
 # socket) running the backend's listener and the clients, each connection
-# on threads of its own. It prints one JSON line: per connection, what the
-# client and the backend sent and read.
+# on threads of its own (or A["workers"] client threads taking connections
+# in turn). It prints one JSON line: per connection, what the client and
+# the backend sent and read. With "where" the clients and the backends are
+# two processes, one of them outside the cgroup; in scenario "killed" the
+# clients are a child process that is killed.
 PEER = r'''
-import hashlib, json, os, random, socket, struct, sys, threading, time
+import hashlib, json, os, random, signal, socket, struct, sys, threading, time
 
 A = json.loads(sys.argv[1])
-with open(os.path.join(A["cgroup"], "cgroup.procs"), "w") as f:
-    f.write(str(os.getpid()))
 TMO = 60.0
+threading.stack_size(512 * 1024)  # up to 2,000 threads at once
+
+
+def join_cgroup():
+    with open(os.path.join(A["cgroup"], "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+
+
+# "hold": every client stops after its main part until the test has looked
+# at pandit (the peer prints HELD, the test answers with a line on stdin)
+HELD = threading.Semaphore(0)
+RELEASE = threading.Event()
+
+
+def hold_point():
+    if A.get("hold"):
+        HELD.release()
+        RELEASE.wait(TMO)
+
+
+# a fixed banner a backend sends the moment it accepts (scenario "early")
+BANNER = random.Random(77).randbytes(65536)
+CHUNK = 1 << 20
+
+
+def stream_send(s, seed, n):
+    """Sends n pseudo-random bytes in chunks, then shuts down the write
+    side; returns (sha256, length) of what was sent."""
+    rnd, h, left = random.Random(seed), hashlib.sha256(), n
+    while left:
+        b = rnd.randbytes(min(CHUNK, left))
+        h.update(b)
+        s.sendall(b)
+        left -= len(b)
+    s.shutdown(socket.SHUT_WR)
+    return h.hexdigest(), n
+
+
+def stream_read(s):
+    """Reads to EOF hashing as it goes: (sha256, length)."""
+    h, n = hashlib.sha256(), 0
+    while True:
+        b = s.recv(CHUNK)
+        if not b:
+            return h.hexdigest(), n
+        h.update(b)
+        n += len(b)
+
+
+def stream_both(s, seed, n):
+    out = {}
+    def send():
+        try:
+            out["sent"], out["sent_len"] = stream_send(s, seed, n)
+        except Exception as e:
+            out["error"] = repr(e)
+    t = threading.Thread(target=send)
+    t.start()
+    out["got"], out["got_len"] = stream_read(s)
+    t.join()
+    return out
+
+
+def recv_exact(s, n):
+    out = bytearray()
+    while len(out) < n:
+        b = s.recv(min(CHUNK, n - len(out)))
+        if not b:
+            break
+        out += b
+    return bytes(out)
 
 
 def sha(b):
@@ -155,6 +227,38 @@ def client(i, r):
         ping(s, rounds, r)
         rst(s)
         return
+    elif sc == "bulk_stream":
+        r.update(stream_both(s, 1000 + i, n))
+    elif sc == "early":
+        # n bytes the moment the connection is up (pandit may still be
+        # connecting upstream: nothing is paired yet), read back after the
+        # backend's banner (sent the moment it accepted), then round trips
+        data = random.Random(4000 + i).randbytes(n)
+        t = threading.Thread(target=s.sendall, args=(data,))
+        t.start()
+        got = recv_exact(s, len(BANNER) + n)
+        t.join()
+        r["banner_ok"] = got[:len(BANNER)] == BANNER
+        r["echo_ok"] = got[len(BANNER):] == data
+        ping(s, rounds, r)
+        s.shutdown(socket.SHUT_WR)
+        r["end"] = read_end(s)[1]
+    elif sc == "many":
+        ping(s, rounds, r)
+        hold_point()
+        s.shutdown(socket.SHUT_WR)
+        r["end"] = read_end(s)[1]
+    elif sc == "churn":
+        ping(s, rounds, r)
+        if i % 2:
+            s.shutdown(socket.SHUT_WR)  # half the clients end with a FIN first
+            r["end"] = read_end(s)[1]
+        else:
+            r["end"] = "closed"
+    elif sc == "killed":
+        ping(s, rounds, r)
+        os.write(A["_ready_w"], b"x")
+        time.sleep(TMO)  # reads nothing more: killed with the stream coming
     s.close()
 
 
@@ -201,6 +305,34 @@ def backend(i, s, r):
         ln = pong(s, rounds)
         got, r["end"] = read_end(s)
         r["tail_len"] = len(ln.buf + got)
+    elif sc == "bulk_stream":
+        r.update(stream_both(s, 5000 + i, n + 4096 * i))
+    elif sc == "early":
+        s.sendall(BANNER)
+        left = n
+        while left:  # echo as it comes
+            b = s.recv(min(CHUNK, left))
+            if not b:
+                r["short"] = left
+                break
+            s.sendall(b)
+            left -= len(b)
+        pong(s, rounds)
+        r["end"] = read_end(s)[1]
+    elif sc in ("many", "churn"):
+        pong(s, rounds)
+        r["end"] = read_end(s)[1]
+    elif sc == "killed":
+        pong(s, rounds)
+        r["streamed"] = 0
+        try:  # streams until the client's end is gone
+            while True:
+                s.sendall(b"y" * 65536)
+                r["streamed"] += 65536
+        except (ConnectionResetError, BrokenPipeError) as e:
+            r["end"] = type(e).__name__
+        except socket.timeout:
+            r["end"] = "timeout"
     s.close()
 
 
@@ -211,30 +343,114 @@ def guard(fn, r, *args):
         r["error"] = repr(e)
 
 
-conns = A.get("conns", 1)
-ls = socket.socket()
-ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", A["bport"]))
-ls.listen(64)
-ls.settimeout(TMO)
+def listener():
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", A["bport"]))
+    ls.listen(1024)
+    ls.settimeout(TMO)
+    return ls
+
+
+def run_clients(out):
+    """Client threads (one per connection, or A["workers"] threads taking
+    connections one after the other); returns them started."""
+    n, w = len(out), A.get("workers")
+    if not w:
+        ts = [threading.Thread(target=guard, args=(client, out[i], i)) for i in range(n)]
+    else:
+        def work(k):
+            for i in range(k, n, w):
+                guard(client, out[i], i)
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(w)]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def run_backends(ls, out):
+    ts = []
+    for i in range(len(out)):
+        s, _ = ls.accept()
+        t = threading.Thread(target=guard, args=(backend, out[i], i, s))
+        t.start()
+        ts.append(t)
+    return ts
+
+
+def held(n):
+    """Waits for n clients at their hold point, tells the test, waits for it."""
+    for _ in range(n):
+        if not HELD.acquire(timeout=TMO):
+            break
+    print("HELD", flush=True)
+    sys.stdin.readline()
+    RELEASE.set()
+
+
+conns, where = A.get("conns", 1), A.get("where", "both")
 res = {"client": [{} for _ in range(conns)], "backend": [{} for _ in range(conns)]}
-threads = []
-for i in range(conns):
-    t = threading.Thread(target=guard, args=(client, res["client"][i], i))
-    t.start()
-    threads.append(t)
-for i in range(conns):
-    s, _ = ls.accept()
-    t = threading.Thread(target=guard, args=(backend, res["backend"][i], i, s))
-    t.start()
-    threads.append(t)
-for t in threads:
-    t.join()
-ls.close()
+if A["scenario"] == "killed":
+    # the clients in a child process that is killed (SIGKILL) once every
+    # connection did its round trips and the backends are streaming
+    join_cgroup()
+    ls = listener()
+    ready_r, A["_ready_w"] = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        for t in run_clients(res["client"]):
+            t.join()
+        os._exit(0)
+    ts = run_backends(ls, res["backend"])
+    for _ in range(conns):
+        os.read(ready_r, 1)
+    end = time.monotonic() + TMO
+    while time.monotonic() < end and any(b.get("streamed", 0) < (1 << 20) for b in res["backend"]):
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    for t in ts:
+        t.join()
+elif where in ("both", "none"):
+    if where == "both":
+        join_cgroup()
+    ls = listener()
+    ts = run_clients(res["client"])
+    ts += run_backends(ls, res["backend"])
+    if A.get("hold"):
+        held(conns)
+    for t in ts:
+        t.join()
+    ls.close()
+else:
+    # clients and backends in two processes, one of them in the cgroup:
+    # "client_out" or "backend_out" says which one is not
+    ready_r, ready_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        if where == "client_out":
+            join_cgroup()
+        ls = listener()
+        os.write(ready_w, b"x")
+        for t in run_backends(ls, res["backend"]):
+            t.join()
+        with os.fdopen(out_w, "w") as f:
+            f.write(json.dumps(res["backend"]))
+        os._exit(0)
+    os.close(out_w)
+    if where == "backend_out":
+        join_cgroup()
+    os.read(ready_r, 1)
+    for t in run_clients(res["client"]):
+        t.join()
+    with os.fdopen(out_r) as f:
+        res["backend"] = json.loads(f.read())
+    os.waitpid(pid, 0)
 print(json.dumps(res))
 '''
 
-SC_PORT, US_PORT, IDLE_PORT = 19700, 19701, 19703
+SC_PORT, US_PORT, IDLE_PORT, LATE_PORT = 19700, 19701, 19703, 19704
 
 
 def _cgroup2_root():
@@ -282,16 +498,68 @@ def peer_script():
     os.unlink(path)
 
 
+def peers(ns, cgroup, peer_script, p, bport):
+    """run(scenario, port, hold=None, **kw): runs the peers (inside the
+    cgroup unless where= says otherwise) and returns their report; with
+    hold, a function called while every client is held after its main part
+    (its connections still open)."""
+
+    def run(scenario, port=SC_PORT, hold=None, timeout=180, **kw):
+        args = {"cgroup": cgroup, "bport": bport, "pport": port, "scenario": scenario,
+                "hold": hold is not None, **kw}
+        proc = subprocess.Popen(["nsenter", f"--net={ns.path}", "/usr/bin/python3", peer_script,
+                                 json.dumps(args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            if hold is not None:
+                line = proc.stdout.readline()
+                assert line == b"HELD\n", (line, proc.stderr.read().decode(errors="replace")[-3000:])
+                try:
+                    hold()
+                finally:
+                    proc.stdin.write(b"\n")
+                    proc.stdin.flush()
+            out, err = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, (proc.returncode, err.decode(errors="replace")[-3000:])
+        res = json.loads(out.decode().strip().splitlines()[-1])
+        for side in ("client", "backend"):
+            for i, c in enumerate(res[side]):
+                assert "error" not in c, (side, i, c)
+        # every connection is over: nothing left open or paired in pandit
+        wait_until(lambda: all(a["active"] == 0 for a in p.stats()["apps"]), 30, 0.05,
+                   "pandit's connections to close")
+        return res
+
+    return run
+
+
+def black_hole(ns):
+    """A target that never answers: a veth whose peer answers no ARP."""
+    ns.ip("link", "add", "bh0", "type", "veth", "peer", "name", "bh1")
+    ns.ip("addr", "add", "10.201.0.1/24", "dev", "bh0")
+    ns.ip("link", "set", "bh0", "up")
+    ns.ip("link", "set", "bh1", "up")
+    return "10.201.0.2:9"
+
+
 @pytest.fixture
 def world(ns, cgroup, peer_script, start_pandit):
     """pandit (outside the cgroup) with an app short-circuited and one not,
-    both to the same backend port; run(scenario, port, **kw) runs the
-    peers inside the cgroup and returns their report."""
+    both to the same backend port (and one whose first target may be a
+    black hole); run(scenario, port, **kw) runs the peers inside the cgroup
+    and returns their report."""
     bport = ns.free_port()
     target = f"127.0.0.1:{bport}"
+    hole = black_hole(ns)
     cfg = base_config([app("sc", [SC_PORT], [target], health_check=False),
                        app("us", [US_PORT], [target], health_check=False, local_shortcut="off"),
-                       app("idle", [IDLE_PORT], [target], health_check=False, idle_timeout="1s")],
+                       app("idle", [IDLE_PORT], [target], health_check=False, idle_timeout="1s"),
+                       app("late", [LATE_PORT], [hole, target], health_check=False,
+                           connect_timeout="300ms", connect_attempts=2)],
                       shortcut_cgroup=cgroup)
     p = start_pandit(cfg, in_ns=_NsEnter(ns))
 
@@ -300,22 +568,7 @@ def world(ns, cgroup, peer_script, start_pandit):
 
     w = W()
     w.p, w.ns, w.cgroup, w.target = p, ns, cgroup, target
-
-    def run(scenario, port=SC_PORT, **kw):
-        args = {"cgroup": cgroup, "bport": bport, "pport": port, "scenario": scenario, **kw}
-        r = subprocess.run(["nsenter", f"--net={ns.path}", "/usr/bin/python3", peer_script,
-                            json.dumps(args)], capture_output=True, timeout=180)
-        assert r.returncode == 0, (r.returncode, r.stderr.decode(errors="replace")[-3000:])
-        res = json.loads(r.stdout.decode().strip().splitlines()[-1])
-        for side in ("client", "backend"):
-            for i, c in enumerate(res[side]):
-                assert "error" not in c, (side, i, c)
-        # every connection is over: nothing left open or paired in pandit
-        wait_until(lambda: all(a["active"] == 0 for a in p.stats()["apps"]), 20, 0.05,
-                   "pandit's connections to close")
-        return res
-
-    w.run = run
+    w.run = peers(ns, cgroup, peer_script, p, bport)
     return w
 
 
@@ -510,3 +763,208 @@ def test_off_without_cgroup(ns, start_pandit):
     assert s["available"] is False and s["paired_total"] == 0
     assert "pandit_shortcut" not in p.metrics()[1]
     assert "shortcut_pairs" not in pandit_maps(p.pid)
+
+
+# --------------------------------------------------------------------------
+# at the issue's sizes
+
+
+def map_dump(mid):
+    """A map's entries as bpftool gives them (JSON)."""
+    r = subprocess.run(["bpftool", "-j", "map", "dump", "id", str(mid)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def idle_maps(p):
+    """Entries left in each of the short-circuit's hash maps."""
+    maps = pandit_maps(p.pid)
+    return {name: map_entries(maps[name])
+            for name in ("shortcut_pairs", "shortcut_socks", "shortcut_where")}
+
+
+def check_no_entries(p):
+    """check_clean, and the receive-side map empty too once the peers'
+    sockets are closed (its entries go at TCP_CLOSE)."""
+    check_clean(p)
+    empty = {"shortcut_pairs": 0, "shortcut_socks": 0, "shortcut_where": 0}
+    try:
+        wait_until(lambda: idle_maps(p) == empty, 10, 0.2, "the short-circuit's maps to be empty")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {idle_maps(p)}")
+
+
+def test_100mb_each_way_at_once_checksummed(world):
+    """100 MB of random bytes each way at once over one paired connection
+    (hashed as they go on both ends): every byte arrives, in order, and is
+    counted once each way; part of it went straight between the peers."""
+    n = 100 * 1000 * 1000
+    before = shortcut(world.p)
+    res = world.run("bulk_stream", bytes=n)
+    check_transfer(res)
+    assert res["client"][0]["got_len"] == n
+    after = shortcut(world.p)
+    print("short-circuit after 100 MB each way:", json.dumps(after))
+    assert after["paired_total"] - before["paired_total"] == 1
+    assert after["redirected_bytes"] > before["redirected_bytes"], after
+    a = find_app(world.p.stats(), "sc")
+    assert (a["bytes_in"], a["bytes_out"]) == (n, n), a
+    t = find_target(a, world.target)
+    assert (t["bytes_in"], t["bytes_out"]) == (n, n), t
+    check_no_entries(world.p)
+
+
+def test_1000_concurrent_connections(world):
+    """1,000 connections open at once, each with 20 round trips whose every
+    reply is checked: all 1,000 are paired at the same time (2,000 pair
+    entries), each one's entries show bytes that went straight between its
+    peers, and everything is gone once they closed."""
+    n, rounds = 1000, 20
+    before = shortcut(world.p)
+    seen = {}
+
+    def look():
+        s = shortcut(world.p)
+        seen["paired_active"] = s["paired_active"]
+        seen["pairs"] = map_dump(pandit_maps(world.p.pid)["shortcut_pairs"])
+
+    res = world.run("many", conns=n, rounds=rounds, hold=look)
+    for i, c in enumerate(res["client"]):
+        assert c.get("rounds_ok") == rounds and c["end"] == "eof", (i, c)
+    for i, b in enumerate(res["backend"]):
+        assert b["end"] == "eof", (i, b)
+    assert seen["paired_active"] == n, seen["paired_active"]
+    # one entry per client socket (its key's far end is the app's port) and
+    # one per backend socket, each of which sent some of its 20 messages
+    # straight into its peer
+    pairs = [e["formatted"] for e in seen["pairs"]]
+    assert len(pairs) == 2 * n
+    cli = [e for e in pairs if e["key"]["remote_port"] == SC_PORT]
+    assert len(cli) == n, pairs[:2]
+    assert len({e["key"]["local_port"] for e in cli}) == n
+    idle = [e for e in pairs if e["value"]["redirected"] == 0]
+    assert not idle, (len(idle), idle[:3])
+    after = shortcut(world.p)
+    assert after["paired_total"] - before["paired_total"] == n
+    check_no_entries(world.p)
+
+
+def test_bytes_sent_before_the_pair_exists(world):
+    """Each client writes 3 MB the moment it is connected and each backend a
+    64 KiB banner the moment it accepts, before pandit paired the two (for
+    every other connection pandit first waits 300 ms on a target that never
+    answers, with the client's bytes queued meanwhile); then round trips
+    that the short-circuit carries. Every byte arrives, in order, each
+    way, and every connection was paired."""
+    n, conns, rounds = 3 * 1000 * 1000, 6, 50
+    before = shortcut(world.p)
+    res = world.run("early", port=LATE_PORT, conns=conns, bytes=n, rounds=rounds)
+    for i, c in enumerate(res["client"]):
+        assert c["banner_ok"] and c["echo_ok"], (i, c)
+        assert c.get("rounds_ok") == rounds and c["end"] == "eof", (i, c)
+    for i, b in enumerate(res["backend"]):
+        assert "short" not in b and b["end"] == "eof", (i, b)
+    after = shortcut(world.p)
+    assert after["paired_total"] - before["paired_total"] == conns, after
+    assert after["program"]["redirected"] - before["program"]["redirected"] >= conns * rounds, after
+    a = find_app(world.p.stats(), "late")
+    hole = find_target(a, "10.201.0.2:9")
+    assert hole["failed"] >= 1 and hole["connections"] == 0, a  # some did wait on it
+    ping_in = sum(len(b"%d:" % i + b"x" * (i % 61) + b"\n") for i in range(rounds))
+    want = (conns * (n + ping_in), conns * (65536 + n + ping_in + 3 * rounds))
+    assert (a["bytes_in"], a["bytes_out"]) == want, a
+    check_clean(world.p)
+
+
+@pytest.mark.parametrize("conns", [20])
+def test_client_killed_mid_stream(world, conns):
+    """The clients' process is killed (SIGKILL) while every backend streams
+    to it without end, after round trips on the short-circuit: each backend
+    sees its stream end (a reset or a broken pipe), pandit closes every
+    connection and nothing is left in the maps."""
+    before = shortcut(world.p)
+    res = world.run("killed", conns=conns, rounds=20)
+    for i, b in enumerate(res["backend"]):
+        assert b["end"] in ("ConnectionResetError", "BrokenPipeError"), (i, b)
+        assert b["streamed"] >= 1 << 20, (i, b)
+    after = shortcut(world.p)
+    assert after["paired_total"] - before["paired_total"] == conns, after
+    assert after["redirected_bytes"] > before["redirected_bytes"], after
+    check_no_entries(world.p)
+
+
+def test_client_reset_many(world):
+    """50 clients each reset (SO_LINGER 0) mid-conversation: every backend
+    sees the end with nothing extra, and nothing is left behind."""
+    before = shortcut(world.p)
+    res = world.run("client_vanish", conns=50, rounds=20)
+    for i, b in enumerate(res["backend"]):
+        assert b["end"] in ("reset", "eof") and b["tail_len"] == 0, (i, b)
+    assert shortcut(world.p)["paired_total"] - before["paired_total"] == 50
+    check_no_entries(world.p)
+
+
+@pytest.mark.parametrize("where", ["none", "client_out", "backend_out"])
+def test_peer_outside_the_cgroup_falls_back(world, where):
+    """A client, a backend or both outside the cgroup: never paired, the
+    refusal counted (not_local), and the connections served all the same
+    on the splice path, bytes intact and counted."""
+    p, conns, n = world.p, 4, 2 * 1000 * 1000
+    before = shortcut(p)
+    spliced = p.stats()["kernel_path"]["connections"]["spliced_total"]
+    res = world.run("bulk", where=where, conns=conns, bytes=n)
+    check_transfer(res)
+    after = shortcut(p)
+    assert after["paired_total"] == before["paired_total"], after
+    assert after["redirected_bytes"] == before["redirected_bytes"], after
+    assert after["refused"]["not_local"] - before["refused"]["not_local"] == conns, after
+    assert p.stats()["kernel_path"]["connections"]["spliced_total"] - spliced == conns
+    a = find_app(p.stats(), "sc")
+    assert a["bytes_in"] == conns * n, a
+    assert a["bytes_out"] == sum(n + 4096 * i for i in range(conns)), a
+    check_clean(p)
+
+
+@pytest.mark.parametrize("cfg", ["absent", "missing_dir"])
+def test_unavailable_falls_back(ns, cgroup, peer_script, start_pandit, cfg):
+    """shortcut_cgroup absent, or naming a directory that does not exist
+    (pandit says why and goes on): peers in a cgroup are never paired, and
+    their connections are served on the splice path, bytes intact."""
+    bport = ns.free_port()
+    target = f"127.0.0.1:{bport}"
+    g = {} if cfg == "absent" else {"shortcut_cgroup": cgroup + "-missing"}
+    p = start_pandit(base_config([app("sc", [SC_PORT], [target], health_check=False)], **g),
+                     in_ns=_NsEnter(ns))
+    s = shortcut(p)
+    assert s["available"] is False, s
+    if cfg == "missing_dir":
+        assert s.get("reason"), s
+    spliced = p.stats()["kernel_path"]["connections"]["spliced_total"]
+    run = peers(ns, cgroup, peer_script, p, bport)
+    res = run("bulk", conns=2, bytes=2 * 1000 * 1000)
+    check_transfer(res)
+    res = run("pingpong", rounds=200)
+    assert res["client"][0]["rounds_ok"] == 200
+    s = shortcut(p)
+    assert s["paired_total"] == 0 and s["redirected_bytes"] == 0, s
+    assert p.stats()["kernel_path"]["connections"]["spliced_total"] - spliced == 3
+    assert "shortcut_pairs" not in pandit_maps(p.pid)
+
+
+@pytest.mark.slow
+def test_no_map_entries_left_after_10000_connections(world):
+    """10,000 connections, 8 at a time, each paired and carrying two round
+    trips, half of them ended by the client's FIN and half by a plain
+    close: every one paired, and once they are all closed the pairs map,
+    the sockets map and the receive-side map are empty."""
+    n = 10000
+    before = shortcut(world.p)
+    res = world.run("churn", conns=n, workers=8, rounds=2, timeout=300)
+    for i, c in enumerate(res["client"]):
+        assert c.get("rounds_ok") == 2, (i, c)
+    after = shortcut(world.p)
+    print("short-circuit after 10,000 connections:", json.dumps(after))
+    assert after["paired_total"] - before["paired_total"] == n, after
+    assert after["program"]["redirected"] - before["program"]["redirected"] >= n, after
+    check_no_entries(world.p)
