@@ -323,8 +323,8 @@ static bool str_eq(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
-/* Every field of the http settings (for every protocol: clusters[0]
- * mirrors the targets of any app). */
+/* Every field of the http settings (of http apps: other apps' are not
+ * used). */
 static bool http_equal(const struct cfg_http *a, const struct cfg_http *b)
 {
 	if (a->n_clusters != b->n_clusters || a->n_routes != b->n_routes ||
@@ -379,7 +379,7 @@ bool cfg_app_equal(const struct cfg_app *a, const struct cfg_app *b)
 		if (a->targets[i].port != b->targets[i].port ||
 		    !str_eq(a->targets[i].host, b->targets[i].host))
 			return false;
-	return http_equal(&a->http, &b->http);
+	return a->protocol != PROTO_HTTP || http_equal(&a->http, &b->http);
 }
 
 /* --- the app pool ------------------------------------------------------------- */

@@ -56,7 +56,9 @@ struct cfg_http_route {
 enum http_log_format { HTTP_LOG_NONE = 0, HTTP_LOG_JSON, HTTP_LOG_COMBINED };
 
 struct cfg_http {
-	struct cfg_http_cluster *clusters;	/* [0] is "default"; n_clusters >= 1 */
+	struct cfg_http_cluster *clusters;	/* [0] is "default"; n_clusters >= 1 in http
+						 * apps (and cfg_quick's app); none in other
+						 * apps loaded from a file */
 	uint32_t n_clusters;
 	struct cfg_http_route *routes;		/* none: every request to cluster 0 */
 	uint32_t n_routes;
@@ -139,7 +141,7 @@ struct cfg_app {
 	enum cfg_kernel_mode kernel_splice;	/* default auto; only tcp apps splice */
 	enum cfg_shortcut_mode local_shortcut;	/* default auto; only tcp apps pair */
 	struct cfg_foo foo;		/* protocol foo */
-	struct cfg_http http;		/* protocol http */
+	struct cfg_http http;		/* protocol http; other apps: the defaults, no clusters */
 	struct cfg_mark mark;
 };
 
@@ -230,15 +232,16 @@ const char *cfg_protocol_name(enum app_protocol p);
 int cfg_protocol_parse(const char *s, enum app_protocol *out);
 
 /* Fills the http settings with their defaults: no clusters, no routes, no
- * access log (cfg_app_defaults calls it; the loader and cfg_quick then add
- * clusters[0], "default"). */
+ * access log (cfg_app_defaults calls it; the loader then adds clusters[0],
+ * "default", to http apps, cfg_quick to its app whatever its protocol). */
 void cfg_http_defaults(struct cfg_http *h);
 
 /* Deep copy of one app (NULL on ENOMEM); freed with cfg_app_free. */
 struct cfg_app *cfg_app_dup(const struct cfg_app *a);
 void cfg_app_free(struct cfg_app *a);
 
-/* True when two apps would behave identically (name included, marks ignored). */
+/* True when two apps would behave identically (name included, marks ignored;
+ * the foo and http settings count for apps of that protocol only). */
 bool cfg_app_equal(const struct cfg_app *a, const struct cfg_app *b);
 
 /* Formats a target as "host:port" ("[v6]:port" for IPv6 literals). */

@@ -1715,8 +1715,10 @@ static void parse_app(struct vctx *c, uint32_t i, struct cfg_app *a, size_t idx,
 	if (v[A_BALANCE])
 		parse_balance(c, v[A_BALANCE], "balance", an, &a->policy);
 
-	/* every app has cluster "default" (its own targets); http apps may add more */
-	{
+	/* an http app has cluster "default" (its own targets) and may add
+	 * more; other apps carry no clusters (an http section there is an
+	 * error, still read through for its messages) */
+	if (http || v[A_HTTP]) {
 		uint32_t cl = v[A_HTTP] ? find_key(c, v[A_HTTP], "clusters") : 0;
 		uint32_t extra = cl && N(c, cl)->type == Y_SEQ && N(c, cl)->len < CFG_MAX_HTTP_CLUSTERS
 					 ? N(c, cl)->len : 0;

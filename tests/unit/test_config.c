@@ -1326,6 +1326,22 @@ static void test_http_full(void **state)
 	assert_true(cfg_app_equal(d, a));
 	cfg_app_free(d);
 	cfg_free(cfg);
+
+	/* a tcp app: its (default, unused) http settings are not compared; a
+	 * change of protocol is a change */
+	cfg = load_ok("apps:\n  - {name: t, ports: 1, targets: \"h:1\"}\n");
+	a = &cfg->apps[0];
+	assert_int_equal(a->http.n_clusters, 0);
+	d = cfg_app_dup(a);
+	assert_non_null(d);
+	assert_true(cfg_app_equal(d, a));
+	d->http.max_headers++;
+	d->http.forwarded = false;
+	assert_true(cfg_app_equal(d, a));
+	d->protocol = PROTO_HTTP;
+	assert_false(cfg_app_equal(d, a));
+	cfg_app_free(d);
+	cfg_free(cfg);
 }
 
 /* The shipped HTTP example loads, every app an http app with its clusters. */
@@ -1352,8 +1368,10 @@ static void test_http_example_file(void **state)
 	skip();
 }
 
-/* Every app has cluster "default" (its targets), whatever its protocol, and
- * an http app without an http section gets every default. */
+/* An http app has cluster "default" (its targets), with or without an http
+ * section, and gets every default; other apps carry the http defaults but
+ * no clusters (nothing of theirs reads them, and a reload of many apps
+ * neither builds nor compares them). */
 static void test_http_defaults(void **state)
 {
 	(void)state;
@@ -1366,11 +1384,16 @@ static void test_http_defaults(void **state)
 	for (size_t i = 0; i < cfg->n_apps; i++) {
 		const struct cfg_app *a = &cfg->apps[i];
 		const struct cfg_http *h = &a->http;
-		assert_int_equal(h->n_clusters, 1);
-		assert_string_equal(h->clusters[0].name, "default");
-		assert_int_equal(h->clusters[0].target_first, 0);
-		assert_int_equal(h->clusters[0].n_targets, a->n_targets);
-		assert_int_equal(h->clusters[0].policy, a->policy);
+		if (i == 0) {
+			assert_int_equal(h->n_clusters, 0);
+			assert_null(h->clusters);
+		} else {
+			assert_int_equal(h->n_clusters, 1);
+			assert_string_equal(h->clusters[0].name, "default");
+			assert_int_equal(h->clusters[0].target_first, 0);
+			assert_int_equal(h->clusters[0].n_targets, a->n_targets);
+			assert_int_equal(h->clusters[0].policy, a->policy);
+		}
 		assert_int_equal(h->n_routes, 0);
 		assert_int_equal(h->header_timeout_ms, CFG_DEFAULT_HTTP_HEADER_TIMEOUT_MS);
 		assert_int_equal(h->response_timeout_ms, CFG_DEFAULT_HTTP_RESPONSE_TIMEOUT_MS);
@@ -1386,8 +1409,8 @@ static void test_http_defaults(void **state)
 		}
 	}
 	assert_int_equal(cfg->apps[0].protocol, PROTO_TCP);
-	assert_int_equal(cfg->apps[0].http.clusters[0].n_targets, 2);
-	assert_int_equal(cfg->apps[0].http.clusters[0].policy, LB_RANDOM);
+	assert_int_equal(cfg->apps[0].n_targets, 2);
+	assert_int_equal(cfg->apps[0].policy, LB_RANDOM);
 	assert_int_equal(cfg->apps[1].protocol, PROTO_HTTP);
 	assert_string_equal(cfg->apps[3].http.access_log, "-");
 	assert_int_equal(cfg->apps[3].http.log_format, HTTP_LOG_COMBINED);
