@@ -258,7 +258,26 @@ def client(i, r):
     elif sc == "killed":
         ping(s, rounds, r)
         os.write(A["_ready_w"], b"x")
+        if A["dir"] == "up":  # streams until killed
+            while True:
+                s.sendall(b"u" * 65536)
         time.sleep(TMO)  # reads nothing more: killed with the stream coming
+    elif sc == "backend_reset_stream":
+        # asks for n bytes, reads until the backend's reset reaches it
+        s.sendall(b"go %d\n" % i)
+        got = bytearray()
+        try:
+            while True:
+                b = s.recv(CHUNK)
+                if not b:
+                    r["end"] = "eof"
+                    break
+                got += b
+        except ConnectionResetError:
+            r["end"] = "reset"
+        data = random.Random(8000 + i).randbytes(n)
+        r["got_len"] = len(got)
+        r["prefix_ok"] = got == data[:len(got)]
     s.close()
 
 
@@ -323,16 +342,35 @@ def backend(i, s, r):
         pong(s, rounds)
         r["end"] = read_end(s)[1]
     elif sc == "killed":
-        pong(s, rounds)
+        ln = pong(s, rounds)
         r["streamed"] = 0
         try:  # streams until the client's end is gone
+            if A["dir"] == "down":
+                while True:
+                    s.sendall(b"y" * 65536)
+                    r["streamed"] += 65536
+            r["streamed"] = len(ln.buf)  # reads until the client's end is gone
             while True:
-                s.sendall(b"y" * 65536)
-                r["streamed"] += 65536
+                b = s.recv(CHUNK)
+                if not b:
+                    r["end"] = "eof"
+                    break
+                r["streamed"] += len(b)
         except (ConnectionResetError, BrokenPipeError) as e:
             r["end"] = type(e).__name__
         except socket.timeout:
             r["end"] = "timeout"
+    elif sc == "backend_reset_stream":
+        # n pseudo-random bytes (the client's own: it says who it is), then
+        # a reset with part of them still in flight
+        l = Lines(s).line()
+        k = int(l.split()[1])
+        data = random.Random(8000 + k).randbytes(n)
+        for off in range(0, n, 65536):
+            s.sendall(data[off:off + 65536])
+        r["sent_len"] = n
+        rst(s)
+        return
     s.close()
 
 
@@ -877,16 +915,20 @@ def test_bytes_sent_before_the_pair_exists(world):
     check_clean(world.p)
 
 
-@pytest.mark.parametrize("conns", [20])
-def test_client_killed_mid_stream(world, conns):
-    """The clients' process is killed (SIGKILL) while every backend streams
-    to it without end, after round trips on the short-circuit: each backend
-    sees its stream end (a reset or a broken pipe), pandit closes every
+@pytest.mark.parametrize("direction", ["down", "up"])
+def test_client_killed_mid_stream(world, direction):
+    """The clients' process is killed (SIGKILL) after round trips on the
+    short-circuit, while every backend streams to it without end (down;
+    the clients read nothing more, so they die with unread bytes) or while
+    every client streams to its backend (up): each backend sees its stream
+    end (a reset or a broken pipe; up: an EOF too), pandit closes every
     connection and nothing is left in the maps."""
+    conns = 20
     before = shortcut(world.p)
-    res = world.run("killed", conns=conns, rounds=20)
+    res = world.run("killed", conns=conns, rounds=20, dir=direction)
+    ends = ("ConnectionResetError", "BrokenPipeError") + (("eof",) if direction == "up" else ())
     for i, b in enumerate(res["backend"]):
-        assert b["end"] in ("ConnectionResetError", "BrokenPipeError"), (i, b)
+        assert b.get("end") in ends, (i, b)
         assert b["streamed"] >= 1 << 20, (i, b)
     after = shortcut(world.p)
     assert after["paired_total"] - before["paired_total"] == conns, after
@@ -967,4 +1009,24 @@ def test_no_map_entries_left_after_10000_connections(world):
     print("short-circuit after 10,000 connections:", json.dumps(after))
     assert after["paired_total"] - before["paired_total"] == n, after
     assert after["program"]["redirected"] - before["program"]["redirected"] >= n, after
+    check_no_entries(world.p)
+
+
+def test_backend_reset_mid_stream(world):
+    """20 backends each send 12 MB (more than shortcut_backlog: part of it
+    goes over TCP) and reset with part of it in flight (in pandit, in the
+    short-circuit's queue or in TCP's): each client reads a prefix of its
+    bytes, exactly, then the reset, as on the other paths; nothing is left
+    behind."""
+    conns, n = 20, 12 * 1000 * 1000
+    before = shortcut(world.p)
+    res = world.run("backend_reset_stream", conns=conns, bytes=n)
+    for i, c in enumerate(res["client"]):
+        assert c["prefix_ok"], (i, c)
+        assert c["end"] == "reset", (i, c)
+    after = shortcut(world.p)
+    print("short-circuit after the resets:", json.dumps(after), "; clients cut short:",
+          sum(c["got_len"] < n for c in res["client"]))
+    assert after["paired_total"] - before["paired_total"] == conns, after
+    assert after["redirected_bytes"] > before["redirected_bytes"], after
     check_no_entries(world.p)
