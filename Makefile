@@ -11,7 +11,7 @@ WARN     := -Wall -Wextra -Werror
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -Isrc -I$(BUILD)/skel -MMD -MP
 LDLIBS   := -lbpf -lelf -lz -lyaml -lcap -lpthread -lm
-BPFFLAGS := -O2 -g -target bpf -std=gnu11 $(WARN) -I$(ARCH_INC) -Ibpf
+BPFFLAGS := -O2 -g -target bpf -mcpu=v3 -std=gnu11 $(WARN) -I$(ARCH_INC) -Ibpf
 
 SRCS     := $(shell find src -name '*.c' ! -name main.c | sort)
 OBJS     := $(SRCS:%.c=$(BUILD)/obj/%.o)
@@ -52,7 +52,7 @@ deps:
 	@scripts/deps.sh
 
 # --- BPF -------------------------------------------------------------------
-$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c bpf/pandit_abi.h | $(BUILD)/bpf
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) | $(BUILD)/bpf
 	$(CLANG) $(BPFFLAGS) -c $< -o $@
 
 $(BUILD)/skel/%.skel.h: $(BUILD)/bpf/%.bpf.o | $(BUILD)/skel

@@ -2,6 +2,7 @@
 #ifndef PANDIT_ABI_H
 #define PANDIT_ABI_H
 
+#include <linux/bpf.h>
 #include <linux/types.h>
 
 /* Key of the steering LPM trie. The data compared bit by bit is the
@@ -44,6 +45,123 @@ enum pandit_steer_stat {
 
 /* --- kernel splicing (bpf/splice.bpf.c) ----------------------------------- */
 
+/* --- Foo framed in the kernel (bpf/foo_frame.bpf.h, part of the splice
+ * program) ------------------------------------------------------------------ */
+
+/* States of the Foo framer: the same numbers as the userspace parser's
+ * (enum foo_state in src/proto/foo.h, checked there), so a direction's
+ * state moves between the two at a splice and at EOF. */
+enum pandit_foo_state {
+	PANDIT_FOO_ST_START = 0,	/* at a line start */
+	PANDIT_FOO_ST_TYPE,		/* inside Type */
+	PANDIT_FOO_ST_TYPE_WS,		/* Type complete, whitespace required */
+	PANDIT_FOO_ST_WS1,		/* whitespace between Type and Seq */
+	PANDIT_FOO_ST_SEQ,		/* inside Seq */
+	PANDIT_FOO_ST_SEQ_CR,		/* CR right after Seq: LF required */
+	PANDIT_FOO_ST_WS2,		/* whitespace after Seq, before Data */
+	PANDIT_FOO_ST_DATA,		/* inside Data */
+	PANDIT_FOO_ST_ERR,		/* failed for good */
+};
+
+/* Violations, the same numbers as the userspace parser's enum foo_err
+ * (checked in src/proto/foo.c). */
+enum pandit_foo_err {
+	PANDIT_FOO_ERR_NONE = 0,
+	PANDIT_FOO_ERR_TYPE,
+	PANDIT_FOO_ERR_HTTP,
+	PANDIT_FOO_ERR_SEQ,
+	PANDIT_FOO_ERR_EMPTY,
+	PANDIT_FOO_ERR_LINE_TOO_LONG,
+	PANDIT_FOO_ERR_UTF8,
+	PANDIT_FOO_ERR_NUL,
+};
+
+/* Policy of a framed direction (pandit_foo_parse.mode). */
+enum pandit_foo_mode {
+	PANDIT_FOO_OFF = 0,		/* not a Foo connection: bytes only */
+	PANDIT_FOO_LENIENT,		/* a violation stops the framing; bytes flow on */
+	PANDIT_FOO_STRICT,		/* a violation drops the connection's bytes until the
+					 * daemon closes it */
+};
+
+/* The framer's state for one direction (part of pandit_splice_val): the
+ * userspace parser's fields (struct foo_parser), written by the daemon at
+ * the splice and then by the program only. */
+struct pandit_foo_parse {
+	__u64 seq;		/* Seq so far */
+	__u64 offset;		/* bytes of the stream framed (userspace's count included) */
+	__u64 err_offset;	/* stream offset of the byte that violated */
+	__u32 max_line;		/* longest line in bytes before its LF */
+	__u32 line_len;		/* bytes of the current line so far */
+	__u32 data_len;		/* bytes of Data so far */
+	__u32 slot;		/* key of foo_counts: the app's counters */
+	__u8 state;		/* enum pandit_foo_state */
+	__u8 type;		/* 1 REQ, 2 ACK, 3 NAK: matched or being matched */
+	__u8 type_pos;		/* bytes of Type matched */
+	__u8 seq_digits;
+	__u8 utf8_need;		/* UTF-8 continuation bytes still expected */
+	__u8 utf8_lo, utf8_hi;	/* range of the next continuation byte */
+	__u8 last_cr;		/* the last byte of Data was CR */
+	__u8 err;		/* the violation (enum foo_err), 0 while none */
+	__u8 mode;		/* enum pandit_foo_mode */
+	__u8 stop;		/* the other direction failed first: framing over
+				 * (lenient: bytes flow on; strict: dropped) */
+	__u8 pad[5];
+};
+
+/* Per-CPU counters of one Foo app (value of foo_counts, keyed by a slot the
+ * daemon gives the app's counters). The rings have the layout of the
+ * userspace moving windows (src/stats/window.h, checked there): slot
+ * tick % PANDIT_FOO_WIN_SLOTS holds (tick & 0xffffffff) << 32 | count, with
+ * tick = CLOCK_MONOTONIC ns / PANDIT_FOO_WIN_BUCKET_NS. */
+#define PANDIT_FOO_LAT_NBOUNDS 16
+#define PANDIT_FOO_LAT_BOUNDS_US \
+	{ 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, \
+	  250000, 500000, 1000000, 2500000, 5000000 }
+#define PANDIT_FOO_WIN_SLOTS 128
+#define PANDIT_FOO_WIN_BUCKET_NS 100000000ull
+struct pandit_foo_counts {
+	__u64 req;		/* REQ from the client */
+	__u64 ack;		/* ACK from the server */
+	__u64 nak;		/* NAK from the server */
+	__u64 wrong_dir;	/* a valid message from the wrong side */
+	__u64 replies_unmatched;	/* a reply whose Seq was not pending */
+	__u64 requests_untracked;	/* a REQ beyond the connection's table */
+	__u64 requests_duplicate;	/* a REQ whose Seq was pending already */
+	__u64 lat_count;		/* REQ -> reply latencies observed */
+	__u64 lat_sum_us;
+	__u64 lat_bucket[PANDIT_FOO_LAT_NBOUNDS + 1];	/* by PANDIT_FOO_LAT_BOUNDS_US, + Inf */
+	__u64 req_win[PANDIT_FOO_WIN_SLOTS];	/* REQ */
+	__u64 resp_win[PANDIT_FOO_WIN_SLOTS];	/* ACK + NAK */
+};
+
+/* Requests pending a reply on one Foo connection, matched by Seq as
+ * src/proto/foo_stats.h says: one foo_pending entry per distinct Seq
+ * pending (key: the client socket's cookie and the Seq), at most
+ * PANDIT_FOO_TRACK_MAX per connection (beyond: untracked), and the
+ * connection's totals in foo_track (key: the client socket's cookie).
+ * Written by the daemon at the splice (what the userspace parser had
+ * pending), then by the program: a REQ from the client adds, a reply from
+ * the server takes away. */
+#define PANDIT_FOO_TRACK_MAX 4096u
+#define PANDIT_FOO_PENDING_MAX (1u << 20)	/* entries of foo_pending, all connections */
+struct pandit_foo_pkey {
+	__u64 cookie;		/* the client socket's */
+	__u64 seq;
+};
+struct pandit_foo_pval {
+	__u64 t_ns;		/* CLOCK_MONOTONIC of the first pending send */
+	__u32 n;		/* sends pending a reply */
+	__u32 pad;
+};
+struct pandit_foo_track {
+	__u64 used;		/* the connection's entries in foo_pending */
+	__u64 pending;		/* sends pending in them */
+	__u64 untracked;	/* sends pending beyond them */
+};
+
+#define PANDIT_FOO_MAX_SLOTS 65536u	/* Foo apps counted by the kernel at once */
+
 /* Value of the splice peers map, one per spliced socket, keyed by that
  * socket's cookie (SO_COOKIE). The daemon writes it once before the socket
  * enters the sockets map and never again (so it cannot overwrite the
@@ -66,6 +184,8 @@ struct pandit_splice_val {
 				 * cleared when the daemon asks to resume (splice_ctl) and
 				 * has read every byte passed to it */
 	__u32 worker;		/* index of the owning worker's ring in splice_rings */
+	struct pandit_foo_parse foo;	/* Foo apps: this socket's direction framed by the
+					 * program (mode 0: not framed) */
 };
 
 /* Written by the daemon only (the program reads it), one per spliced
@@ -86,6 +206,7 @@ struct pandit_splice_event {
 enum pandit_splice_event_kind {
 	PANDIT_SPLICE_EV_HOLD = 0,
 	PANDIT_SPLICE_EV_RESUME = 1,
+	PANDIT_SPLICE_EV_FOO = 2,	/* the framer found a Foo violation on the socket */
 };
 
 enum pandit_splice_dir {
@@ -109,6 +230,9 @@ enum pandit_splice_stat {
 	PANDIT_SPLICE_RING_FULL,	/* a hold not signalled: the worker's ring was full or missing */
 	PANDIT_SPLICE_DROP_EMPTY,	/* an skb without data (a FIN): dropped, the socket reads EOF anyway */
 	PANDIT_SPLICE_RESUMED,		/* a held socket given back to the kernel */
+	PANDIT_SPLICE_FOO_VIOLATION,	/* Foo: a violation found (the connection turned non-compliant) */
+	PANDIT_SPLICE_FOO_DROPPED,	/* Foo, strict: an skb of a non-compliant connection dropped */
+	PANDIT_SPLICE_FOO_NO_COUNTERS,	/* Foo: the app's counters entry missing: messages not counted */
 	PANDIT_SPLICE_STAT_MAX,
 };
 

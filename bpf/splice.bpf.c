@@ -30,6 +30,9 @@
  *                     input, so that payload never wakes it).
  *   splice_stats      PERCPU_ARRAY __u32 enum pandit_splice_stat -> __u64
  *                     one counter per outcome.
+ *   foo_counts        PERCPU_HASH __u32 counters slot -> struct pandit_foo_counts
+ *                     Foo apps: messages and moving windows, counted by the
+ *                     framer (foo_frame.bpf.h) for entries with foo.mode set.
  *
  * Backpressure: an skb redirected to the peer's egress waits in the peer's
  * psock backlog until the peer's send buffer takes it; the kernel puts no
@@ -154,6 +157,8 @@ static __always_inline int hold(struct pandit_splice_val *v, __u64 cookie, __u32
 	return SK_PASS;
 }
 
+#include "foo_frame.bpf.h"
+
 SEC("sk_skb")
 int pandit_splice(struct __sk_buff *skb)
 {
@@ -172,6 +177,11 @@ int pandit_splice(struct __sk_buff *skb)
 	if (!v) {
 		count(PANDIT_SPLICE_PASS_UNKNOWN);
 		return SK_PASS;
+	}
+	/* a Foo connection's bytes are framed and counted whichever way they go */
+	if (v->foo.mode && foo_frame(skb, v, cookie)) {
+		count(PANDIT_SPLICE_FOO_DROPPED);
+		return SK_DROP;
 	}
 	if (v->held) {
 		/* Back to the kernel only when the daemon asked for it and has

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "kpath/foo_kern.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
 
@@ -191,7 +192,7 @@ static int sock_cookie(int fd, uint64_t *out)
 }
 
 int kpath_splice(struct kpath_pair *p, int cli_fd, int up_fd, uint32_t app_id, uint32_t worker,
-		 enum kpath_fallback *reason)
+		 const struct kfoo_start *foo, enum kpath_fallback *reason)
 {
 	if (!K.skel) {
 		*reason = KPATH_FB_UNAVAILABLE;
@@ -221,6 +222,12 @@ int kpath_splice(struct kpath_pair *p, int cli_fd, int up_fd, uint32_t app_id, u
 		{ .peer = p->cookie[0], .peer_base = p->base[0], .app_id = app_id,
 		  .dir = PANDIT_SPLICE_S2C, .worker = worker },
 	};
+	if (foo) {
+		v[0].foo = foo->dir[0];
+		v[1].foo = foo->dir[1];
+		if ((err = kfoo_start_track(p->cookie[0], foo)) < 0)
+			return err;
+	}
 	const struct pandit_splice_ctl ctl = { .resume_at = UINT64_MAX };
 	int done = 0;
 	for (; done < 2; done++) {
@@ -253,6 +260,8 @@ undo:
 		bpf_map_delete_elem(K.peers_fd, &p->cookie[done]);
 		bpf_map_delete_elem(K.ctl_fd, &p->cookie[done]);
 	}
+	if (foo)
+		kfoo_undo_track(p->cookie[0], foo);
 	return err;
 }
 
@@ -264,7 +273,8 @@ int kpath_resume(const struct kpath_pair *p, int side, uint64_t resume_at, uint6
 	return bpf_map_update_elem(K.ctl_fd, &p->cookie[side & 1], &ctl, BPF_EXIST) < 0 ? -errno : 0;
 }
 
-void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2])
+void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2],
+		    struct pandit_foo_track *track)
 {
 	if (!K.skel)
 		return;
@@ -279,6 +289,8 @@ void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2
 		bpf_map_delete_elem(K.ctl_fd, &p->cookie[i]);
 	}
 	stats_sub(&kpath_stats.entries, 2);
+	struct pandit_foo_track t;
+	kfoo_stop_track(p->cookie[0], track ? track : &t);
 }
 
 int kpath_read(const struct kpath_pair *p, int side, struct pandit_splice_val *out)
@@ -320,6 +332,26 @@ void kpath_fds(int *prog, int *socks, int *peers)
 	*peers = K.skel ? K.peers_fd : -1;
 }
 
+int kpath_foo_counts_fd(void)
+{
+	return K.skel ? bpf_map__fd(K.skel->maps.foo_counts) : -1;
+}
+
+int kpath_foo_track_fd(void)
+{
+	return K.skel ? bpf_map__fd(K.skel->maps.foo_track) : -1;
+}
+
+int kpath_foo_pending_fd(void)
+{
+	return K.skel ? bpf_map__fd(K.skel->maps.foo_pending) : -1;
+}
+
+int kpath_ncpus(void)
+{
+	return K.ncpus;
+}
+
 uint64_t kpath_ring_misses(void)
 {
 	uint64_t sum = 0;
@@ -355,6 +387,7 @@ static const char *const fb_names[KPATH_FB_MAX] = {
 	[KPATH_FB_HALF_CLOSED] = "half_closed",
 	[KPATH_FB_APP_ID] = "app_id",
 	[KPATH_FB_MAP] = "map_refused",
+	[KPATH_FB_FOO] = "foo_counters",
 };
 
 static const char *const outcome_names[PANDIT_SPLICE_STAT_MAX] = {
@@ -367,6 +400,9 @@ static const char *const outcome_names[PANDIT_SPLICE_STAT_MAX] = {
 	[PANDIT_SPLICE_RING_FULL] = "ring_full",
 	[PANDIT_SPLICE_DROP_EMPTY] = "drop_empty",
 	[PANDIT_SPLICE_RESUMED] = "resumed",
+	[PANDIT_SPLICE_FOO_VIOLATION] = "foo_violation",
+	[PANDIT_SPLICE_FOO_DROPPED] = "foo_dropped",
+	[PANDIT_SPLICE_FOO_NO_COUNTERS] = "foo_no_counters",
 };
 
 static uint64_t userspace_active(uint64_t active)
@@ -379,13 +415,15 @@ void kpath_render_json(struct sbuf *out, uint64_t active)
 {
 	sbuf_printf(out,
 		    ",\"kernel_path\":{\"splice_available\":%s,\"connections\":{\"spliced_active\":%llu"
-		    ",\"userspace_active\":%llu,\"spliced_total\":%llu},\"held\":%llu,\"resumed\":%llu"
+		    ",\"userspace_active\":%llu,\"spliced_total\":%llu,\"foo_framed_total\":%llu}"
+		    ",\"held\":%llu,\"resumed\":%llu"
 		    ",\"bulk_to_userspace\":%llu,\"queued_at_splice_bytes\":%llu,\"map_entries\":%llu"
 		    ",\"fallback\":{",
 		    K.skel ? "true" : "false",
 		    (unsigned long long)stats_get(&kpath_stats.spliced_active),
 		    (unsigned long long)userspace_active(active),
 		    (unsigned long long)stats_get(&kpath_stats.spliced),
+		    (unsigned long long)stats_get(&kpath_stats.foo_framed),
 		    (unsigned long long)stats_get(&kpath_stats.held),
 		    (unsigned long long)stats_get(&kpath_stats.resumed),
 		    (unsigned long long)stats_get(&kpath_stats.bulk_to_userspace),

@@ -17,6 +17,7 @@ enum kpath_fallback {
 	KPATH_FB_HALF_CLOSED,		/* a side had sent FIN before the splice */
 	KPATH_FB_APP_ID,		/* app ID beyond the counters map */
 	KPATH_FB_MAP,			/* the kernel refused a map update (full, socket state...) */
+	KPATH_FB_FOO,			/* Foo: no counters slot for the app (PANDIT_FOO_MAX_SLOTS) */
 	KPATH_FB_MAX,
 };
 
@@ -32,6 +33,7 @@ struct kpath_stats {
 	_Atomic uint64_t queued_at_splice;	/* bytes waiting in the sockets' receive queues when
 						 * they entered the map (at least: read just before) */
 	_Atomic uint64_t fallback[KPATH_FB_MAX];
+	_Atomic uint64_t foo_framed;		/* Foo connections framed by the program since start */
 };
 
 extern struct kpath_stats kpath_stats;
@@ -57,16 +59,21 @@ const char *kpath_unavailable_reason(void);
 int kpath_ring_fd(uint32_t worker);
 
 /* Splices the connection: both sockets (fds, established, their queues of
- * userspace bytes flushed) go into the maps for app_id, owned by worker.
+ * userspace bytes flushed) go into the maps for app_id, owned by worker;
+ * foo, when not NULL, is how the Foo framer starts (both directions'
+ * state and the requests pending, src/kpath/foo_kern.h).
  * Returns 0, or a negative errno with nothing left in the maps and
  * *reason set. */
+struct kfoo_start;
 int kpath_splice(struct kpath_pair *p, int cli_fd, int up_fd, uint32_t app_id, uint32_t worker,
-		 enum kpath_fallback *reason);
+		 const struct kfoo_start *foo, enum kpath_fallback *reason);
 /* Takes both sockets out of the maps (before they are closed); with final
  * non-NULL, first fills it with both entries as they stand once the program
- * no longer runs for the sockets (zeroed where unreadable). The kernel
+ * no longer runs for the sockets (zeroed where unreadable), and track, when
+ * not NULL, with a Foo connection's pending requests (zeroed: none). The kernel
  * drops what is still queued for them: only for pairs done or reset. */
-void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2]);
+void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2],
+		    struct pandit_foo_track *track);
 /* Asks the program to give held socket side back to the kernel once it has
  * passed exactly resume_at bytes to userspace (the bytes read so far, all
  * written to the peer: user_written of them for this direction since the
@@ -97,6 +104,13 @@ void kpath_render_prometheus(struct sbuf *out, uint64_t active);
 /* fds of the program and of the sockets and peers maps (-1 when not
  * loaded), for tests and diagnostics. */
 void kpath_fds(int *prog, int *socks, int *peers);
+
+/* fd of the program's Foo counters map (foo_counts), -1 when not loaded;
+ * the number of possible CPUs (per-CPU values), for src/kpath/foo_kern.c. */
+int kpath_foo_counts_fd(void);
+int kpath_foo_track_fd(void);
+int kpath_foo_pending_fd(void);
+int kpath_ncpus(void);
 
 /* The program's count of events it could not put in a ring (all workers). */
 uint64_t kpath_ring_misses(void);

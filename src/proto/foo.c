@@ -3,19 +3,29 @@
 
 #include <string.h>
 
+#include "../../bpf/pandit_abi.h"
+
 enum {
-	ST_START = 0,	/* at a line start */
-	ST_TYPE,	/* inside Type, type_pos bytes matched */
-	ST_TYPE_WS,	/* Type complete, whitespace required */
-	ST_WS1,		/* whitespace between Type and Seq */
-	ST_SEQ,		/* inside Seq */
-	ST_SEQ_CR,	/* CR right after Seq: LF required */
-	ST_WS2,		/* whitespace after Seq, before Data */
-	ST_DATA,	/* inside Data */
-	ST_ERR,		/* failed for good */
+	ST_START = PANDIT_FOO_ST_START,	/* at a line start */
+	ST_TYPE = PANDIT_FOO_ST_TYPE,	/* inside Type, type_pos bytes matched */
+	ST_TYPE_WS = PANDIT_FOO_ST_TYPE_WS,	/* Type complete, whitespace required */
+	ST_WS1 = PANDIT_FOO_ST_WS1,		/* whitespace between Type and Seq */
+	ST_SEQ = PANDIT_FOO_ST_SEQ,		/* inside Seq */
+	ST_SEQ_CR = PANDIT_FOO_ST_SEQ_CR,	/* CR right after Seq: LF required */
+	ST_WS2 = PANDIT_FOO_ST_WS2,		/* whitespace after Seq, before Data */
+	ST_DATA = PANDIT_FOO_ST_DATA,	/* inside Data */
+	ST_ERR = PANDIT_FOO_ST_ERR,		/* failed for good */
 };
 
 static const char type_names[4][4] = { "?", "REQ", "ACK", "NAK" };
+
+/* the kernel framer uses the same numbers (bpf/pandit_abi.h) */
+_Static_assert((int)FOO_ERR_TYPE == (int)PANDIT_FOO_ERR_TYPE && (int)FOO_ERR_HTTP == (int)PANDIT_FOO_ERR_HTTP &&
+		       (int)FOO_ERR_SEQ == (int)PANDIT_FOO_ERR_SEQ && (int)FOO_ERR_EMPTY == (int)PANDIT_FOO_ERR_EMPTY &&
+		       (int)FOO_ERR_LINE_TOO_LONG == (int)PANDIT_FOO_ERR_LINE_TOO_LONG &&
+		       (int)FOO_ERR_UTF8 == (int)PANDIT_FOO_ERR_UTF8 && (int)FOO_ERR_NUL == (int)PANDIT_FOO_ERR_NUL,
+	       "violation reasons match the kernel framer's");
+_Static_assert(FOO_SEQ_MAX_DIGITS == 20, "the kernel framer allows 20 Seq digits");
 
 void foo_parser_init(struct foo_parser *p, uint32_t max_line)
 {
@@ -304,4 +314,45 @@ int foo_finish(struct foo_parser *p, foo_msg_cb on_msg, void *arg)
 		deliver(p, "", on_msg, arg);
 		return 0;
 	}
+}
+
+void foo_parser_export(const struct foo_parser *p, struct pandit_foo_parse *k)
+{
+	k->seq = p->seq;
+	k->offset = p->offset;
+	k->err_offset = p->err_offset;
+	k->max_line = p->max_line;
+	k->line_len = p->line_len;
+	k->data_len = p->data_len;
+	k->state = p->state;
+	k->type = p->type;
+	k->type_pos = p->type_pos;
+	k->seq_digits = p->seq_digits;
+	k->utf8_need = p->utf8_need;
+	k->utf8_lo = p->utf8_lo;
+	k->utf8_hi = p->utf8_hi;
+	k->last_cr = p->last_cr;
+	k->err = (uint8_t)p->err;
+	k->stop = 0;
+	memset(k->pad, 0, sizeof(k->pad));
+}
+
+void foo_parser_import(struct foo_parser *p, const struct pandit_foo_parse *k)
+{
+	p->seq = k->seq;
+	p->offset = k->offset;
+	p->err_offset = k->err_offset;
+	p->line_len = k->line_len;
+	p->data_len = k->data_len;
+	p->state = k->state <= ST_ERR ? k->state : ST_ERR;
+	p->type = k->type;
+	p->type_pos = k->type_pos;
+	p->seq_digits = k->seq_digits;
+	p->utf8_need = k->utf8_need;
+	p->utf8_lo = k->utf8_lo;
+	p->utf8_hi = k->utf8_hi;
+	p->last_cr = k->last_cr != 0;
+	p->err = k->err < FOO_ERR_TRUNCATED ? (enum foo_err)k->err : FOO_ERR_TYPE;
+	if (p->state == ST_ERR && p->err == FOO_OK)
+		p->err = FOO_ERR_TYPE;	/* a failed state always says why */
 }

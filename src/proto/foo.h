@@ -110,6 +110,15 @@ int foo_finish(struct foo_parser *p, foo_msg_cb on_msg, void *arg);
 /* True when no partial line is pending (a message boundary). */
 bool foo_parser_idle(const struct foo_parser *p);
 
+/* The parser's state as the kernel framer keeps it (bpf/foo_frame.bpf.h):
+ * a stream moves between the two at a message boundary or inside a line.
+ * export fills every field of k but slot and mode (the caller's); import
+ * restores what export saved and the kernel advanced (a failed state keeps
+ * its violation and offset). */
+struct pandit_foo_parse;
+void foo_parser_export(const struct foo_parser *p, struct pandit_foo_parse *k);
+void foo_parser_import(struct foo_parser *p, const struct pandit_foo_parse *k);
+
 const char *foo_err_str(enum foo_err e);
 const char *foo_type_str(enum foo_type t);	/* "REQ", "ACK", "NAK", "?" */
 

@@ -1,6 +1,7 @@
 /* foo_stats.c - Foo accounting: counting parsed messages per app, matching replies to requests by Seq per connection, JSON and Prometheus output. */
 #include "core/ref.h"
 #include "proto/foo_stats.h"
+#include "kpath/foo_kern.h"	/* releases the kernel's counters slot */
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -37,6 +38,12 @@ struct foo_conn {
 	uint64_t now;
 	int dir;
 	uint64_t n_req, n_ack, n_nak, n_wrong;
+	/* On the kernel path (kcookie: the client socket's cookie), requests
+	 * pending a reply live in the program's maps; a message completed at
+	 * EOF is matched there, and the changes to the program's totals are
+	 * kept here (wrapping: the program may take them back). */
+	uint64_t kcookie;
+	uint64_t k_used, k_pending, k_untracked;
 };
 
 /* --- app stats ---------------------------------------------------------------------- */
@@ -67,8 +74,10 @@ struct foo_app_stats *foo_app_stats_get(struct foo_app_stats *s)
 
 void foo_app_stats_put(struct foo_app_stats *s)
 {
-	if (s && ref_put(&s->refcnt))
+	if (s && ref_put(&s->refcnt)) {
+		kfoo_release(atomic_load_explicit(&s->kslot, memory_order_acquire));
 		free(s);
+	}
 }
 
 static void acc(_Atomic uint64_t *dst, const _Atomic uint64_t *src)
@@ -217,8 +226,53 @@ static void tab_remove(struct foo_conn *c, struct seq_slot *e)
 	c->used--;
 }
 
+/* track_request and match_reply against the kernel's entries (kcookie). */
+static void ktrack_request(struct foo_conn *c, struct foo_app_stats *s, uint64_t seq)
+{
+	struct pandit_foo_track t;
+	kfoo_user_totals(c->kcookie, &t);
+	switch (kfoo_user_request(c->kcookie, seq, c->now, t.used + c->k_used)) {
+	case KFOO_REQ_NEW:
+		c->k_used++;
+		c->k_pending++;
+		break;
+	case KFOO_REQ_DUPLICATE:
+		stats_add(&s->requests_duplicate, 1);
+		c->k_pending++;
+		break;
+	case KFOO_REQ_UNTRACKED:
+	default:
+		stats_add(&s->requests_untracked, 1);
+		c->k_untracked++;
+		break;
+	}
+}
+
+static void kmatch_reply(struct foo_conn *c, struct foo_app_stats *s, uint64_t seq)
+{
+	uint64_t t0;
+	bool emptied;
+	if (kfoo_user_reply(c->kcookie, seq, &t0, &emptied)) {
+		stats_hist_observe(&s->latency, (c->now > t0 ? c->now - t0 : 0) / 1000);
+		c->k_pending--;
+		if (emptied)
+			c->k_used--;
+		return;
+	}
+	struct pandit_foo_track t;
+	kfoo_user_totals(c->kcookie, &t);
+	if (t.untracked + c->k_untracked)
+		c->k_untracked--;
+	else
+		stats_add(&s->replies_unmatched, 1);
+}
+
 static void track_request(struct foo_conn *c, struct foo_app_stats *s, uint64_t seq)
 {
+	if (c->kcookie) {
+		ktrack_request(c, s, seq);
+		return;
+	}
 	struct seq_slot *e = tab_find(c, seq);
 	if (e) {
 		stats_add(&s->requests_duplicate, 1);
@@ -241,6 +295,10 @@ static void track_request(struct foo_conn *c, struct foo_app_stats *s, uint64_t 
 
 static void match_reply(struct foo_conn *c, struct foo_app_stats *s, uint64_t seq)
 {
+	if (c->kcookie) {
+		kmatch_reply(c, s, seq);
+		return;
+	}
 	struct seq_slot *e = tab_find(c, seq);
 	if (!e) {
 		if (c->untracked)
@@ -367,11 +425,68 @@ static int turn_noncompliant(struct foo_conn *c, struct foo_app_stats *s, int di
 			stats_add(&s->conns_closed_strict, 1);
 	}
 	/* no longer watched: free the table now, pending requests are dropped */
+	foo_conn_drop_pending(c);
+	return -1;
+}
+
+struct foo_parser *foo_conn_parser(struct foo_conn *c, int dir)
+{
+	return &c->p[dir ? FOO_DIR_S2C : FOO_DIR_C2S];
+}
+
+size_t foo_conn_export_pending(const struct foo_conn *c, struct foo_pending_seq *out, size_t max,
+			       uint64_t *pending, uint64_t *untracked)
+{
+	size_t k = 0;
+	*pending = 0;
+	*untracked = c->untracked;
+	for (uint32_t i = 0; i < c->cap; i++) {
+		const struct seq_slot *e = &c->tab[i];
+		if (!e->n)
+			continue;
+		if (k < max) {
+			out[k].seq = e->seq;
+			out[k].t_ns = e->t_ns;
+			out[k].n = e->n;
+			k++;
+			*pending += e->n;
+		} else {
+			*untracked += e->n;
+		}
+	}
+	return k;
+}
+
+void foo_conn_kernel_tracks(struct foo_conn *c, uint64_t client_cookie)
+{
+	foo_conn_drop_pending(c);
+	c->kcookie = client_cookie;
+	c->k_used = c->k_pending = c->k_untracked = 0;
+}
+
+bool foo_conn_kernel_done(struct foo_conn *c, const struct pandit_foo_track *t)
+{
+	bool left = t->used + c->k_used != 0;
+	if (!c->failed)
+		c->untracked = t->pending + t->untracked + c->k_pending + c->k_untracked;
+	c->kcookie = 0;
+	c->k_used = c->k_pending = c->k_untracked = 0;
+	return left;
+}
+
+void foo_conn_drop_pending(struct foo_conn *c)
+{
 	free(c->tab);
 	c->tab = NULL;
 	c->cap = c->used = 0;
 	c->pending = c->untracked = 0;
-	return -1;
+}
+
+int foo_conn_turn_noncompliant(struct foo_conn *c, struct foo_app_stats *s, int dir, bool closing)
+{
+	if (c->failed)
+		return -1;
+	return turn_noncompliant(c, s, dir ? FOO_DIR_S2C : FOO_DIR_C2S, closing);
 }
 
 int foo_conn_data(struct foo_conn *c, struct foo_app_stats *s, int dir, const char *buf,

@@ -73,6 +73,11 @@ struct foo_app_stats {
 	_Atomic uint64_t noncompliant_server;	/* ... whose server did */
 	_Atomic uint64_t conns_closed_strict;	/* non-compliant under the strict policy */
 	_Atomic uint64_t violations[FOO_N_ERR];	/* by reason; [FOO_OK] unused */
+	/* The kernel framer's counters for these (src/kpath/foo_kern.h): a
+	 * slot of its per-CPU map, 0 until a connection first takes the
+	 * kernel path; released when the struct is freed. Readers add the
+	 * kernel's counts with kfoo_accumulate(). */
+	_Atomic uint32_t kslot;
 };
 
 struct foo_app_stats *foo_app_stats_new(void);	/* refcnt 1, zeroed; NULL on ENOMEM */
@@ -89,6 +94,7 @@ void foo_app_stats_accumulate(struct foo_app_stats *dst, const struct foo_app_st
 /* --- per connection ------------------------------------------------------------------ */
 
 struct foo_conn;
+struct pandit_foo_track;
 
 enum { FOO_DIR_C2S = 0, FOO_DIR_S2C = 1 };
 
@@ -115,6 +121,40 @@ int foo_conn_data(struct foo_conn *c, struct foo_app_stats *s, int dir, const ch
  * line cut inside Type or before Seq is a violation. Same return as
  * foo_conn_data(); the caller may ignore it (the connection ends anyway). */
 int foo_conn_eof(struct foo_conn *c, struct foo_app_stats *s, int dir, uint64_t now_ns);
+
+/* --- the kernel path (src/kpath/foo_kern.h, bpf/foo_frame.bpf.h) --------------------- */
+
+/* Direction dir's parser: its state goes to the kernel framer at a splice
+ * and comes back for the EOF (foo_parser_export/import). */
+struct foo_parser *foo_conn_parser(struct foo_conn *c, int dir);
+/* One distinct Seq pending a reply. */
+struct foo_pending_seq {
+	uint64_t seq;
+	uint64_t t_ns;		/* time of its first pending send */
+	uint32_t n;		/* sends pending */
+};
+/* The requests pending a reply, for the kernel framer: fills out with up
+ * to max distinct Seqs and returns how many; *pending gets the sends
+ * pending in those, *untracked the rest (beyond max, or untracked
+ * already). */
+size_t foo_conn_export_pending(const struct foo_conn *c, struct foo_pending_seq *out, size_t max,
+			       uint64_t *pending, uint64_t *untracked);
+/* Forgets the requests pending a reply (not counted as unanswered): they
+ * moved to the kernel, or the connection turned non-compliant. */
+void foo_conn_drop_pending(struct foo_conn *c);
+/* The kernel's maps hold the connection's pending requests from now on
+ * (those of the client socket client_cookie, put there from
+ * foo_conn_export_pending); messages still completed here (at an EOF)
+ * are matched there. */
+void foo_conn_kernel_tracks(struct foo_conn *c, uint64_t client_cookie);
+/* The kernel's totals at the close (t): what is pending counts as
+ * unanswered when the connection is freed. Returns true when entries of
+ * the connection are left in the kernel's map (kfoo_forget them). */
+bool foo_conn_kernel_done(struct foo_conn *c, const struct pandit_foo_track *t);
+/* The kernel framer found the violation now in parser dir (imported):
+ * counts it as foo_conn_data() would have (closing: the caller closes
+ * the connection, strict policy). Returns -1. */
+int foo_conn_turn_noncompliant(struct foo_conn *c, struct foo_app_stats *s, int dir, bool closing);
 
 bool foo_conn_failed(const struct foo_conn *c);		/* turned non-compliant */
 enum foo_err foo_conn_error(const struct foo_conn *c, int *dir);	/* the violation, its side */

@@ -2,6 +2,7 @@
 #ifndef PANDIT_PROTO_PROTO_H
 #define PANDIT_PROTO_PROTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -9,6 +10,9 @@
 
 struct worker;
 struct rt_app;
+struct pandit_foo_parse;
+struct kfoo_start;
+struct pandit_foo_track;
 
 /*
  * A protocol plugs into the core in one of two ways:
@@ -42,6 +46,22 @@ struct proto_handler {
 	enum proto_verdict (*watch)(void *st, struct rt_app *app, int dir, const char *data,
 				    size_t len, uint64_t now_ns);
 	void (*watch_free)(void *st, struct rt_app *app);
+	/* Optional, a watcher whose work the kernel splice program can do
+	 * (bpf/foo_frame.bpf.h); the core calls these on a connection it
+	 * splices, and then shows watch() no more bytes, only the EOFs.
+	 * kern_enter: fills ks from what watch() has seen so far; false keeps
+	 * the connection in userspace. kern_entered: the kernel has it now.
+	 * kern_back: direction dir's framer state as the program left it,
+	 * before an EOF or when the program stopped framing (a violation):
+	 * returns the verdict, as watch() would have. kern_done: the
+	 * connection leaves the kernel for good (it closes), t is the state
+	 * the program left (Foo: requests pending); true when the caller must
+	 * clean up after it (kfoo_forget). */
+	bool (*kern_enter)(void *st, struct rt_app *app, struct kfoo_start *ks);
+	void (*kern_entered)(void *st, struct rt_app *app, uint64_t client_cookie);
+	enum proto_verdict (*kern_back)(void *st, struct rt_app *app, int dir,
+					const struct pandit_foo_parse *k);
+	bool (*kern_done)(void *st, struct rt_app *app, const struct pandit_foo_track *t);
 };
 
 #define PROTO_DIR_C2S 0		/* client to server */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "kpath/foo_kern.h"
 #include "kpath/splice.h"
 #include "proto/proto.h"
 #include "proxy/worker.h"
@@ -67,22 +68,41 @@ static bool io_would_block(int err)
 /* Shows bytes read in direction dir (PROTO_DIR_*; len 0: EOF) to the
  * protocol watcher, before they are forwarded. Returns -1 when the
  * connection must be closed, else 0. */
-static int conn_watch(struct conn *c, int dir, const char *data, size_t len)
+static int conn_watch_verdict(struct conn *c, enum proto_verdict v)
 {
-	if (!c->watch)
-		return 0;
-	const struct proto_handler *h = c->proto;
-	switch (h->watch(c->watch, c->app, dir, data, len, c->w->loop.now)) {
+	switch (v) {
 	case PROTO_CONTINUE:
 		return 0;
 	case PROTO_UNWATCH:
-		h->watch_free(c->watch, c->app);
+		c->proto->watch_free(c->watch, c->app);
 		c->watch = NULL;
+		c->sp.kwatch = false;
 		return 0;
 	case PROTO_CLOSE:
 	default:
 		return -1;
 	}
+}
+
+static int conn_watch(struct conn *c, int dir, const char *data, size_t len)
+{
+	if (!c->watch)
+		return 0;
+	const struct proto_handler *h = c->proto;
+	if (c->sp.kwatch) {
+		/* the program framed these bytes; an EOF needs the
+		 * direction's state back first (a last line without LF) */
+		struct pandit_splice_val v;
+		if (len)
+			return 0;
+		if (kpath_read(&c->sp.pair, dir, &v) < 0)
+			return 0;
+		if (conn_watch_verdict(c, h->kern_back(c->watch, c->app, dir, &v.foo)) < 0)
+			return -1;
+		if (!c->watch)
+			return 0;
+	}
+	return conn_watch_verdict(c, h->watch(c->watch, c->app, dir, data, len, c->w->loop.now));
 }
 
 /* Copy path: recv() into the buffer, send() from it, until neither side
@@ -148,7 +168,10 @@ static int move_copy(struct conn *c, int dir, struct conn_side *from, struct con
 					buf->tail += (uint32_t)n;
 					progress = true;
 				} else if (n == 0) {
-					conn_watch(c, dir, NULL, 0);
+					if (conn_watch(c, dir, NULL, 0) < 0) {
+						errno = EPROTO;
+						return -1;
+					}
 					from->eof = true;
 					progress = true;
 				} else if (io_would_block(errno)) {
@@ -379,7 +402,16 @@ static int splice_mode(const struct rt_app *app)
  * the kernel may still refuse). */
 static bool splice_wanted(const struct conn *c)
 {
-	return splice_mode(c->app) != SPLICE_OFF && c->app->cfg->protocol == PROTO_TCP && !c->watch;
+	if (splice_mode(c->app) == SPLICE_OFF)
+		return false;
+	switch (c->app->cfg->protocol) {
+	case PROTO_TCP:
+		return !c->watch;
+	case PROTO_FOO:	/* framed by the program, or no longer watched */
+		return !c->watch || c->proto->kern_enter;
+	default:
+		return false;
+	}
 }
 
 static struct conn_side *conn_sock(struct conn *c, int i)
@@ -598,6 +630,8 @@ static int splice_probe(struct conn *c, int d)
 		splice_to_user(c, d, true);	/* held: what it left is on its way */
 		from->readable = false;
 	} else if (n == 0) {
+		if (conn_watch(c, d, NULL, 0) < 0)
+			return -1;
 		from->eof = true;
 		splice_to_user(c, d, false);
 	} else if (io_would_block(errno) || errno == EINTR) {
@@ -645,7 +679,16 @@ static void conn_maybe_splice(struct conn *c)
 		stats_add(&kpath_stats.fallback[KPATH_FB_HALF_CLOSED], 1);
 		return;
 	}
-	err = kpath_splice(&c->sp.pair, c->cli.io.fd, c->up.io.fd, c->app->id, c->w->id, &why);
+	struct kfoo_start ks;
+	if (c->watch && !c->proto->kern_enter(c->watch, c->app, &ks)) {
+		why = KPATH_FB_FOO;
+		err = -ENOSPC;
+	} else {
+		err = kpath_splice(&c->sp.pair, c->cli.io.fd, c->up.io.fd, c->app->id, c->w->id,
+				   c->watch ? &ks : NULL, &why);
+		if (c->watch)
+			free(ks.pend);
+	}
 	if (err) {
 		stats_add(&kpath_stats.fallback[why], 1);
 		if (mode == SPLICE_ON) {
@@ -659,6 +702,11 @@ static void conn_maybe_splice(struct conn *c)
 		return;
 	}
 	c->sp.on = true;
+	if (c->watch) {
+		c->sp.kwatch = true;
+		c->proto->kern_entered(c->watch, c->app, c->sp.pair.cookie[0]);
+		stats_add(&kpath_stats.foo_framed, 1);
+	}
 	c->sp.resume_sent[0] = c->sp.resume_sent[1] = UINT64_MAX;
 	c->sp.kern[0] = c->sp.kern[1] = true;
 	c->sp.drained[0] = c->sp.drained[1] = true;
@@ -721,6 +769,30 @@ static struct conn *splice_find(struct worker *w, uint64_t cookie, int *d)
 	return NULL;
 }
 
+/* The program stopped framing the connection (a violation, see
+ * bpf/foo_frame.bpf.h): the watcher counts it and says what follows.
+ * Returns false when the connection was closed. */
+static bool splice_watch_check(struct conn *c)
+{
+	if (!c->sp.kwatch || !c->watch)
+		return true;
+	struct pandit_splice_val v[2];
+	for (int d = 0; d < 2; d++)
+		if (kpath_read(&c->sp.pair, d, &v[d]) < 0)
+			return true;
+	int d = -1;
+	for (int i = 1; i >= 0; i--)
+		if (v[i].foo.state == PANDIT_FOO_ST_ERR || (d < 0 && v[i].foo.stop))
+			d = i;
+	if (d < 0)
+		return true;
+	if (conn_watch_verdict(c, c->proto->kern_back(c->watch, c->app, d, &v[d].foo)) < 0) {
+		conn_free(c, true);
+		return false;
+	}
+	return true;
+}
+
 void conn_splice_held(struct worker *w, uint64_t cookie)
 {
 	int d;
@@ -739,10 +811,20 @@ void conn_splice_rescan(struct worker *w)
 		if (!c->sp.on)
 			continue;
 		bool k0 = c->sp.kern[0], k1 = c->sp.kern[1];
+		if (!splice_watch_check(c))
+			continue;	/* a Foo violation event lost: closed */
 		splice_fold(c, true, NULL);
 		if (k0 != c->sp.kern[0] || k1 != c->sp.kern[1])
 			conn_relay(c);
 	}
+}
+
+void conn_splice_foo(struct worker *w, uint64_t cookie)
+{
+	int d;
+	struct conn *c = splice_find(w, cookie, &d);
+	if (c)
+		splice_watch_check(c);
 }
 
 void conn_splice_resumed(struct worker *w, uint64_t cookie)
@@ -839,6 +921,8 @@ static void conn_timer_cb(struct ev_loop *loop, struct ev_timer *t)
 	uint64_t idle_ns = (uint64_t)c->app->cfg->idle_timeout_ms * 1000000ull;
 	if (c->sp.on) {
 		bool k0 = c->sp.kern[0], k1 = c->sp.kern[1];
+		if (!splice_watch_check(c))
+			return;	/* a Foo violation whose event was lost: closed */
 		splice_fold(c, true, NULL);	/* kernel traffic counts as activity */
 		if (k0 != c->sp.kern[0] || k1 != c->sp.kern[1]) {
 			conn_relay(c);
@@ -1048,7 +1132,15 @@ static void conn_free(struct conn *c, bool reset)
 		/* out of the maps (the program stops counting), the final
 		 * counters, then close */
 		struct pandit_splice_val final[2];
-		kpath_unsplice(&c->sp.pair, final);
+		struct pandit_foo_track track;
+		kpath_unsplice(&c->sp.pair, final, &track);
+		bool left = track.used != 0;
+		if (c->sp.kwatch && c->watch)
+			left = c->proto->kern_done(c->watch, c->app, &track);
+		if (left) {
+			kfoo_forget(c->sp.pair.cookie[0]);
+			worker_foo_sweep_soon(w);
+		}
 		splice_fold(c, false, final);
 		kpath_fold_app(c->app);
 		c->sp.on = false;

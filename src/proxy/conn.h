@@ -54,6 +54,8 @@ struct conn_splice {
 	bool tried;		/* splicing was decided (done or refused): not again */
 	bool kern[2];		/* the kernel moves direction d */
 	bool drained[2];	/* nothing of direction d left in the kernel's backlog */
+	bool kwatch;		/* the program does the watcher's work (Foo framed in the
+				 * kernel): watch() sees only the EOFs */
 	uint32_t poll_ms;	/* backoff of the drain poll */
 };
 
@@ -108,5 +110,8 @@ void conn_splice_resumed(struct worker *w, uint64_t cookie);
 /* Events were lost (a ring was full): checks every spliced connection of
  * the worker for a hold or resume it was not told about. */
 void conn_splice_rescan(struct worker *w);
+/* The program stopped framing the Foo connection of socket cookie (a
+ * violation): counts it, and closes the connection under the strict policy. */
+void conn_splice_foo(struct worker *w, uint64_t cookie);
 
 #endif

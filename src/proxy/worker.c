@@ -13,6 +13,7 @@
 #include <bpf/libbpf.h>
 
 #include "core/log.h"
+#include "kpath/foo_kern.h"
 #include "kpath/splice.h"
 #include "proto/http_proxy.h"
 #include "proto/proto.h"
@@ -151,6 +152,21 @@ static void worker_listen_cb(struct ev_loop *loop, struct ev_io *io, uint32_t ev
 	(void)loop;
 }
 
+/* Closed Foo connections of the kernel path left requests pending: their
+ * entries go in one pass over the map for all of them. */
+static void worker_foo_sweep_cb(struct ev_loop *loop, struct ev_timer *t)
+{
+	struct worker *w = container_of(t, struct worker, foo_sweep);
+	if (kfoo_sweep())
+		ev_timer_start(loop, &w->foo_sweep, WORKER_FOO_SWEEP_MS);
+}
+
+void worker_foo_sweep_soon(struct worker *w)
+{
+	if (!ev_timer_armed(&w->foo_sweep))
+		ev_timer_start(&w->loop, &w->foo_sweep, WORKER_FOO_SWEEP_MS);
+}
+
 static void worker_accept_retry_cb(struct ev_loop *loop, struct ev_timer *t)
 {
 	(void)loop;
@@ -159,7 +175,7 @@ static void worker_accept_retry_cb(struct ev_loop *loop, struct ev_timer *t)
 
 /* One event of the splice program: a socket of ours the kernel stopped
  * moving (hold: its connection reads it from now on), or moves again
- * (resume). */
+ * (resume), or a Foo connection the kernel stopped framing (violation). */
 static int worker_ring_event(void *ctx, void *data, size_t size)
 {
 	struct worker *w = ctx;
@@ -168,6 +184,8 @@ static int worker_ring_event(void *ctx, void *data, size_t size)
 		return 0;
 	if (ev->kind == PANDIT_SPLICE_EV_RESUME)
 		conn_splice_resumed(w, ev->cookie);
+	else if (ev->kind == PANDIT_SPLICE_EV_FOO)
+		conn_splice_foo(w, ev->cookie);
 	else
 		conn_splice_held(w, ev->cookie);
 	return 0;
@@ -241,6 +259,7 @@ int worker_init(struct worker *w, uint32_t id, int listen_fd, uint32_t buffer_si
 		return -ENOMEM;
 	}
 	ev_timer_init(&w->accept_retry, worker_accept_retry_cb);
+	ev_timer_init(&w->foo_sweep, worker_foo_sweep_cb);
 	w->listen_io.fd = listen_fd;
 	w->listen_io.cb = worker_listen_cb;
 	err = ev_add(&w->loop, &w->listen_io, EPOLLIN | EPOLLET);
@@ -333,6 +352,8 @@ void worker_stop(struct worker *w)
 	http_worker_stop(w);
 	ev_del(&w->loop, &w->listen_io);
 	ev_timer_stop(&w->loop, &w->accept_retry);
+	ev_timer_stop(&w->loop, &w->foo_sweep);
+	kfoo_sweep();
 	if (w->ring) {
 		ev_del(&w->loop, &w->ring_io);
 		ring_buffer__free(w->ring);

@@ -33,6 +33,8 @@ struct worker {
 	struct ev_loop loop;
 	struct ev_io listen_io;
 	struct ev_timer accept_retry;	/* armed while accept() hits the fd limit */
+	struct ev_timer foo_sweep;	/* armed while closed Foo connections left pending
+					 * requests in the kernel's map (kfoo_sweep) */
 	/* The snapshot new connections use, and the one before it: a connection
 	 * queued before a reload for a port the reload removed is still served. */
 	struct rt_snapshot *snap;
@@ -68,5 +70,10 @@ void buf_pool_put(struct buf_pool *p, char *buf);
 int pipe_pool_get(struct pipe_pool *p, int fds[2]);
 /* Takes back an empty pipe (closes it when the pool is full). */
 void pipe_pool_put(struct pipe_pool *p, int fds[2]);
+
+/* Arms the sweep of the kernel's pending Foo requests of closed
+ * connections (WORKER_FOO_SWEEP_MS from now, unless armed). */
+#define WORKER_FOO_SWEEP_MS 100
+void worker_foo_sweep_soon(struct worker *w);
 
 #endif

@@ -12,6 +12,7 @@
 #include "kpath/splice.h"
 #include "lb/target.h"
 #include "proto/foo_stats.h"
+#include "kpath/foo_kern.h"
 #include "proto/http_log.h"
 #include "proto/http_stats.h"
 #include "runtime/runtime.h"
@@ -231,6 +232,24 @@ static void json_latency(struct sbuf *out, const struct stats_hist *h)
 	LIT(out, "}");
 }
 
+/* The app's Foo counters as readers see them: what the userspace parser
+ * counted plus what the kernel framer counted (src/kpath/foo_kern.h), in
+ * *tmp (heap: windows are a few KiB) when the kernel counted for the app,
+ * else a->foo itself. NULL when out of memory. */
+static const struct foo_app_stats *foo_view(const struct rt_app *a, struct foo_app_stats **tmp,
+					    uint64_t now)
+{
+	*tmp = NULL;
+	if (!atomic_load_explicit(&a->foo->kslot, memory_order_acquire))
+		return a->foo;
+	if (!(*tmp = malloc(sizeof(**tmp))))
+		return NULL;
+	foo_app_stats_init(*tmp);
+	foo_app_stats_accumulate(*tmp, a->foo, now);
+	kfoo_accumulate(*tmp, a->foo, now);
+	return *tmp;
+}
+
 /* The Foo message counters of every foo app together: the fields the Foo
  * proxy's statistics line has always had (msg_total ... response_rate_10s)
  * open the object, whatever else follows. */
@@ -243,9 +262,12 @@ static void json_foo_totals(struct stats_render *r, struct sbuf *out)
 	}
 	foo_app_stats_init(sum);
 	uint64_t now = ev_now_ns();
-	for (size_t i = 0; i < n_apps(r); i++)
-		if (r->snap->apps[i]->foo)
+	for (size_t i = 0; i < n_apps(r); i++) {
+		if (r->snap->apps[i]->foo) {
 			foo_app_stats_accumulate(sum, r->snap->apps[i]->foo, now);
+			kfoo_accumulate(sum, r->snap->apps[i]->foo, now);
+		}
+	}
 	/* only the classic fields here: the rest of the Foo counters are per
 	 * app ("foo" in each app), where their names cannot clash */
 	json_kv(out, "\"msg_total\":", stats_get(&sum->msg_total));
@@ -330,9 +352,16 @@ static void json_app(struct sbuf *out, const struct rt_app *a, bool first)
 	LIT(out, ",\"protocol\":");
 	sbuf_json_str(out, cfg_protocol_name(a->cfg ? a->cfg->protocol : PROTO_TCP));
 	if (a->foo) {
+		uint64_t now = ev_now_ns();
+		struct foo_app_stats *tmp;
+		const struct foo_app_stats *f = foo_view(a, &tmp, now);
 		LIT(out, ",\"foo\":{");
-		foo_stats_render_json_fields(out, a->foo, ev_now_ns());
+		if (f)
+			foo_stats_render_json_fields(out, f, now);
+		else
+			out->oom = true;
 		LIT(out, "}");
+		free(tmp);
 	}
 	if (a->http) {
 		LIT(out, ",");
@@ -690,10 +719,14 @@ static void prom_foo_step(struct stats_render *r, struct sbuf *out)
 	struct sbuf label;
 	sbuf_init(&label);
 	prom_label_value(&label, app_name(a));
-	if (label.oom)
+	uint64_t now = ev_now_ns();
+	struct foo_app_stats *tmp;
+	const struct foo_app_stats *f = foo_view(a, &tmp, now);
+	if (label.oom || !f)
 		out->oom = true;
 	else
-		foo_stats_prom_samples(out, fam, label.data ? label.data : "", a->foo, ev_now_ns());
+		foo_stats_prom_samples(out, fam, label.data ? label.data : "", f, now);
+	free(tmp);
 	sbuf_free(&label);
 }
 

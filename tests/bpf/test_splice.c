@@ -78,7 +78,7 @@ static void world_open(struct world *w)
 static void world_close(struct world *w)
 {
 	if (w->pair.cookie[0])
-		kpath_unsplice(&w->pair, NULL);
+		kpath_unsplice(&w->pair, NULL, NULL);
 	close(w->client);
 	close(w->cli);
 	close(w->up);
@@ -88,7 +88,7 @@ static void world_close(struct world *w)
 static void splice_world(struct world *w)
 {
 	enum kpath_fallback why;
-	assert_int_equal(kpath_splice(&w->pair, w->cli, w->up, APP_ID, 0, &why), 0);
+	assert_int_equal(kpath_splice(&w->pair, w->cli, w->up, APP_ID, 0, NULL, &why), 0);
 }
 
 /* Reads exactly n bytes from fd within 5 s. */
@@ -256,7 +256,7 @@ static void fx_closed_socket_leaves_the_map(struct world *w)
 	/* the daemon's own entry stays until it deletes it */
 	struct pandit_splice_val pv;
 	assert_int_equal(kpath_read(&w->pair, 0, &pv), 0);
-	kpath_unsplice(&w->pair, NULL);
+	kpath_unsplice(&w->pair, NULL, NULL);
 	assert_int_equal(kpath_read(&w->pair, 0, &pv), -ENOENT);
 	assert_true(bpf_map_lookup_elem(socks, &w->pair.cookie[1], &v) < 0);
 	memset(&w->pair, 0, sizeof(w->pair));	/* taken out already */

@@ -26,6 +26,44 @@ HTTP_REQ = b"GET / HTTP/1.1\r\nHost: example\r\nUser-Agent: test\r\n\r\n"
 
 
 # --------------------------------------------------------------------------
+# the two paths (issue 4): every test runs once with the userspace parser
+# (kernel_splice: off) and once with the kernel framer (kernel_splice: auto,
+# the default), and must read the same
+
+
+@pytest.fixture(params=["userspace", "kernel"])
+def foo_path(request):
+    return request.param
+
+
+@pytest.fixture
+def start_pandit(start_pandit, foo_path):
+    """conftest's start_pandit with every Foo app of the config put on
+    foo_path; for the kernel path, checks at the end that the kernel framed
+    the connections (so a silent fallback cannot pass for it)."""
+    started = []
+
+    def start(config, **kw):
+        for a in (config or {}).get("apps", []):
+            if a.get("protocol") == "foo" and "kernel_splice" not in a:
+                a["kernel_splice"] = "off" if foo_path == "userspace" else "auto"
+        p = start_pandit(config, **kw)
+        started.append((p, config is not None))
+        return p
+
+    yield start
+    for p, configured in started:
+        if foo_path != "kernel" or not configured or not p.alive():
+            continue
+        st = p.stats()
+        watched = sum(a["foo"]["connections"]["watched"] for a in st["apps"] if "foo" in a)
+        kp = st["kernel_path"]
+        if watched and kp["splice_available"]:
+            assert kp["connections"]["foo_framed_total"] > 0, kp
+            assert kp["fallback"].get("foo_counters", 0) == 0, kp
+
+
+# --------------------------------------------------------------------------
 # helpers
 
 
