@@ -677,31 +677,40 @@ def test_pingpong_is_short_circuited(world):
     check_clean(world.p)
 
 
-def test_half_close_client_first(world):
+HALF_SIZES = pytest.mark.parametrize("conns,size", [(1, 3 * 1000 * 1000), (8, 16 * 1000 * 1000)],
+                                     ids=["1x3MB", "8x16MB"])
+
+
+@HALF_SIZES
+def test_half_close_client_first(world, conns, size):
     """The client sends and shuts its write side after the short-circuit
     carried a ping-pong; the backend reads everything then the EOF, and
-    answers over the still open other direction."""
+    answers over the still open other direction (one connection, and 8 at
+    once with more than shortcut_backlog each way)."""
     before = shortcut(world.p)
-    res = world.run("half_c2b", rounds=50, bytes=3 * 1000 * 1000)
-    assert res["client"][0]["rounds_ok"] == 50
+    res = world.run("half_c2b", rounds=50, bytes=size, conns=conns)
+    for c in res["client"]:
+        assert c["rounds_ok"] == 50, c
     check_transfer(res)
     after = shortcut(world.p)
-    assert after["paired_total"] - before["paired_total"] == 1
+    assert after["paired_total"] - before["paired_total"] == conns
     assert after["redirected_bytes"] > before["redirected_bytes"]
     check_clean(world.p)
 
 
-def test_half_close_backend_first(world):
+@HALF_SIZES
+def test_half_close_backend_first(world, conns, size):
     """The same the other way: the backend sends and shuts its write side;
     the client reads to the EOF, then sends its part, which arrives whole."""
     before = shortcut(world.p)
-    res = world.run("half_b2c", rounds=50, bytes=3 * 1000 * 1000)
-    assert res["client"][0]["rounds_ok"] == 50
+    res = world.run("half_b2c", rounds=50, bytes=size, conns=conns)
+    for c in res["client"]:
+        assert c["rounds_ok"] == 50, c
+        assert c["end"] == "eof", c
     check_transfer(res)
     after = shortcut(world.p)
-    assert after["paired_total"] - before["paired_total"] == 1
+    assert after["paired_total"] - before["paired_total"] == conns
     assert after["redirected_bytes"] > before["redirected_bytes"]
-    assert res["client"][0]["end"] == "eof"
     check_clean(world.p)
 
 
@@ -731,9 +740,11 @@ def test_client_vanishing(world):
 
 
 def test_counters_equal_userspace_path(world):
-    """The same traffic through the short-circuited app and through the one
-    with local_shortcut: off gives the same byte counters, each the exact
-    number of bytes sent; the off app's connections are never paired."""
+    """The same traffic (a bulk transfer each way, a ping-pong, four
+    half-closed transfers) through the short-circuited app and through the
+    one with local_shortcut: off gives the same byte counters, each the
+    exact number of bytes sent; the off app's connections are never
+    paired."""
     p = world.p
     n = 2 * 1000 * 1000
     sent = {}
@@ -752,9 +763,19 @@ def test_counters_equal_userspace_path(world):
         else:
             assert (paired, refused) == (0, 0)  # not even tried
             assert after["redirected_bytes"] == before["redirected_bytes"]
+        r3 = world.run("half_b2c", port=port, rounds=50, bytes=n, conns=4)
+        check_transfer(r3)
+        after = shortcut(p)
+        if name == "sc":
+            assert after["paired_total"] - before["paired_total"] == 6
+        else:
+            assert after["paired_total"] == before["paired_total"]
         ping_in = sum(len(b"%d:" % i + b"x" * (i % 61) + b"\n") for i in range(500))
-        sent[name] = (r1["client"][0]["sent_len"] + ping_in,
-                      r1["backend"][0]["sent_len"] + ping_in + 3 * 500)
+        ping_in3 = sum(len(b"%d:" % i + b"x" * (i % 61) + b"\n") for i in range(50))
+        sent[name] = (r1["client"][0]["sent_len"] + ping_in +
+                      sum(c["sent_len"] + ping_in3 for c in r3["client"]),
+                      r1["backend"][0]["sent_len"] + ping_in + 3 * 500 +
+                      sum(b["sent_len"] + ping_in3 + 3 * 50 for b in r3["backend"]))
     st = p.stats()
     for name in ("sc", "us"):
         a = find_app(st, name)
