@@ -886,7 +886,9 @@ def test_1000_concurrent_connections(world):
     def look():
         s = shortcut(world.p)
         seen["paired_active"] = s["paired_active"]
-        seen["pairs"] = map_dump(pandit_maps(world.p.pid)["shortcut_pairs"])
+        maps = pandit_maps(world.p.pid)
+        seen["pairs"] = map_dump(maps["shortcut_pairs"])
+        seen["socks"] = map_entries(maps["shortcut_socks"])
 
     res = world.run("many", conns=n, rounds=rounds, hold=look)
     for i, c in enumerate(res["client"]):
@@ -894,6 +896,7 @@ def test_1000_concurrent_connections(world):
     for i, b in enumerate(res["backend"]):
         assert b["end"] == "eof", (i, b)
     assert seen["paired_active"] == n, seen["paired_active"]
+    assert seen["socks"] == 2 * n  # each client's and each backend's socket
     # one entry per client socket (its key's far end is the app's port) and
     # one per backend socket, each of which sent some of its 20 messages
     # straight into its peer
