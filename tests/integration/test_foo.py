@@ -59,8 +59,11 @@ def start_pandit(start_pandit, foo_path):
         watched = sum(a["foo"]["connections"]["watched"] for a in st["apps"] if "foo" in a)
         kp = st["kernel_path"]
         if watched and kp["splice_available"]:
-            assert kp["connections"]["foo_framed_total"] > 0, kp
-            assert kp["fallback"].get("foo_counters", 0) == 0, kp
+            # framed in the kernel, or closing before the upstream was up
+            # (every connection of some tests does: then the kernel refuses)
+            fb = kp["fallback"]
+            assert kp["connections"]["foo_framed_total"] + fb["half_closed"] + fb["map_refused"] > 0, kp
+            assert fb.get("foo_counters", 0) == 0, kp
 
 
 # --------------------------------------------------------------------------
