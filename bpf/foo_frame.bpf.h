@@ -28,9 +28,15 @@
  * Messages completed earlier in the skb that held the violation are
  * counted and (strict) not delivered, as in userspace.
  *
- * The bytes are read in chunks of FOO_CHUNK with bpf_skb_load_bytes() (the
- * skb is rarely linear) from a bpf_loop() callback, so the verifier checks
- * one chunk's loop whatever the skb's length.
+ * Seq matching: a REQ adds an entry to foo_pending (client cookie, Seq), a
+ * reply takes it away and observes the latency, with the userspace rules
+ * and cap (src/proto/foo_stats.h); foo_track holds the connection's totals
+ * for the daemon (unanswered at close, entries left to sweep).
+ *
+ * Verifier: bpf_loop() calls foo_frame_byte() once per byte of the skb,
+ * which reads the skb FOO_CHUNK bytes at a time with bpf_skb_load_bytes()
+ * (the skb is rarely linear) and hands each byte to foo_byte(), a global
+ * function the verifier checks once.
  */
 
 #define FOO_CHUNK 64u
