@@ -679,15 +679,16 @@ static void conn_maybe_splice(struct conn *c)
 		stats_add(&kpath_stats.fallback[KPATH_FB_HALF_CLOSED], 1);
 		return;
 	}
-	struct kfoo_start ks;
-	if (c->watch && !c->proto->kern_enter(c->watch, c->app, &ks)) {
+	/* a watched connection: the program takes the watcher's state over */
+	struct kfoo_start ks = { .pend = NULL };
+	bool kwatch = c->watch && kpath_available();
+	if (kwatch && !c->proto->kern_enter(c->watch, c->app, &ks)) {
 		why = KPATH_FB_FOO;
 		err = -ENOSPC;
 	} else {
 		err = kpath_splice(&c->sp.pair, c->cli.io.fd, c->up.io.fd, c->app->id, c->w->id,
-				   c->watch ? &ks : NULL, &why);
-		if (c->watch)
-			free(ks.pend);
+				   kwatch ? &ks : NULL, &why);
+		free(ks.pend);
 	}
 	if (err) {
 		stats_add(&kpath_stats.fallback[why], 1);
