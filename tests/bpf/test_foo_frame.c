@@ -91,14 +91,12 @@ struct world {
 	bool unspliced;
 };
 
-/* Opens and splices a pair framed as Foo, each direction starting from
+/* Splices the world's pair framed as Foo, each direction starting from
  * start[dir] (NULL: a fresh parser with max_line), under mode. */
-static void world_open(struct world *w, uint32_t max_line, uint8_t mode,
-		       const struct foo_parser *start[2], const struct pandit_foo_track *track,
-		       struct foo_pending_seq *pend)
+static void world_splice(struct world *w, uint32_t max_line, uint8_t mode,
+			 const struct foo_parser *start[2], const struct pandit_foo_track *track,
+			 struct foo_pending_seq *pend)
 {
-	tcp_pair(&w->client, &w->cli);
-	tcp_pair(&w->up, &w->server);
 	memset(&w->pair, 0, sizeof(w->pair));
 	w->unspliced = false;
 	w->app = foo_app_stats_new();
@@ -119,6 +117,15 @@ static void world_open(struct world *w, uint32_t max_line, uint8_t mode,
 	ks.pend = pend;
 	enum kpath_fallback why;
 	assert_int_equal(kpath_splice(&w->pair, w->cli, w->up, APP_ID, 0, &ks, &why), 0);
+}
+
+static void world_open(struct world *w, uint32_t max_line, uint8_t mode,
+		       const struct foo_parser *start[2], const struct pandit_foo_track *track,
+		       struct foo_pending_seq *pend)
+{
+	tcp_pair(&w->client, &w->cli);
+	tcp_pair(&w->up, &w->server);
+	world_splice(w, max_line, mode, start, track, pend);
 }
 
 static void world_close(struct world *w)
@@ -777,6 +784,63 @@ static void test_fixed(void **state)
 	}
 }
 
+/* Bytes in the client socket's receive queue at the splice (the daemon had
+ * not read them) are framed by the program like the later ones: with a
+ * read right after the splice, or carried along by the next arrival. */
+static void test_queued_at_splice(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *pre, *post;
+	} cases[] = {
+		{ "REQ 1 early\nREQ 2 pa", "rt\nREQ 3\n" },
+		{ "REQ 1 early\nREQ 2 \xe2\x82", "\xac\nACK 3\nREQ 4 x" },
+		{ "REQ 1 early\nREQ 2 pa", "rt\nREQ 3 \xed\xa0\x80\nREQ 5\n" },
+		{ "REQ 1 early\n\n", "REQ 3\n" },
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		for (int with_read = 0; with_read < 2; with_read++) {
+			const char *pre = cases[i].pre, *post = cases[i].post;
+			size_t lpre = strlen(pre), lpost = strlen(post);
+			char all[128], got[128], c;
+			memcpy(all, pre, lpre);
+			memcpy(all + lpre, post, lpost);
+			struct world w;
+			tcp_pair(&w.client, &w.cli);
+			tcp_pair(&w.up, &w.server);
+			send_all(w.client, pre, lpre);
+			usleep(20000);	/* in cli's receive queue before the splice */
+			world_splice(&w, 64, PANDIT_FOO_LENIENT, NULL, NULL, NULL);
+			if (with_read)
+				assert_int_equal(recv(w.cli, &c, 1, MSG_DONTWAIT), -1);
+			send_all(w.client, post, lpost);
+			size_t n = 0;
+			read_upto(w.server, got, lpre + lpost, &n);
+			assert_int_equal(n, lpre + lpost);
+			assert_memory_equal(got, all, n);
+			struct foo_parser up;
+			struct ucount uc = { .dir = PANDIT_SPLICE_C2S };
+			foo_parser_init(&up, 64);
+			foo_feed(&up, all, lpre + lpost, ucount_msg, &uc);
+			struct pandit_foo_parse uk;
+			foo_parser_export(&up, &uk);
+			struct pandit_splice_val v;
+			assert_int_equal(kpath_read(&w.pair, 0, &v), 0);
+			struct foo_app_stats kc;
+			world_counts(&w, &kc);
+			if (!same_parse(&v.foo, &uk) || stats_get(&kc.msg_req) != uc.req ||
+			    stats_get(&kc.msg_wrong_direction) != uc.wrong) {
+				printf("DISAGREEMENT queued case %u (read %d): req %" PRIu64 "/%" PRIu64 "\n",
+				       i, with_read, stats_get(&kc.msg_req), uc.req);
+				print_parse("kernel", &v.foo);
+				print_parse("user  ", &uk);
+				fail();
+			}
+			world_close(&w);
+		}
+	}
+}
+
 /* --- strict: the violating skb and every later one are dropped ------------------- */
 
 static void strict_case(const char *good, const char *bad, size_t bad_len, uint8_t reason,
@@ -1128,6 +1192,7 @@ int main(void)
 		cmocka_unit_test(test_c2s),
 		cmocka_unit_test(test_s2c),
 		cmocka_unit_test(test_handover),
+		cmocka_unit_test(test_queued_at_splice),
 		cmocka_unit_test(test_strict),
 		cmocka_unit_test(test_seq_matching),
 		cmocka_unit_test(test_seq_handover),
