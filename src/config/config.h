@@ -15,12 +15,17 @@ struct cfg_mark {
 	uint32_t col;
 };
 
+/* The model's enums are packed (one byte each), and struct cfg_app has
+ * what a reload compares for every app in its first 96 bytes and the http
+ * settings last (176 bytes in all): a reload of 10,000 apps writes the new
+ * apps array and reads both arrays whole. */
+
 /* LB_LEAST_CONN: fewest open connections; for http apps, fewest requests
  * in flight (written least_request in configs, least_conn accepted too). */
-enum lb_policy { LB_ROUND_ROBIN = 0, LB_RANDOM, LB_LEAST_CONN };
+enum __attribute__((packed)) lb_policy { LB_ROUND_ROBIN = 0, LB_RANDOM, LB_LEAST_CONN };
 
 /* What an app's connections carry: plain bytes, or a protocol pandit parses. */
-enum app_protocol { PROTO_TCP = 0, PROTO_FOO, PROTO_HTTP };
+enum __attribute__((packed)) app_protocol { PROTO_TCP = 0, PROTO_FOO, PROTO_HTTP };
 
 /* The Foo line protocol (REQ/ACK/NAK): how a connection that breaks it is
  * treated. strict: closed and counted; lenient: relayed on, no longer
@@ -53,14 +58,15 @@ struct cfg_http_route {
 	struct cfg_mark mark;
 };
 
-enum http_log_format { HTTP_LOG_NONE = 0, HTTP_LOG_JSON, HTTP_LOG_COMBINED };
+enum __attribute__((packed)) http_log_format { HTTP_LOG_NONE = 0, HTTP_LOG_JSON, HTTP_LOG_COMBINED };
 
 struct cfg_http {
 	struct cfg_http_cluster *clusters;	/* [0] is "default"; n_clusters >= 1 in http
 						 * apps (and cfg_quick's app); none in other
 						 * apps loaded from a file */
-	uint32_t n_clusters;
 	struct cfg_http_route *routes;		/* none: every request to cluster 0 */
+	char *access_log;		/* file path, "-" for stdout; NULL with HTTP_LOG_NONE */
+	uint32_t n_clusters;
 	uint32_t n_routes;
 	uint32_t header_timeout_ms;	/* whole request head must arrive within (408) */
 	uint32_t response_timeout_ms;	/* upstream response head within, after the request (504) */
@@ -71,7 +77,6 @@ struct cfg_http {
 	uint32_t max_headers;		/* request header fields (431) */
 	bool forwarded;			/* add Forwarded, X-Forwarded-For, Via */
 	enum http_log_format log_format;
-	char *access_log;		/* file path, "-" for stdout; NULL with HTTP_LOG_NONE */
 };
 
 /* An inclusive port range; a single port has lo == hi. */
@@ -114,13 +119,13 @@ struct cfg_health {
 /* kernel_splice: may the kernel move a tcp app's established connections
  * (bpf/splice.bpf.c)? auto: yes where the kernel accepts them, otherwise
  * the userspace relay; on: a refusal closes the connection; off: never. */
-enum cfg_kernel_mode { CFG_KERNEL_AUTO = 0, CFG_KERNEL_ON, CFG_KERNEL_OFF };
+enum __attribute__((packed)) cfg_kernel_mode { CFG_KERNEL_AUTO = 0, CFG_KERNEL_ON, CFG_KERNEL_OFF };
 
 /* local_shortcut: may a tcp app's connection whose client and target are
  * both local sockets of the shortcut_cgroup be short-circuited
  * (bpf/shortcut.bpf.c)? auto: yes where both ends are registered; off:
  * never. Without shortcut_cgroup the setting has no effect. */
-enum cfg_shortcut_mode { CFG_SHORTCUT_AUTO = 0, CFG_SHORTCUT_OFF };
+enum __attribute__((packed)) cfg_shortcut_mode { CFG_SHORTCUT_AUTO = 0, CFG_SHORTCUT_OFF };
 
 struct cfg_app {
 	char *name;
@@ -130,19 +135,19 @@ struct cfg_app {
 	size_t n_prefixes;
 	struct cfg_target *targets;
 	size_t n_targets;
-	enum lb_policy policy;
 	uint32_t connect_timeout_ms;
 	uint32_t idle_timeout_ms;	/* 0: never */
 	uint32_t connect_attempts;	/* targets tried per connection, >= 1 */
 	uint32_t max_connections;	/* 0: unlimited */
 	struct cfg_keepalive keepalive;
-	bool health_check;		/* active checks of this app's targets, default true */
+	enum lb_policy policy;
 	enum app_protocol protocol;
 	enum cfg_kernel_mode kernel_splice;	/* default auto; only tcp apps splice */
 	enum cfg_shortcut_mode local_shortcut;	/* default auto; only tcp apps pair */
+	bool health_check;		/* active checks of this app's targets, default true */
 	struct cfg_foo foo;		/* protocol foo */
-	struct cfg_http http;		/* protocol http; other apps: the defaults, no clusters */
 	struct cfg_mark mark;
+	struct cfg_http http;		/* protocol http; other apps: the defaults, no clusters */
 };
 
 struct cfg {
