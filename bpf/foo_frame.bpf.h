@@ -35,11 +35,17 @@
  *
  * Verifier: bpf_loop() calls foo_frame_byte() once per byte of the skb,
  * which reads the skb FOO_CHUNK bytes at a time with bpf_skb_load_bytes()
- * (the skb is rarely linear) and hands each byte to foo_byte(), a global
- * function the verifier checks once.
+ * (the skb is rarely linear) and hands each byte to foo_step()
+ * (foo_frame_step.h), a global function the verifier checks once.
  */
 
 #define FOO_CHUNK 64u
+
+/* The step as a global function: the verifier checks it once. */
+#define FOO_STEP_FN __noinline
+#define FOO_STEP_INLINE static __always_inline
+#include "foo_frame_step.h"
+
 
 /* counters slot -> per-CPU message counters and windows of one Foo app */
 struct {
@@ -91,7 +97,6 @@ struct foo_ctx {
 };
 
 #define FOO_FRAME_LOAD_ERR 255u
-#define FOO_FRAME_MSG 256u
 
 /* Adds one event at now to a window ring (src/stats/window.h's rules: the
  * stamp and the count change together; a stale slot is recycled by CAS; a
@@ -116,15 +121,6 @@ static __always_inline void foo_win_add(__u64 *ring, __u64 now)
 	}
 }
 
-static __always_inline void foo_line_reset(struct pandit_foo_parse *p)
-{
-	p->state = PANDIT_FOO_ST_START;
-	p->line_len = p->data_len = 0;
-	p->type = p->type_pos = p->seq_digits = 0;
-	p->utf8_need = 0;
-	p->last_cr = 0;
-	p->seq = 0;
-}
 
 static const __u64 foo_lat_bounds[PANDIT_FOO_LAT_NBOUNDS] = PANDIT_FOO_LAT_BOUNDS_US;
 
@@ -224,165 +220,30 @@ static __always_inline void foo_deliver(struct foo_ctx *x)
 }
 
 /* Does the skb from off on start like an HTTP/1 request line or the HTTP/2
- * preface (foo.c's looks_like_http, for the violation's reason only)? */
-static __noinline int foo_looks_like_http(struct __sk_buff *skb, __u32 off)
+ * preface (the reason of a bad line start only)? A global function. */
+__noinline int foo_looks_like_http(struct __sk_buff *skb, __u32 off)
 {
-	static const char m[10][13] = {
-		"GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "CONNECT ", "OPTIONS ", "TRACE ",
-		"PATCH ", "PRI * HTTP/2",
-	};
-	static const __u8 mlen[10] = { 4, 5, 5, 4, 7, 8, 8, 6, 6, 12 };
-	char b[12] = {};
+	char b[FOO_HTTP_LOOKAHEAD] = {};
 	__u32 have = skb->len > off ? skb->len - off : 0;
-	if (have > 12)
-		have = 12;
+	if (have > FOO_HTTP_LOOKAHEAD)
+		have = FOO_HTTP_LOOKAHEAD;
 	if (have < 4 || bpf_skb_load_bytes(skb, off, b, have & 15) < 0)
 		return 0;
-	for (int i = 0; i < 10; i++) {
-		if (mlen[i] > have)
-			continue;
-		int same = 1;
-		for (int j = 0; j < 12; j++)
-			if (j < mlen[i] && b[j] != m[i][j])
-				same = 0;
-		if (same)
-			return 1;
-	}
-	return 0;
+	return foo_http_start(b, have);
 }
 
-/* One UTF-8 or otherwise special byte of Data (foo.c's data_byte). */
-static __always_inline __u32 foo_data_byte(struct pandit_foo_parse *p, __u8 c)
-{
-	if (p->utf8_need) {
-		if (c < p->utf8_lo || c > p->utf8_hi)
-			return PANDIT_FOO_ERR_UTF8;
-		p->utf8_need--;
-		p->utf8_lo = 0x80;
-		p->utf8_hi = 0xbf;
-	} else if (c >= 0x80) {
-		p->utf8_lo = 0x80;
-		p->utf8_hi = 0xbf;
-		if (c >= 0xc2 && c <= 0xdf) {
-			p->utf8_need = 1;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			p->utf8_need = 2;
-			if (c == 0xe0)
-				p->utf8_lo = 0xa0;
-			else if (c == 0xed)
-				p->utf8_hi = 0x9f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			p->utf8_need = 3;
-			if (c == 0xf0)
-				p->utf8_lo = 0x90;
-			else if (c == 0xf4)
-				p->utf8_hi = 0x8f;
-		} else {
-			return PANDIT_FOO_ERR_UTF8;
-		}
-	}
-	p->data_len++;
-	p->last_cr = c == '\r';
-	return 0;
-}
 
-/* One byte c at skb offset at (foo.c's foo_feed loop body) of the
- * direction framed in v. Returns 0, FOO_FRAME_MSG when c is the LF that
- * completes a message (the caller counts it and resets the line), or the
- * violation. A global function: the verifier checks it once. */
-__noinline __u32 foo_byte(struct __sk_buff *skb, struct pandit_splice_val *v, __u32 c, __u32 at)
+/* One byte c at skb offset at of the direction framed in v: foo_step(),
+ * with the look-ahead for the reason of a bad line start. */
+static __always_inline __u32 foo_byte(struct __sk_buff *skb, struct pandit_splice_val *v, __u32 c,
+				      __u32 at)
 {
-	if (!v)
-		return FOO_FRAME_LOAD_ERR;
-	struct pandit_foo_parse *p = &v->foo;
-	if (c == '\n') {
-		switch (p->state) {
-		case PANDIT_FOO_ST_START:
-			return PANDIT_FOO_ERR_EMPTY;
-		case PANDIT_FOO_ST_TYPE:
-			return PANDIT_FOO_ERR_TYPE;
-		case PANDIT_FOO_ST_TYPE_WS:
-		case PANDIT_FOO_ST_WS1:
-			return PANDIT_FOO_ERR_SEQ;
-		case PANDIT_FOO_ST_DATA:
-			if (p->utf8_need)
-				return PANDIT_FOO_ERR_UTF8;
-			break;
-		default:	/* SEQ, SEQ_CR, WS2: no Data */
-			break;
-		}
-		return FOO_FRAME_MSG;
-	}
-	if (p->line_len >= p->max_line)
-		return PANDIT_FOO_ERR_LINE_TOO_LONG;
-	if (c == 0)
-		return PANDIT_FOO_ERR_NUL;
-	p->line_len++;
-	switch (p->state) {
-	case PANDIT_FOO_ST_START:
-		if (c == 'R')
-			p->type = 1;
-		else if (c == 'A')
-			p->type = 2;
-		else if (c == 'N')
-			p->type = 3;
-		else
-			return foo_looks_like_http(skb, at) ? PANDIT_FOO_ERR_HTTP : PANDIT_FOO_ERR_TYPE;
-		p->type_pos = 1;
-		p->state = PANDIT_FOO_ST_TYPE;
-		return 0;
-	case PANDIT_FOO_ST_TYPE: {
-		/* "REQ", "ACK", "NAK": the byte expected at type_pos 1 or 2 */
-		__u8 want;
-		if (p->type == 1)
-			want = p->type_pos == 1 ? 'E' : 'Q';
-		else if (p->type == 2)
-			want = p->type_pos == 1 ? 'C' : 'K';
-		else
-			want = p->type_pos == 1 ? 'A' : 'K';
-		if (c != want)
-			return PANDIT_FOO_ERR_TYPE;
-		if (++p->type_pos == 3)
-			p->state = PANDIT_FOO_ST_TYPE_WS;
-		return 0;
-	}
-	case PANDIT_FOO_ST_TYPE_WS:
-		if (c != ' ' && c != '\t')
-			return PANDIT_FOO_ERR_TYPE;
-		p->state = PANDIT_FOO_ST_WS1;
-		return 0;
-	case PANDIT_FOO_ST_WS1:
-		if (c == ' ' || c == '\t')
-			return 0;
-		if (c < '0' || c > '9')
-			return PANDIT_FOO_ERR_SEQ;
-		p->state = PANDIT_FOO_ST_SEQ;
-		/* fall through */
-	case PANDIT_FOO_ST_SEQ:
-		if (c >= '0' && c <= '9') {
-			__u64 d = c - '0';
-			if (p->seq_digits >= 20 || p->seq > (~0ull - d) / 10)
-				return PANDIT_FOO_ERR_SEQ;
-			p->seq = p->seq * 10 + d;
-			p->seq_digits++;
-		} else if (c == ' ' || c == '\t') {
-			p->state = PANDIT_FOO_ST_WS2;
-		} else if (c == '\r') {
-			p->state = PANDIT_FOO_ST_SEQ_CR;
-		} else {
-			return PANDIT_FOO_ERR_SEQ;
-		}
-		return 0;
-	case PANDIT_FOO_ST_SEQ_CR:
-		return PANDIT_FOO_ERR_SEQ;	/* CR not followed by LF */
-	case PANDIT_FOO_ST_WS2:
-		if (c == ' ' || c == '\t')
-			return 0;
-		p->state = PANDIT_FOO_ST_DATA;
-		/* fall through */
-	default:	/* DATA */
-		return foo_data_byte(p, c);
-	}
+	__u32 r = foo_step(&v->foo, c);
+	if (r == FOO_STEP_BAD_START)
+		r = foo_looks_like_http(skb, at) ? PANDIT_FOO_ERR_HTTP : PANDIT_FOO_ERR_TYPE;
+	else if (r == FOO_STEP_NO_STATE)
+		r = FOO_FRAME_LOAD_ERR;
+	return r;
 }
 
 /* bpf_loop() callback: frames byte i of the skb, reading the skb a chunk
@@ -404,7 +265,7 @@ static long foo_frame_byte(__u32 i, void *arg)
 		}
 	}
 	__u32 r = foo_byte(x->skb, x->v, x->buf[i & (FOO_CHUNK - 1)], i);
-	if (r == FOO_FRAME_MSG) {
+	if (r == FOO_STEP_MSG) {
 		foo_deliver(x);
 	} else if (r) {
 		x->err = r;

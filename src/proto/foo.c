@@ -352,7 +352,9 @@ void foo_parser_import(struct foo_parser *p, const struct pandit_foo_parse *k)
 	p->utf8_lo = k->utf8_lo;
 	p->utf8_hi = k->utf8_hi;
 	p->last_cr = k->last_cr != 0;
-	p->err = k->err < FOO_ERR_TRUNCATED ? (enum foo_err)k->err : FOO_ERR_TYPE;
+	if (k->max_line)
+		p->max_line = k->max_line;
+	p->err = k->err <= FOO_ERR_TRUNCATED ? (enum foo_err)k->err : FOO_ERR_TYPE;
 	if (p->state == ST_ERR && p->err == FOO_OK)
 		p->err = FOO_ERR_TYPE;	/* a failed state always says why */
 }

@@ -584,15 +584,19 @@ def test_half_closed_before_the_splice_falls_back(ns, start_pandit):
         srv.stop()
 
 
-def test_foo_apps_stay_in_userspace(ns, backends, start_pandit):
+def test_foo_apps_are_spliced_with_the_framer(ns, backends, start_pandit):
+    """A foo app's connection is spliced with the Foo framer on (issue 4; the
+    counting itself is tested in test_foo.py and test_foo_kernel.py)."""
     e = backends.add("echo", "echo")
     p = start_pandit(base_config([app("foo", [18500], [e], protocol="foo")]), probe_ports=[18500])
     before = spliced_total(p)
+    framed = kpath(p)["connections"]["foo_framed_total"]
     with ns.connect("127.0.0.1", 18500) as s:
         s.sendall(b"REQ 1 hi\n")
         assert recv_line(s) == "REQ 1 hi"
-    assert spliced_total(p) == before
-    assert kernel_entries(p) == (0, 0)
+        assert spliced_total(p) == before + 1
+        assert kpath(p)["connections"]["foo_framed_total"] == framed + 1
+    wait_until(lambda: kernel_entries(p) == (0, 0), 10, what="the splice maps to empty")
 
 
 def _same_traffic(ns, port):
