@@ -1000,7 +1000,9 @@ def test_client_reset_many(world):
     res = world.run("client_vanish", conns=50, rounds=20)
     for i, b in enumerate(res["backend"]):
         assert b["end"] in ("reset", "eof") and b["tail_len"] == 0, (i, b)
-    assert shortcut(world.p)["paired_total"] - before["paired_total"] == 50
+    after = shortcut(world.p)
+    assert after["paired_total"] - before["paired_total"] == 50, after
+    assert after["redirected_bytes"] > before["redirected_bytes"], after
     check_no_entries(world.p)
 
 
