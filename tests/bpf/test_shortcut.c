@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -476,16 +477,31 @@ static void fx_waitall_straddling(struct world *w)
 	pair_world(w);
 	assert_int_equal(pthread_create(&t, NULL, waitall_reader, &r), 0);
 	/* the reader takes the 5 TCP bytes and waits inside TCP for 5 more:
-	 * once nothing is left unread, the gate is open */
-	int unread = 5;
-	for (int i = 0; i < 5000 && unread; i++) {
+	 * once they have arrived (acked: nothing left in pb's send queue) and
+	 * nothing is left unread, the gate is open (nothing unread alone may
+	 * mean "not arrived yet" on a busy machine) */
+	int unread = 5, unacked = 5;
+	for (int i = 0; i < 5000 && (unread || unacked); i++) {
 		usleep(1000);
+		assert_int_equal(ioctl(w->pb, SIOCOUTQ, &unacked), 0);
 		assert_int_equal(ioctl(w->backend, FIONREAD, &unread), 0);
 	}
+	assert_int_equal(unacked, 0);
 	assert_int_equal(unread, 0);
 	send_all(w->client, "later", 5);
 	struct pandit_shortcut_pair v;
 	assert_int_equal(shortcut_read(&w->sp, 0, &v), 0);
+	if (v.redirected == 0) {
+		/* Seen on a loaded machine (about 1 run in 20): the send still
+		 * took TCP although the 5 bytes had been read; the reader then
+		 * gets all 10 bytes from TCP and the limitation is not exercised
+		 * this run. Checked, then said. */
+		pthread_join(t, NULL);
+		assert_int_equal(r.n, 10);
+		assert_memory_equal(r.buf, "earlylater", 10);
+		printf("  (the switch did not happen in this run: the limitation was not exercised)\n");
+		return;
+	}
 	assert_int_equal(v.redirected, 5);
 	pthread_join(t, NULL);
 	assert_int_equal(r.n, 5);
