@@ -1108,6 +1108,11 @@ def test_receivers_that_stop_reading_block_their_senders(world):
     before = shortcut(world.p)
     res = world.run("stall", conns=conns, rounds=5, bytes=n, block=2.0)
     enomem = [i for i, b in enumerate(res["backend"]) if b.get("enomem")]
+    # never more bytes than were sent (taking TCP while TCP is under memory
+    # pressure was tried as a fix: it made ~32 KiB arrive twice; see
+    # ARCHITECTURE, short-circuit open problems)
+    over = [c["got_len"] for c in res["client"] if c["got_len"] > n]
+    assert not over, f"{len(over)} clients got more than was sent: {over[:5]} (enomem {len(enomem)})"
     assert not enomem, f"{len(enomem)} of {conns} senders got ENOMEM from send()"
     got = sorted(c["got_len"] for c in res["client"])
     assert got == sorted(b["streamed"] for b in res["backend"])
