@@ -251,6 +251,42 @@ class MachineCPU:
                 "net_s": self.net_s, "seconds": self.seconds}
 
 
+def percpu_ticks():
+    """{cpu number: (busy ticks, softirq ticks)} from the cpuN lines of
+    /proc/stat; busy as in stat_ticks (user nice system irq softirq)."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu") or line.startswith("cpu "):
+                if out:
+                    break
+                continue
+            name, *v = line.split()
+            v = [int(x) for x in v[:8]]
+            out[int(name[3:])] = (v[0] + v[1] + v[2] + v[5] + v[6], v[6])
+    return out
+
+
+class PerCPU:
+    """Each CPU over a window, from /proc/stat deltas: .busy_pct and
+    .softirq_pct ({cpu number as a string: % of that CPU's time}); softirq is
+    where the kernel's network receive path (and BPF programs on it) runs."""
+
+    def __enter__(self):
+        self.t0, self.c0 = time.monotonic(), percpu_ticks()
+        return self
+
+    def __exit__(self, *exc):
+        c1 = percpu_ticks()
+        dt = (time.monotonic() - self.t0) * CLK_TCK
+        self.busy_pct, self.softirq_pct = {}, {}
+        for c, (b, si) in c1.items():
+            if c in self.c0 and dt > 0:
+                self.busy_pct[str(c)] = min(100.0, (b - self.c0[c][0]) / dt * 100)
+                self.softirq_pct[str(c)] = min(100.0, (si - self.c0[c][1]) / dt * 100)
+        return False
+
+
 def wait_quiet(max_s, limit_pct, log=None):
     """Waits at most max_s for the rest of the machine to use less than
     limit_pct of one CPU over a second; returns (last reading, seconds waited)."""

@@ -1,4 +1,4 @@
-# foo.gp - chart of bench/results/foo.md: messages/s at saturation, latencies, proxy CPU per million messages (gnuplot -e "datafile='...'; outfile='...'").
+# foo.gp - chart of bench/results/foo.md: messages/s at saturation, latencies, proxy-process and whole-machine CPU per million messages (gnuplot -e "datafile='...'; outfile='...'").
 if (!exists("datafile")) datafile = "bench/results/foo.dat"
 if (!exists("outfile")) outfile = "bench/results/foo.png"
 if (!exists("rate")) rate = "a fixed rate"
@@ -19,15 +19,19 @@ set yrange [0:*]
 set format y "%.1s%c"
 plot datafile using 2:xtic(1) notitle lc rgb "#4477aa"
 
-set title "proxy CPU seconds per million messages (lower is better, log scale)"
+set title "CPU seconds per million messages (lower is better, log scale)"
 set ylabel "CPU seconds"
 set format y "%g"
 set logscale y
 set yrange [*:*]
-set key top left
-plot datafile using 6:xtic(1) title "at saturation" lc rgb "#4477aa", \
-     '' using 7 title "at ".rate lc rgb "#66ccee"
+set bmargin
+set key below horizontal
+plot datafile using 10:xtic(1) title "whole machine, at saturation" lc rgb "#aa3377", \
+     '' using 6 title "proxy process, at saturation" lc rgb "#4477aa", \
+     '' using 7 title "proxy process, at ".rate lc rgb "#66ccee"
 
+set bmargin 5
+set key inside top left vertical
 set title "latency at ".rate.", open loop (lower is better, log scale)"
 set ylabel "microseconds"
 set yrange [1:*]

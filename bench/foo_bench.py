@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""foo_bench.py - the Foo benchmark: pipelined REQs through pandit (foo and tcp) vs HAProxy mode tcp vs direct; writes bench/results/foo.{md,png,json}.
+"""foo_bench.py - the Foo benchmark: pipelined REQs through pandit (Foo parsed in userspace, Foo framed in the kernel, tcp) vs HAProxy mode tcp vs direct; writes bench/results/foo.{md,png,json}.
 
 Run as root: `/usr/bin/python3 bench/foo_bench.py` (options: --secs, --repeat,
---rate, --only direct,pandit-foo for a quick try, --quiet-wait). It makes a
+--rate, --only direct,pandit-foo-kernel for a quick try, --quiet-wait). It makes a
 network namespace of its own (loopback only), runs itself inside it with
 --inside, then turns the JSON into foo.md, a gnuplot data file and foo.png,
 and copies them to bench/results/ only when the run completed.
@@ -12,8 +12,12 @@ proxy on CPU 1 with one worker. Per setup and repetition: a closed-loop run
 (connections x depth pipelined, as fast as the replies come: messages per
 second at saturation) and an open-loop run at a fixed rate (latency from each
 request's scheduled send time, so stalls are not hidden). Proxy CPU is
-utime+stime from /proc/PID/stat around each run. Every number written comes
-from the run; a failed measurement is recorded as failed, never filled in.
+utime+stime from /proc/PID/stat around each run; whole-machine CPU is the
+busy time of all CPUs from /proc/stat around each run (the kernel path's work
+runs in softirq and is charged to no process). pandit's /stats kernel_path
+counters are read around each run, so a Foo row that did not take the path its
+name says is recorded as failed. Every number written comes from the run; a
+failed measurement is recorded as failed, never filled in.
 """
 import argparse
 import ctypes
@@ -30,6 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
+from l4bench import PANDIT_ADMIN, kpath_delta, kpath_snapshot  # noqa: E402  (pandit's /stats kernel_path)
 
 ROOT, BUILD, PANDIT = bl.ROOT, bl.BUILD, bl.PANDIT
 FOO_SERVER = os.path.join(BUILD, "foo_server")
@@ -43,13 +48,17 @@ CLK_TCK = bl.CLK_TCK
 
 SERVER_PORT = 5001        # foo_server on CPU 0
 SERVER_XCPU_PORT = 5002   # foo_server on CPU 1 (reference without proxy)
-FRONTS = {"pandit-foo": 6001, "pandit-tcp": 6002, "haproxy": 7001}
-SETUPS = ["direct", "direct-xcpu", "pandit-foo", "pandit-tcp", "haproxy"]
+FRONTS = {"pandit-foo-user": 6001, "pandit-foo-kernel": 6003, "pandit-tcp": 6002, "haproxy": 7001}
+SETUPS = ["direct", "direct-xcpu", "pandit-foo-user", "pandit-foo-kernel", "pandit-tcp", "haproxy"]
+# pandit setups: (protocol, kernel_splice; None = not set, the default auto)
+PANDIT_APP = {"pandit-foo-user": ("foo", "off"), "pandit-foo-kernel": ("foo", "auto"), "pandit-tcp": ("tcp", None)}
+FOO_ROWS = ("pandit-foo-user", "pandit-foo-kernel")
 LABELS = {
     "direct": "direct (no proxy)",
     "direct-xcpu": "direct, server on CPU 1 (no proxy, reference)",
-    "pandit-foo": "pandit, protocol foo (parsed, counted)",
-    "pandit-tcp": "pandit, protocol tcp (splice relay)",
+    "pandit-foo-user": "pandit, protocol foo, kernel_splice off (parsed in userspace, copy relay)",
+    "pandit-foo-kernel": "pandit, protocol foo, kernel_splice auto (framed in the kernel)",
+    "pandit-tcp": "pandit, protocol tcp (kernel_splice default auto, no parsing)",
     "haproxy": "HAProxy (mode tcp, nbthread 1)",
 }
 NAK_FRACTION = 0.1   # some NAKs, so the correctness check covers msg_nak too
@@ -65,8 +74,17 @@ def wait_quiet(max_s, limit_pct):
     return bl.wait_quiet(max_s, limit_pct, log)
 
 
-def pandit_rev():
+def pandit_rev(a):
+    if a.bin_dir:   # binaries built elsewhere (say, from a clean export of a commit)
+        built = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(os.path.getmtime(PANDIT)))
+        return f"{a.bin_rev or 'unknown revision'} (binaries from {a.bin_dir}, pandit built {built})"
     return bl.pandit_rev(("src", "bpf", "tools"))
+
+
+def use_bin_dir(d):
+    """pandit, foo_client and foo_server from directory d instead of build/."""
+    global PANDIT, FOO_SERVER, FOO_CLIENT
+    PANDIT, FOO_SERVER, FOO_CLIENT = (os.path.join(os.path.abspath(d), n) for n in ("pandit", "foo_server", "foo_client"))
 
 
 # ---- clients and proxies -----------------------------------------------------
@@ -116,12 +134,14 @@ def wait_answer(port, timeout_s, proc=None):
     return None
 
 
-def pandit_yaml(protocol, port):
+def pandit_yaml(protocol, kernel_splice, port):
+    ks = f", kernel_splice: {kernel_splice}" if kernel_splice else ""
     return ("workers: 1\n"
             "user: nobody\n"
+            f"admin: \"{PANDIT_ADMIN}\"\n"
             "health_check: {interval: 60s}\n"
             "apps:\n"
-            f"  - {{name: foo, ports: [{port}], protocol: {protocol}, "
+            f"  - {{name: foo, ports: [{port}], protocol: {protocol}{ks}, "
             f"targets: [\"127.0.0.1:{SERVER_PORT}\"], health_check: false}}\n")
 
 
@@ -136,7 +156,7 @@ def start_proxy(kind, procs, tmp, tag):
     port = FRONTS[kind]
     if kind.startswith("pandit"):
         cfg = os.path.join(tmp, f"{kind}-{tag}.yaml")
-        write(cfg, pandit_yaml(kind.split("-")[1], port))
+        write(cfg, pandit_yaml(*PANDIT_APP[kind], port))
         return procs.start(f"{kind}-{tag}", [PANDIT, "-c", cfg], CPU_PROXY)
     if kind == "haproxy":
         cfg = os.path.join(tmp, f"haproxy-{tag}.cfg")
@@ -164,8 +184,25 @@ def pandit_counters(p, timeout_s=5.0):
     raise RuntimeError("pandit printed no statistics within 5 s of SIGUSR1")
 
 
+def path_check(kind, conns, delta):
+    """Did the connections of one foo_client run take the path kind names?
+    From pandit's kernel_path counters moved during the run: (ok, note)."""
+    if "error" in delta:
+        return False, f"pandit's kernel_path counters could not be read: {delta['error']}"
+    framed = delta.get("connections.foo_framed_total", 0)
+    spliced = delta.get("connections.spliced_total", 0)
+    fb = {k[len("fallback."):]: v for k, v in delta.items() if k.startswith("fallback.") and v}
+    note = (f"{framed} of the client's {conns} connections framed in the kernel, {spliced} spliced, "
+            f"{delta.get('accepted', 0)} accepted" + (f", fallbacks {fb}" if fb else ""))
+    if kind == "pandit-foo-kernel":
+        return framed == conns, note
+    if kind == "pandit-foo-user":
+        return framed == 0 and spliced == 0, note
+    return True, note   # pandit-tcp: auto promises no path; the counters say which it took
+
+
 def measure(kind, procs, tmp, a, tag):
-    """One closed-loop and one open-loop run through one setup."""
+    """One ping-pong, one closed-loop and one open-loop run through one setup."""
     p = None
     if kind == "direct":
         port = SERVER_PORT
@@ -178,23 +215,42 @@ def measure(kind, procs, tmp, a, tag):
             why = tail(p.err_path)
             procs.stop(p)
             raise RuntimeError(f"{kind} did not answer on port {port} within 15 s: {why}")
+    is_pandit, is_foo = kind in PANDIT_APP, kind in FOO_ROWS
     res = {}
     try:
-        counts = pandit_counters(p) if kind == "pandit-foo" else None
+        counts = pandit_counters(p) if is_foo else None
         for phase, conns, depth, secs, rate in (("pingpong", 1, 1, a.pingpong_secs, None),
                                                 ("closed", a.conns, a.depth, a.secs, None),
                                                 ("open", a.conns, a.depth, a.secs, a.rate)):
+            kp0 = kpath_snapshot() if is_pandit else None
             c0 = cpu_ticks(p.pid) if p else 0
-            with Background() as bg:
+            with Background() as bg, bl.MachineCPU() as mc, bl.PerCPU() as pc:
                 j = foo_client(port, conns, depth, secs, rate)
             c1 = cpu_ticks(p.pid) if p else 0
             j["background_pct"] = bg.pct
             j["proxy_cpu_s"] = (c1 - c0) / CLK_TCK if p else None
-            if kind == "pandit-foo":
+            j["machine"] = mc.as_dict()
+            j["cpu_busy_pct"], j["cpu_softirq_pct"] = pc.busy_pct, pc.softirq_pct
+            if is_foo:
                 now = pandit_counters(p)
                 j["pandit_delta"] = {"msg_req": now[0] - counts[0], "msg_ack": now[1] - counts[1],
                                      "msg_nak": now[2] - counts[2]}
                 counts = now
+            if is_pandit:
+                # every connection of the run has had its answers, so it took its path before
+                # foo_client exited; the wait covers /stats lagging behind a close
+                t0 = time.monotonic()
+                while True:
+                    d = kpath_delta(kp0, kpath_snapshot())
+                    ok, note = path_check(kind, j["conns"], d)
+                    if ok or time.monotonic() - t0 > 2:
+                        break
+                    time.sleep(0.1)
+                j["kpath"] = {k: v for k, v in d.items() if v}
+                j["path_ok"], j["path_note"] = ok, note
+                if not ok:
+                    where = "the kernel path" if kind == "pandit-foo-kernel" else "the userspace parser"
+                    raise RuntimeError(f"{phase} run did not run on {where}: {note}")
             res[phase] = j
         if p and p.poll() is not None:
             raise RuntimeError(f"{kind} exited during the run: {tail(p.err_path)}")
@@ -207,7 +263,7 @@ def measure(kind, procs, tmp, a, tag):
 def inside(a):
     os.sched_setaffinity(0, {int(CPU_LOAD)})
     procs = Procs(a.tmp, log)
-    res = {"started": utc_now(), "pandit_rev": pandit_rev(), "secs": a.secs, "repeat": a.repeat,
+    res = {"started": utc_now(), "pandit_rev": pandit_rev(a), "secs": a.secs, "repeat": a.repeat,
            "conns": a.conns, "depth": a.depth, "pingpong_secs": a.pingpong_secs, "rate": a.rate, "nak_fraction": NAK_FRACTION,
            "quiet": {"pct": a.quiet_pct, "start_s": a.start_wait, "each_s": a.quiet_wait_each, "total_s": a.quiet_wait},
            "loadavg_start": loadavg(), "raw": {}, "errors": [], "quiet_waits": []}
@@ -249,8 +305,10 @@ def inside(a):
                     res["errors"].append({"setup": s, "repeat": rep + 1, "error": str(e)[-500:]})
                     continue
                 cl, op = r["closed"], r["open"]
-                log(f"  {s}: {cl['msgs_per_s']:.0f} msg/s closed loop; at {a.rate}/s p50 {op['p50_us']} us "
-                    f"p99 {op['p99_us']} us; other load {max(cl['background_pct'], op['background_pct']):.0f}%")
+                log(f"  {s}: {cl['msgs_per_s']:.0f} msg/s closed loop, whole-machine CPU "
+                    f"{machine_per_m(cl):.3f} s per million msgs; at {a.rate}/s p50 {op['p50_us']} us "
+                    f"p99 {op['p99_us']} us; other load {max(cl['background_pct'], op['background_pct']):.0f}%"
+                    + (f"; {cl['path_note']}" if "path_note" in cl else ""))
                 runs[s].append(r)
         res["raw"] = runs
     finally:
@@ -264,6 +322,12 @@ def inside(a):
 
 
 # ---- report --------------------------------------------------------------------
+
+def machine_per_m(x, key="busy_s"):
+    """Whole-machine CPU seconds (busy_s: all CPUs; net_s: less other processes) per million
+    messages of one foo_client run."""
+    return x["machine"][key] / ((x["acks"] + x["naks"]) / 1e6)
+
 
 def summarize(runs):
     s = {"n": len(runs)}
@@ -287,6 +351,25 @@ def summarize(runs):
         s["cpu_per_m_open"] = statistics.median(x["proxy_cpu_s"] / ((x["acks"] + x["naks"]) / 1e6) for x in op)
         s["cpu_busy_closed"] = statistics.median(x["proxy_cpu_s"] / x["elapsed_s"] * 100 for x in cl)
         s["cpu_per_m_closed_all"] = [round(x["proxy_cpu_s"] / ((x["acks"] + x["naks"]) / 1e6), 3) for x in cl]
+    if all("machine" in x for x in cl + op):
+        s["machine_per_m_closed"] = statistics.median(machine_per_m(x) for x in cl)
+        s["machine_net_per_m_closed"] = statistics.median(machine_per_m(x, "net_s") for x in cl)
+        s["machine_per_m_open"] = statistics.median(machine_per_m(x) for x in op)
+        s["machine_per_m_closed_all"] = [round(machine_per_m(x), 3) for x in cl]
+        s["machine_net_per_m_closed_all"] = [round(machine_per_m(x, "net_s"), 3) for x in cl]
+        # busy share of the whole machine (all CPUs) in the saturation runs, and the steal seen
+        s["machine_busy_pct_closed"] = statistics.median(
+            x["machine"]["busy_s"] / x["machine"]["seconds"] / (os.cpu_count() or 1) * 100 for x in cl)
+        s["steal_s_closed"] = sum(x["machine"]["steal_s"] for x in cl)
+    if all("cpu_busy_pct" in x for x in cl):
+        # each CPU's busy and softirq share in the saturation runs, medians (CPU_LOAD, CPU_PROXY)
+        for key in ("cpu_busy_pct", "cpu_softirq_pct"):
+            s[key] = {c: statistics.median(x[key].get(c, 0.0) for x in cl) for c in (CPU_LOAD, CPU_PROXY)}
+    if "kpath" in cl[0]:
+        s["spliced_closed"] = sum(x["kpath"].get("connections.spliced_total", 0) for x in cl)
+    if "path_note" in cl[0]:
+        s["path_notes"] = [f"{ph} run {i + 1}: {r[ph]['path_note']}" for i, r in enumerate(runs)
+                           for ph in ("pingpong", "closed", "open")]
     bg = [x["background_pct"] for x in cl + op + pp]
     s["bg_median"], s["bg_max"] = statistics.median(bg), max(bg)
     return s
@@ -306,7 +389,7 @@ def report(j, out_md, out_dat):
     S = {s: summarize(j["raw"][s]) for s in SETUPS if j["raw"].get(s)}
     L = []
     w = L.append
-    w("# Foo benchmark: pandit vs HAProxy (mode tcp) vs direct")
+    w("# Foo benchmark: pandit (Foo in userspace, Foo in the kernel) vs HAProxy (mode tcp) vs direct")
     w("")
     w(f"Generated by bench/foo_bench.py from {j['started']} to {j['finished']}. Every number here comes from "
       "that run; the raw data (every run, every field foo_client printed) is in [foo.json](foo.json), the "
@@ -325,9 +408,17 @@ def report(j, out_md, out_dat):
     w(f"- Backend: `foo_server --nak {j['nak_fraction']}` (answers each REQ at once, a {j['nak_fraction']:.0%} "
       "share with NAK), pinned to CPU 0. Load: `foo_client` (one thread), pinned to CPU 0 as well; it checks "
       "every reply (type, Seq, order) and a run with any error counts as failed. Each proxy is pinned to CPU 1 "
-      "with one worker, one at a time: pandit `workers: 1` with the app's `protocol: foo` (every line parsed "
-      "and counted, copy relay) and, separately, `protocol: tcp` (plain relay with splice, the default), "
-      "HAProxy `mode tcp`, `nbthread 1`, defaults otherwise (no splice). No active health checks anywhere.")
+      "with one worker, one at a time: pandit `workers: 1` with the app's `protocol: foo` and "
+      "`kernel_splice: off` (the userspace parser: every line parsed and counted by the daemon, copy relay), "
+      "the same app with `kernel_splice: auto`, the default (the connection is spliced in the kernel and the "
+      "splice program frames, checks and counts every Foo message; the daemon does not see the bytes), "
+      "`protocol: tcp` (no parsing, `kernel_splice` left at its default, auto), and HAProxy `mode tcp`, "
+      "`nbthread 1`, defaults otherwise (no splice). No active health checks anywhere.")
+    w("- Which path pandit's connections took comes from its own `/stats` (`kernel_path`), read before and "
+      "after every client run: in the kernel row `connections.foo_framed_total` must have grown by exactly the "
+      "number of connections foo_client made, in the userspace row `foo_framed_total` and "
+      "`spliced_total` must not have moved; otherwise the run is recorded as failed (did not run on the path "
+      "its row names) and not counted. The counts and any `fallback.*` are listed below.")
     w("- A message is one REQ line (`REQ <seq> hello`) and its reply (`ACK <seq> ok` or `NAK <seq> no`).")
     w(f"- Saturation (closed loop): `foo_client -c {j['conns']} -d {j['depth']} -n 0 --duration {j['secs']}`: "
       f"{j['conns']} connections, each with {j['depth']} REQs in flight, for {j['secs']} s; messages per second "
@@ -345,7 +436,20 @@ def report(j, out_md, out_dat):
       "latency = setup p50 minus direct p50.")
     w("- Proxy CPU: utime+stime of the proxy process (all threads) from /proc/PID/stat before and after each "
       "client run, divided by the messages of that run; busy % = CPU seconds per second of the closed-loop run "
-      "(100% = the proxy's CPU is saturated).")
+      "(100% = the proxy's CPU is saturated). For the kernel row most of the work is not in this column: the "
+      "splice program runs in softirq, which is charged to no process (on loopback it runs in the context of "
+      "whichever task sends, here mostly foo_client and foo_server on CPU 0).")
+    w("- Whole-machine CPU: busy time of all CPUs from the first line of /proc/stat (user, nice, system, irq, "
+      "softirq; not idle, iowait or steal) before and after each saturation run, divided by the messages of "
+      "that run. It holds everything: client, server, proxy, the kernel's TCP work and the splice program, "
+      "so it is the fair cost per message between the two Foo rows; it also holds whatever other jobs on the "
+      "shared machine did meanwhile, so the second figure subtracts the CPU of the processes outside the "
+      "benchmark (an estimate from their /proc/PID/stat; their softirq work is not subtracted). Kernel worker "
+      "threads (kworker) are outside the benchmark too, so they are subtracted there, although on the kernel "
+      "path some of the path's own work (a socket's queued redirects) may run in them: that second figure "
+      "can understate the kernel row's cost, the first one cannot.")
+    w("- Per CPU: each CPU's busy and softirq share from its cpuN line of /proc/stat around each run, to see "
+      "on which CPU the work landed (the kernel path's is charged to no process).")
     w(f"- Each setup was measured {j['repeat']} times, interleaved (setup order repeated); the tables show medians, "
       "with every run listed below. A fresh proxy is started for each repetition.")
     w("- The row \"direct, server on CPU 1\" has no proxy: foo_server runs on the proxies' CPU, the client on "
@@ -361,10 +465,11 @@ def report(j, out_md, out_dat):
     w("## Results")
     w("")
     w("| setup | msgs/s at saturation | proxy CPU busy at saturation | proxy CPU s per million msgs (saturation / fixed rate) "
+      "| whole-machine CPU s per million msgs at saturation (all / less other processes) "
       f"| p50 / p99 / p99.9 at {j['rate']:,}/s (us) | max at fixed rate (us) | ping-pong p50 / p99 (us) "
       "| added ping-pong p50 vs direct (us) | other load, % of a CPU (median / max) |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    dat = ["# setup mps open_p50 open_p99 open_p999 cpu_per_m_closed cpu_per_m_open pp_p50 pp_p99"]
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    dat = ["# setup mps open_p50 open_p99 open_p999 cpu_per_m_closed cpu_per_m_open pp_p50 pp_p99 machine_per_m_closed"]
     d = S.get("direct")
     for s in SETUPS:
         if s not in S:
@@ -373,16 +478,19 @@ def report(j, out_md, out_dat):
         cpu = "-" if x.get("cpu_per_m_closed") is None else \
             f"{fmt(x['cpu_per_m_closed'], 3)} / {fmt(x['cpu_per_m_open'], 3)}"
         busy = "-" if x.get("cpu_busy_closed") is None else f"{fmt(x['cpu_busy_closed'])}%"
-        w(f"| {LABELS[s]} | {fmt(x['mps'])} | {busy} | {cpu} | {fmt(x['open_p50_us'], 1)} / "
+        mach = "-" if x.get("machine_per_m_closed") is None else \
+            f"{fmt(x['machine_per_m_closed'], 3)} / {fmt(x['machine_net_per_m_closed'], 3)}"
+        w(f"| {LABELS[s]} | {fmt(x['mps'])} | {busy} | {cpu} | {mach} | {fmt(x['open_p50_us'], 1)} / "
           f"{fmt(x['open_p99_us'], 1)} / {fmt(x['open_p999_us'], 1)} | {fmt(x['open_max_us'], 1)} | "
           f"{fmt(x['pp_p50_us'], 1)} / {fmt(x['pp_p99_us'], 1)} | "
           f"{fmt(x['pp_p50_us'] - d['pp_p50_us'], 1) if d and s != 'direct' else '-'} | "
           f"{fmt(x['bg_median'])} / {fmt(x['bg_max'])} |")
         cm = x.get("cpu_per_m_closed")
         co = x.get("cpu_per_m_open")
+        mm = x.get("machine_per_m_closed")
         dat.append(f"\"{s}\" {x['mps']:.1f} {x['open_p50_us']:.2f} {x['open_p99_us']:.2f} {x['open_p999_us']:.2f} "
                    f"{'NaN' if cm is None else f'{cm:.4f}'} {'NaN' if co is None else f'{co:.4f}'} "
-                   f"{x['pp_p50_us']:.2f} {x['pp_p99_us']:.2f}")
+                   f"{x['pp_p50_us']:.2f} {x['pp_p99_us']:.2f} {'NaN' if mm is None else f'{mm:.4f}'}")
     w("")
     for s in SETUPS:
         if s in S:
@@ -390,7 +498,15 @@ def report(j, out_md, out_dat):
             line = (f"- {LABELS[s]}: {x['n']} runs; msgs/s {x['mps_all']}; p99 at the fixed rate "
                     f"{x['open_p99_all']} us")
             if x.get("cpu_per_m_closed_all"):
-                line += f"; CPU s per million msgs at saturation {x['cpu_per_m_closed_all']}"
+                line += f"; proxy CPU s per million msgs at saturation {x['cpu_per_m_closed_all']}"
+            if x.get("machine_per_m_closed_all"):
+                line += (f"; whole-machine CPU s per million msgs at saturation {x['machine_per_m_closed_all']} "
+                         f"(less other processes {x['machine_net_per_m_closed_all']}; machine busy "
+                         f"{fmt(x['machine_busy_pct_closed'])}% of all CPUs, steal {x['steal_s_closed']:.2f} s)")
+            if x.get("cpu_busy_pct"):
+                line += (f"; busy at saturation CPU {CPU_LOAD} (load) {fmt(x['cpu_busy_pct'][CPU_LOAD])}% "
+                         f"(softirq {fmt(x['cpu_softirq_pct'][CPU_LOAD])}%), CPU {CPU_PROXY} (proxy) "
+                         f"{fmt(x['cpu_busy_pct'][CPU_PROXY])}% (softirq {fmt(x['cpu_softirq_pct'][CPU_PROXY])}%)")
             line += (f"; latency at saturation (queueing, depth {j['depth']}) p50 {fmt(x['closed_p50_us'])} us, "
                      f"p99 {fmt(x['closed_p99_us'])} us; ping-pong {fmt(x['pp_rts'])} round trips/s")
             w(line)
@@ -403,10 +519,11 @@ def report(j, out_md, out_dat):
     w("")
     w("## Correctness")
     w("")
-    pf = j["raw"].get("pandit-foo", [])
-    if not pf:
-        w("No pandit-foo run completed, so pandit's counters were not checked.")
-    else:
+    for row in FOO_ROWS:
+        pf = j["raw"].get(row, [])
+        if not pf:
+            w(f"- {LABELS[row]}: no run completed, so pandit's counters were not checked.")
+            continue
         ok, checks, parts = True, 0, []
         for i, r in enumerate(pf):
             for ph in ("pingpong", "closed", "open"):
@@ -417,13 +534,73 @@ def report(j, out_md, out_dat):
                 parts.append(f"{ph} run {i + 1}: sent {c['sent']:,} / msg_req {d['msg_req']:,}, acks {c['acks']:,} / "
                              f"msg_ack {d['msg_ack']:,}, naks {c['naks']:,} / msg_nak {d['msg_nak']:,}"
                              f"{'' if good else ' MISMATCH'}")
-        w(f"pandit's SIGUSR1 counters (read before and after each foo_client run: ping-pong, closed and open loop) against what foo_client sent and "
-          f"received, in every pandit-foo run: **{'all ' + str(checks) + ' equal' if ok else 'MISMATCH'}**. "
-          "foo_client itself found no wrong, missing or out-of-order reply in any run counted above (a run with "
-          "an error is listed as failed).")
+        w(f"- {LABELS[row]}: pandit's SIGUSR1 counters (read before and after each foo_client run: ping-pong, "
+          "closed and open loop; on the kernel path they include the splice program's counts) against what "
+          f"foo_client sent and received: **{'all ' + str(checks) + ' equal' if ok else 'MISMATCH'}**.")
+        for part in parts:
+            w(f"  - {part}")
+    w("")
+    w("foo_client itself found no wrong, missing or out-of-order reply in any run counted above (a run with "
+      "an error is listed as failed).")
+    w("")
+    w("## Which path pandit's connections took")
+    w("")
+    w("From pandit's `/stats` `kernel_path`, the change over each foo_client run (a row whose connections did not "
+      "all take the path it names is failed and listed under the results, not counted):")
+    w("")
+    for row in PANDIT_APP:
+        for note in S.get(row, {}).get("path_notes", []):
+            w(f"- {LABELS[row]}, {note}")
+    w("")
+    w("## The aim")
+    w("")
+    w("Issue 4's aim: Foo on the kernel path at least as many messages per second as the userspace handler, at "
+      "less CPU (whole machine) per message.")
+    w("")
+    ku, kk = S.get("pandit-foo-user"), S.get("pandit-foo-kernel")
+    if not ku or not kk:
+        w("Not decided in this run: " + " and ".join(LABELS[r] for r in FOO_ROWS if r not in S)
+          + " had no successful run.")
+    else:
+        faster = kk["mps"] >= ku["mps"]
+        cheaper = kk["machine_per_m_closed"] < ku["machine_per_m_closed"]
+        cheaper_net = kk["machine_net_per_m_closed"] < ku["machine_net_per_m_closed"]
+        w(f"- Messages per second at saturation (median of {kk['n']} / {ku['n']} runs): kernel "
+          f"{fmt(kk['mps'])}, userspace {fmt(ku['mps'])} ({(kk['mps'] / ku['mps'] - 1) * 100:+.1f}%): "
+          f"**{'at least as many' if faster else 'fewer'}**. Every run: kernel {kk['mps_all']}, userspace "
+          f"{ku['mps_all']}.")
+        w(f"- Whole-machine CPU seconds per million messages at saturation: kernel "
+          f"{fmt(kk['machine_per_m_closed'], 3)}, userspace {fmt(ku['machine_per_m_closed'], 3)} "
+          f"({(kk['machine_per_m_closed'] / ku['machine_per_m_closed'] - 1) * 100:+.1f}%): "
+          f"**{'lower' if cheaper else 'not lower'}**; less other processes' CPU: kernel "
+          f"{fmt(kk['machine_net_per_m_closed'], 3)}, userspace {fmt(ku['machine_net_per_m_closed'], 3)} "
+          f"({'lower' if cheaper_net else 'not lower'}).")
+        w(f"- pandit's own process CPU per million messages at saturation: kernel "
+          f"{fmt(kk['cpu_per_m_closed'], 3)}, userspace {fmt(ku['cpu_per_m_closed'], 3)} (the kernel row's "
+          "framing is not in its process, see the method).")
+        w(f"- Ping-pong round trip p50: kernel {fmt(kk['pp_p50_us'], 1)} us, userspace {fmt(ku['pp_p50_us'], 1)} us; "
+          f"at {j['rate']:,}/s p99: kernel {fmt(kk['open_p99_us'], 1)} us, userspace {fmt(ku['open_p99_us'], 1)} us.")
         w("")
-        for p in parts:
-            w(f"- {p}")
+        w(f"**In this run the aim was {'met' if faster and cheaper else 'not met'}**"
+          + ("." if faster and cheaper else
+             ": " + "; ".join(t for t, bad in (("fewer messages per second on the kernel path", not faster),
+                                               ("the kernel path's whole-machine CPU per message was not lower",
+                                                not cheaper)) if bad) + "."))
+        w("")
+        full = [r for r in FOO_ROWS if S[r]["machine_busy_pct_closed"] >= 95]
+        if full:
+            pcts = ", ".join(f"{S[r]['machine_busy_pct_closed']:.0f}%" for r in full)
+            w("In the saturation runs of " + " and ".join(LABELS[r] for r in full) + " the whole machine was busy "
+              f"nearly all the time ({pcts} of both "
+              "CPUs): the whole-machine figure then is about CPUs x seconds / messages, the inverse of the "
+              "messages/s column, whatever the path costs; the figure less other processes is the better "
+              "estimate of the path's own cost there.")
+            w("")
+        busy_bg = max(kk["bg_max"], ku["bg_max"])
+        if busy_bg >= j["quiet"]["pct"]:
+            w(f"Other jobs on the machine used up to {busy_bg:.0f}% of a CPU during these two rows' runs (median "
+              f"{kk['bg_median']:.0f}% / {ku['bg_median']:.0f}%, kernel / userspace), so the comparison carries "
+              "that noise; every run is listed above.")
     w("")
     w("## Other load on the machine")
     w("")
@@ -449,19 +626,45 @@ def report(j, out_md, out_dat):
     w("")
     w("## Reading it")
     w("")
-    prox = [s for s in ("pandit-foo", "pandit-tcp", "haproxy") if s in S and S[s].get("cpu_busy_closed") is not None]
+    # the kernel row's proxy process does little of its work (softirq), so its process CPU says nothing of its ceiling
+    # nor does a spliced pandit-tcp's (kernel_splice auto: the counters say whether it was spliced)
+    prox = [s for s in ("pandit-foo-user", "pandit-tcp", "haproxy")
+            if s in S and S[s].get("cpu_per_m_closed") and not S[s].get("spliced_closed")]
     if prox:
         busiest = max(S[s]["cpu_busy_closed"] for s in prox)
         if busiest < 95:
-            w(f"- In the saturation runs no proxy used its whole CPU (the busiest at {busiest:.0f}%): the load side "
-              "(foo_client and foo_server sharing CPU 0) set the pace, so the messages/s column measures this "
+            w(f"- In the saturation runs no proxy whose work is in its process used its whole CPU (the busiest at "
+              f"{busiest:.0f}%): the load side "
+              "(foo_client and foo_server sharing CPU 0, and other jobs where the other load column is high) set the pace, so the messages/s column measures this "
               "machine's client and server with each proxy in the path more than the proxies' own ceilings. The "
-              "proxies' own cost is the CPU column; its inverse (messages per second of one proxy CPU, derived, "
+              "userspace proxies' own cost is the CPU column; its inverse (messages per second of one proxy CPU, derived, "
               "assuming the cost per message stays flat up to a full CPU) is: " +
               ", ".join(f"{LABELS[s]} {1 / S[s]['cpu_per_m_closed']:.2f} million" for s in prox) + ".")
         else:
             w(f"- In the saturation runs the busiest proxy used {busiest:.0f}% of its CPU: it, not the load side, "
               "set the pace of its row.")
+    pcs = [s for s in SETUPS if s in S and S[s].get("cpu_busy_pct")]
+    if pcs:
+        w(f"- Each CPU's busy share during the saturation runs (median; CPU {CPU_LOAD} carries foo_client and "
+          f"foo_server, CPU {CPU_PROXY} the proxy; other jobs on either count too): " +
+          ", ".join(f"{LABELS[s]} {S[s]['cpu_busy_pct'][CPU_LOAD]:.0f}% / {S[s]['cpu_busy_pct'][CPU_PROXY]:.0f}% "
+                    f"(softirq {S[s]['cpu_softirq_pct'][CPU_LOAD]:.0f}% / {S[s]['cpu_softirq_pct'][CPU_PROXY]:.0f}%)"
+                    for s in pcs) + ".")
+        kk = S.get("pandit-foo-kernel")
+        if kk and kk.get("cpu_busy_pct"):
+            lo, px = kk["cpu_busy_pct"][CPU_LOAD], kk["cpu_busy_pct"][CPU_PROXY]
+            w(f"- In the kernel row CPU {CPU_LOAD} was {lo:.0f}% busy and CPU {CPU_PROXY} (pandit's) {px:.0f}%: "
+              "the splice program runs where the segments are received, and on loopback that is the sending "
+              f"task's CPU, so with this pinning the framing lands on CPU {CPU_LOAD} next to foo_client and "
+              "foo_server (inferred from the per-CPU shares, not traced)"
+              + (f"; CPU {CPU_LOAD} being full, it and not pandit set the kernel row's pace, and the proxy CPU "
+                 "stayed mostly unused." if lo >= 95 and px < 50 else "."))
+    else:
+        mb = [(s, S[s]["machine_busy_pct_closed"]) for s in SETUPS if s in S and "machine_busy_pct_closed" in S[s]]
+        if mb:
+            w("- Share of the whole machine (both CPUs) busy during the saturation runs, median: " +
+              ", ".join(f"{LABELS[s]} {v:.0f}%" for s, v in mb) + " (this run recorded no per-CPU shares: near "
+              "50% may be one CPU full and the other idle).")
     w(f"- At the fixed rate each connection carries one REQ every {j['conns'] / j['rate'] * 1e6:.0f} us, so there "
       "is little to batch: a read likely holds one message and a wake-up serves few (inferred from the schedule, "
       "not measured), while under saturation one read carries many; that would explain why the CPU per message at the "
@@ -541,12 +744,17 @@ def main():
     ap.add_argument("--quiet-pct", type=float, default=15, help="quiet: other processes under this % of a CPU")
     ap.add_argument("--out-dir", default=OUT_DIR)
     ap.add_argument("--no-build", action="store_true", help="do not run make all first")
+    ap.add_argument("--bin-dir", help="run pandit, foo_client and foo_server from this directory (implies --no-build)")
+    ap.add_argument("--bin-rev", default="", help="with --bin-dir: what it was built from, for the report")
     ap.add_argument("--keep-tmp", action="store_true")
     ap.add_argument("--report", metavar="JSON", help="only write foo.md and foo.png from a results JSON")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.bin_dir:
+        use_bin_dir(a.bin_dir)
+        a.no_build = True
     if a.inside:
         inside(a)
         return
@@ -559,6 +767,8 @@ def main():
            "--quiet-pct", str(a.quiet_pct)]
     if a.only:
         fwd += ["--only", a.only]
+    if a.bin_dir:
+        fwd += ["--bin-dir", os.path.abspath(a.bin_dir), "--bin-rev", a.bin_rev]
     outside(a, fwd)
 
 
