@@ -6,9 +6,8 @@
  * Plain C on struct pandit_foo_parse (bpf/pandit_abi.h): no helper, no map,
  * so tests/fuzz/fuzz_foo_frame.c compiles this very code for userspace and
  * compares it with the userspace parser byte for byte. The includer
- * defines FOO_STEP_FN (how the step function is declared: a global BPF
- * function in the program, static in userspace) and FOO_STEP_INLINE (its
- * helpers: always inlined in the program).
+ * defines FOO_STEP_FN (how the step function is declared) and
+ * FOO_STEP_INLINE (its helpers): both always inlined in the program.
  */
 
 #define FOO_STEP_MSG 256u		/* the LF that completes a message */
@@ -16,7 +15,7 @@
 					 * PANDIT_FOO_ERR_TYPE, or PANDIT_FOO_ERR_HTTP when the
 					 * bytes from there look like an HTTP request line
 					 * (the caller can look ahead, the step cannot) */
-#define FOO_STEP_NO_STATE 258u		/* p is NULL (the verifier wants the check) */
+#define FOO_STEP_NO_STATE 258u		/* p is NULL */
 
 FOO_STEP_INLINE void foo_line_reset(struct pandit_foo_parse *p)
 {

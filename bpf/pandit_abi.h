@@ -136,14 +136,17 @@ struct pandit_foo_counts {
 };
 
 /* Requests pending a reply on one Foo connection, matched by Seq as
- * src/proto/foo_stats.h says: one foo_pending entry per distinct Seq
- * pending (key: the client socket's cookie and the Seq), at most
- * PANDIT_FOO_TRACK_MAX per connection (beyond: untracked), and the
- * connection's totals in foo_track (key: the client socket's cookie).
- * Written by the daemon at the splice (what the userspace parser had
- * pending), then by the program: a REQ from the client adds, a reply from
- * the server takes away. */
+ * src/proto/foo_stats.h says, at most PANDIT_FOO_TRACK_MAX distinct Seqs
+ * (beyond: untracked). foo_track (key: the client socket's cookie) holds
+ * the connection's totals and PANDIT_FOO_TRACK_SLOTS slots, slot
+ * Seq % PANDIT_FOO_TRACK_SLOTS: sequential Seqs in flight take no map
+ * operation at all. A Seq whose slot holds another goes to foo_pending
+ * (key: the client socket's cookie and the Seq). Written by the daemon at
+ * the splice (what the userspace parser had pending), then by the program
+ * with atomic operations: a REQ from the client adds, a reply from the
+ * server takes away. */
 #define PANDIT_FOO_TRACK_MAX 4096u
+#define PANDIT_FOO_TRACK_SLOTS 64u	/* a power of two */
 #define PANDIT_FOO_PENDING_MAX (1u << 20)	/* entries of foo_pending, all connections */
 struct pandit_foo_pkey {
 	__u64 cookie;		/* the client socket's */
@@ -151,13 +154,19 @@ struct pandit_foo_pkey {
 };
 struct pandit_foo_pval {
 	__u64 t_ns;		/* CLOCK_MONOTONIC of the first pending send */
-	__u32 n;		/* sends pending a reply */
+	__u32 n;		/* sends pending a reply (in a slot: 0 when free) */
 	__u32 pad;
 };
+struct pandit_foo_slot {
+	__u64 seq;
+	struct pandit_foo_pval v;
+};
 struct pandit_foo_track {
-	__u64 used;		/* the connection's entries in foo_pending */
+	__u64 used;		/* distinct Seqs pending (slots and foo_pending) */
 	__u64 pending;		/* sends pending in them */
 	__u64 untracked;	/* sends pending beyond them */
+	__u64 overflow;		/* of used, entries in foo_pending */
+	struct pandit_foo_slot slot[PANDIT_FOO_TRACK_SLOTS];
 };
 
 #define PANDIT_FOO_MAX_SLOTS 65536u	/* Foo apps counted by the kernel at once */

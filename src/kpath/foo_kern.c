@@ -153,22 +153,36 @@ int kfoo_start_track(uint64_t client_cookie, const struct kfoo_start *ks)
 	int track_fd = kpath_foo_track_fd(), pend_fd = kpath_foo_pending_fd();
 	if (track_fd < 0 || pend_fd < 0)
 		return -EOPNOTSUPP;
+	/* each pending Seq in its slot, or an entry when the slot is taken */
+	struct pandit_foo_track *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->used = ks->track.used;
+	t->pending = ks->track.pending;
+	t->untracked = ks->track.untracked;
 	size_t n = (size_t)ks->track.used;
-	for (size_t i = 0; i < n; i++) {
-		struct pandit_foo_pkey key = { .cookie = client_cookie, .seq = ks->pend[i].seq };
-		struct pandit_foo_pval v = { .t_ns = ks->pend[i].t_ns, .n = ks->pend[i].n };
-		if (bpf_map_update_elem(pend_fd, &key, &v, BPF_NOEXIST) < 0) {
-			int err = -errno;
-			pend_delete(pend_fd, client_cookie, ks->pend, i);
-			return err;
+	int err = 0;
+	for (size_t i = 0; i < n && !err; i++) {
+		const struct foo_pending_seq *q = &ks->pend[i];
+		struct pandit_foo_slot *sl = &t->slot[q->seq & (PANDIT_FOO_TRACK_SLOTS - 1)];
+		struct pandit_foo_pval v = { .t_ns = q->t_ns, .n = q->n };
+		if (!sl->v.n) {
+			sl->seq = q->seq;
+			sl->v = v;
+			continue;
 		}
+		struct pandit_foo_pkey key = { .cookie = client_cookie, .seq = q->seq };
+		if (bpf_map_update_elem(pend_fd, &key, &v, BPF_NOEXIST) < 0)
+			err = -errno;
+		else
+			t->overflow++;
 	}
-	if (bpf_map_update_elem(track_fd, &client_cookie, &ks->track, BPF_ANY) < 0) {
-		int err = -errno;
+	if (!err && bpf_map_update_elem(track_fd, &client_cookie, t, BPF_ANY) < 0)
+		err = -errno;
+	if (err)
 		pend_delete(pend_fd, client_cookie, ks->pend, n);
-		return err;
-	}
-	return 0;
+	free(t);
+	return err;
 }
 
 void kfoo_undo_track(uint64_t client_cookie, const struct kfoo_start *ks)
@@ -201,14 +215,25 @@ enum kfoo_req_result kfoo_user_request(uint64_t client_cookie, uint64_t seq, uin
 	int fd = kpath_foo_pending_fd();
 	struct pandit_foo_pkey key = { .cookie = client_cookie, .seq = seq };
 	struct pandit_foo_pval v;
+	struct pandit_foo_track t;
 	if (fd < 0)
 		return KFOO_REQ_UNTRACKED;
+	/* the program's slots are only read: they change under it */
+	kfoo_user_totals(client_cookie, &t);
+	const struct pandit_foo_slot *sl = &t.slot[seq & (PANDIT_FOO_TRACK_SLOTS - 1)];
+	bool in_slot = sl->v.n && sl->seq == seq;
 	if (bpf_map_lookup_elem(fd, &key, &v) == 0) {
 		if (v.n == UINT32_MAX)
 			return KFOO_REQ_UNTRACKED;
 		v.n++;
 		return bpf_map_update_elem(fd, &key, &v, BPF_EXIST) == 0 ? KFOO_REQ_DUPLICATE
 									  : KFOO_REQ_UNTRACKED;
+	}
+	if (in_slot) {
+		/* one more send of a Seq pending in its slot: an entry of its own */
+		v = (struct pandit_foo_pval){ .t_ns = sl->v.t_ns, .n = 1 };
+		return bpf_map_update_elem(fd, &key, &v, BPF_NOEXIST) == 0 ? KFOO_REQ_DUPLICATE_ENTRY
+									    : KFOO_REQ_UNTRACKED;
 	}
 	if (used >= PANDIT_FOO_TRACK_MAX)
 		return KFOO_REQ_UNTRACKED;
@@ -217,15 +242,31 @@ enum kfoo_req_result kfoo_user_request(uint64_t client_cookie, uint64_t seq, uin
 								    : KFOO_REQ_UNTRACKED;
 }
 
-int kfoo_user_reply(uint64_t client_cookie, uint64_t seq, uint64_t *t_ns, bool *emptied)
+int kfoo_user_reply(uint64_t client_cookie, uint64_t seq, uint64_t *t_ns, bool *emptied,
+		    bool *entry)
 {
 	int fd = kpath_foo_pending_fd();
 	struct pandit_foo_pkey key = { .cookie = client_cookie, .seq = seq };
 	struct pandit_foo_pval v;
-	if (fd < 0 || bpf_map_lookup_elem(fd, &key, &v) < 0 || v.n == 0)
+	struct pandit_foo_track t;
+	if (fd < 0)
+		return 0;
+	kfoo_user_totals(client_cookie, &t);
+	const struct pandit_foo_slot *sl = &t.slot[seq & (PANDIT_FOO_TRACK_SLOTS - 1)];
+	if (sl->v.n && sl->seq == seq) {
+		/* the slot is only read (it changes under the program): the
+		 * caller keeps the send it takes away (this is the last message
+		 * of the server's side, nothing will match the slot again) */
+		*t_ns = sl->v.t_ns;
+		*emptied = sl->v.n == 1;
+		*entry = false;
+		return 1;
+	}
+	if (bpf_map_lookup_elem(fd, &key, &v) < 0 || v.n == 0)
 		return 0;
 	*t_ns = v.t_ns;
 	*emptied = v.n == 1;
+	*entry = true;
 	if (*emptied) {
 		bpf_map_delete_elem(fd, &key);
 	} else {

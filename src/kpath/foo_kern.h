@@ -39,15 +39,23 @@ void kfoo_forget(uint64_t client_cookie);
  * the program's; the connection's totals are not touched (the caller keeps
  * its changes to them). The direction whose EOF this is has no program
  * running any more. */
-enum kfoo_req_result { KFOO_REQ_NEW, KFOO_REQ_DUPLICATE, KFOO_REQ_UNTRACKED };
-/* A REQ: a new entry (at most PANDIT_FOO_TRACK_MAX for the connection:
- * used is the caller's count of them), one more send on its entry, or
- * untracked. */
+enum kfoo_req_result {
+	KFOO_REQ_NEW,			/* a new entry: a Seq not pending */
+	KFOO_REQ_DUPLICATE,		/* one more send on the Seq's entry */
+	KFOO_REQ_DUPLICATE_ENTRY,	/* a Seq pending in its slot: an entry for this send */
+	KFOO_REQ_UNTRACKED,
+};
+/* A REQ: see enum kfoo_req_result (at most PANDIT_FOO_TRACK_MAX distinct
+ * Seqs for the connection: used is the caller's count of them). Slots are
+ * only read, entries made in foo_pending. */
 enum kfoo_req_result kfoo_user_request(uint64_t client_cookie, uint64_t seq, uint64_t now_ns,
 				       uint64_t used);
 /* A reply: 1 when Seq was pending (*t_ns its first send, *emptied when
- * that was the entry's last pending send and the entry is gone), else 0. */
-int kfoo_user_reply(uint64_t client_cookie, uint64_t seq, uint64_t *t_ns, bool *emptied);
+ * that was its last pending send, *entry when it was an entry, which is
+ * then updated or gone; a slot is left as it is: the caller counts the send
+ * as taken away), else 0. */
+int kfoo_user_reply(uint64_t client_cookie, uint64_t seq, uint64_t *t_ns, bool *emptied,
+		    bool *entry);
 /* The connection's totals as the program has them now (zeroed: none). */
 void kfoo_user_totals(uint64_t client_cookie, struct pandit_foo_track *out);
 /* Deletes the pending entries of connections stopped since the last

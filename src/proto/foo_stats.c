@@ -43,7 +43,7 @@ struct foo_conn {
 	 * EOF is matched there, and the changes to the program's totals are
 	 * kept here (wrapping: the program may take them back). */
 	uint64_t kcookie;
-	uint64_t k_used, k_pending, k_untracked;
+	uint64_t k_used, k_pending, k_untracked, k_overflow;
 };
 
 /* --- app stats ---------------------------------------------------------------------- */
@@ -234,8 +234,12 @@ static void ktrack_request(struct foo_conn *c, struct foo_app_stats *s, uint64_t
 	switch (kfoo_user_request(c->kcookie, seq, c->now, t.used + c->k_used)) {
 	case KFOO_REQ_NEW:
 		c->k_used++;
+		c->k_overflow++;
 		c->k_pending++;
 		break;
+	case KFOO_REQ_DUPLICATE_ENTRY:
+		c->k_overflow++;
+		/* fall through */
 	case KFOO_REQ_DUPLICATE:
 		stats_add(&s->requests_duplicate, 1);
 		c->k_pending++;
@@ -251,12 +255,14 @@ static void ktrack_request(struct foo_conn *c, struct foo_app_stats *s, uint64_t
 static void kmatch_reply(struct foo_conn *c, struct foo_app_stats *s, uint64_t seq)
 {
 	uint64_t t0;
-	bool emptied;
-	if (kfoo_user_reply(c->kcookie, seq, &t0, &emptied)) {
+	bool emptied, entry;
+	if (kfoo_user_reply(c->kcookie, seq, &t0, &emptied, &entry)) {
 		stats_hist_observe(&s->latency, (c->now > t0 ? c->now - t0 : 0) / 1000);
 		c->k_pending--;
 		if (emptied)
 			c->k_used--;
+		if (emptied && entry)
+			c->k_overflow--;
 		return;
 	}
 	struct pandit_foo_track t;
@@ -461,16 +467,16 @@ void foo_conn_kernel_tracks(struct foo_conn *c, uint64_t client_cookie)
 {
 	foo_conn_drop_pending(c);
 	c->kcookie = client_cookie;
-	c->k_used = c->k_pending = c->k_untracked = 0;
+	c->k_used = c->k_pending = c->k_untracked = c->k_overflow = 0;
 }
 
 bool foo_conn_kernel_done(struct foo_conn *c, const struct pandit_foo_track *t)
 {
-	bool left = t->used + c->k_used != 0;
+	bool left = t->overflow + c->k_overflow != 0;
 	if (!c->failed)
 		c->untracked = t->pending + t->untracked + c->k_pending + c->k_untracked;
 	c->kcookie = 0;
-	c->k_used = c->k_pending = c->k_untracked = 0;
+	c->k_used = c->k_pending = c->k_untracked = c->k_overflow = 0;
 	return left;
 }
 

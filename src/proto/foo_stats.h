@@ -149,7 +149,8 @@ void foo_conn_drop_pending(struct foo_conn *c);
 void foo_conn_kernel_tracks(struct foo_conn *c, uint64_t client_cookie);
 /* The kernel's totals at the close (t): what is pending counts as
  * unanswered when the connection is freed. Returns true when entries of
- * the connection are left in the kernel's map (kfoo_forget them). */
+ * the connection are left in the kernel's foo_pending map (kfoo_forget
+ * them). */
 bool foo_conn_kernel_done(struct foo_conn *c, const struct pandit_foo_track *t);
 /* The kernel framer found the violation now in parser dir (imported):
  * counts it as foo_conn_data() would have (closing: the caller closes

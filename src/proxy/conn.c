@@ -1135,7 +1135,7 @@ static void conn_free(struct conn *c, bool reset)
 		struct pandit_splice_val final[2];
 		struct pandit_foo_track track;
 		kpath_unsplice(&c->sp.pair, final, &track);
-		bool left = track.used != 0;
+		bool left = track.overflow != 0;	/* entries of foo_pending */
 		if (c->sp.kwatch && c->watch)
 			left = c->proto->kern_done(c->watch, c->app, &track);
 		if (left) {
