@@ -888,9 +888,9 @@ static void parse_kernel_splice(struct vctx *c, uint32_t i, struct cfg_app *a, c
 		     show(c, i, b, sizeof(b)));
 		return;
 	}
-	if (a->kernel_splice == CFG_KERNEL_ON && a->protocol != PROTO_TCP)
-		verr(c, nmark(c, i), "app '%s': kernel_splice: on needs protocol tcp (%s apps are parsed in userspace)",
-		     an, cfg_protocol_name(a->protocol));
+	if (a->kernel_splice == CFG_KERNEL_ON && a->protocol == PROTO_HTTP)
+		verr(c, nmark(c, i), "app '%s': kernel_splice: on needs protocol tcp or foo (http apps are proxied in userspace)",
+		     an);
 }
 
 /* local_shortcut: auto or off (false also reads as off); auto needs

@@ -166,9 +166,10 @@ def test_bulk_both_ways_through_the_framer_is_intact(ns, backends, start_pandit)
     """100 MB of Foo lines each way at once through an echo backend: every
     byte arrives unchanged and every line is counted (the echoed REQs as
     wrong-direction messages), though the kernel holds the directions and
-    hands them to userspace and back on the way."""
+    hands them to userspace and back on the way. kernel_splice: on, which
+    foo apps accept too."""
     echo = backends.add("echo", "echo")
-    p = start_pandit(base_config([foo_app("bulk", [19300], [echo], max_line=4096)]))
+    p = start_pandit(base_config([foo_app("bulk", [19300], [echo], max_line=4096, kernel_splice="on")]))
     steered(p, [19300], ["bulk"])
     before = foo_counts(p, "bulk")
     f0 = framed(p)

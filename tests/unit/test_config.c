@@ -1621,7 +1621,7 @@ static void test_http_limits(void **state)
 }
 
 /* kernel_splice: auto by default; auto, on, off (true, false); on only for
- * tcp apps; part of an app's identity for reloads. */
+ * tcp and foo apps; part of an app's identity for reloads. */
 static void test_kernel_splice(void **state)
 {
 	(void)state;
@@ -1661,9 +1661,14 @@ static void test_kernel_splice(void **state)
 		     "5:20", "kernel_splice", "always", "auto, on, off");
 	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    kernel_splice: [on]\n",
 		     "5:20", "kernel_splice", NULL, NULL);
-	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    protocol: foo\n"
+	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    protocol: http\n"
 		     "    kernel_splice: on\n",
-		     "6:20", "kernel_splice: on", "protocol tcp", NULL);
+		     "6:20", "kernel_splice: on", "protocol tcp or foo", NULL);
+	/* foo apps are framed in the kernel: on is theirs too */
+	cfg = load_ok("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    protocol: foo\n"
+		      "    kernel_splice: on\n");
+	assert_int_equal(cfg->apps[0].kernel_splice, CFG_KERNEL_ON);
+	cfg_free(cfg);
 }
 
 /* local_shortcut: auto by default; auto, off (false); auto only for tcp
