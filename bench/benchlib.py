@@ -251,6 +251,45 @@ class MachineCPU:
                 "net_s": self.net_s, "seconds": self.seconds}
 
 
+PF_KTHREAD = 0x00200000   # stat(5) flags: a kernel thread
+
+
+def outside_ticks():
+    """{(pid, start time): (utime+stime ticks, is a kernel thread)} of every
+    process outside this network namespace (kernel threads: kworker,
+    ksoftirqd, ...; keyed by start time, not name: a kworker's name changes
+    with its work)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{d}/ns/net").st_ino == NETNS_INO:
+                continue
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fl = st[st.rindex(")") + 2:].split()
+        out[(int(d), int(fl[19]))] = (int(fl[11]) + int(fl[12]), bool(int(fl[6]) & PF_KTHREAD))
+    return out
+
+
+def outside_delta(before, after):
+    """CPU seconds the processes outside this network namespace used between two
+    outside_ticks() readings, pid by pid (a process that exited meanwhile drops
+    out instead of making the sum negative; one that started counts whole; one
+    that lived only in between is not seen): {"user_s": ..., "kthread_s": ...}."""
+    user = kth = 0
+    for k, (t, kt) in after.items():
+        d = max(0, t - before.get(k, (0, kt))[0])
+        if kt:
+            kth += d
+        else:
+            user += d
+    return {"user_s": user / CLK_TCK, "kthread_s": kth / CLK_TCK}
+
+
 def percpu_ticks():
     """{cpu number: (busy ticks, softirq ticks)} from the cpuN lines of
     /proc/stat; busy as in stat_ticks (user nice system irq softirq)."""

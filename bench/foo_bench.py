@@ -223,13 +223,15 @@ def measure(kind, procs, tmp, a, tag):
                                                 ("closed", a.conns, a.depth, a.secs, None),
                                                 ("open", a.conns, a.depth, a.secs, a.rate)):
             kp0 = kpath_snapshot() if is_pandit else None
-            c0 = cpu_ticks(p.pid) if p else 0
+            c0, o0 = cpu_ticks(p.pid) if p else 0, bl.outside_ticks()
             with Background() as bg, bl.MachineCPU() as mc, bl.PerCPU() as pc:
                 j = foo_client(port, conns, depth, secs, rate)
-            c1 = cpu_ticks(p.pid) if p else 0
+            c1, o1 = cpu_ticks(p.pid) if p else 0, bl.outside_ticks()
             j["background_pct"] = bg.pct
             j["proxy_cpu_s"] = (c1 - c0) / CLK_TCK if p else None
             j["machine"] = mc.as_dict()
+            # processes outside the benchmark pid by pid: other user processes, kernel threads
+            j["machine"].update(bl.outside_delta(o0, o1))
             j["cpu_busy_pct"], j["cpu_softirq_pct"] = pc.busy_pct, pc.softirq_pct
             if is_foo:
                 now = pandit_counters(p)
@@ -324,9 +326,14 @@ def inside(a):
 # ---- report --------------------------------------------------------------------
 
 def machine_per_m(x, key="busy_s"):
-    """Whole-machine CPU seconds (busy_s: all CPUs; net_s: less other processes) per million
-    messages of one foo_client run."""
-    return x["machine"][key] / ((x["acks"] + x["naks"]) / 1e6)
+    """Whole-machine CPU seconds per million messages of one foo_client run: busy_s, all CPUs;
+    net_s, less other processes (kernel threads kept when the run recorded them: they may be doing
+    the kernel path's own work)."""
+    m = x["machine"]
+    v = m[key]
+    if key == "net_s" and "user_s" in m:
+        v = max(0.0, m["busy_s"] - m["user_s"])
+    return v / ((x["acks"] + x["naks"]) / 1e6)
 
 
 def summarize(runs):
@@ -361,6 +368,10 @@ def summarize(runs):
         s["machine_busy_pct_closed"] = statistics.median(
             x["machine"]["busy_s"] / x["machine"]["seconds"] / (os.cpu_count() or 1) * 100 for x in cl)
         s["steal_s_closed"] = sum(x["machine"]["steal_s"] for x in cl)
+        if all("kthread_s" in x["machine"] for x in cl):
+            # kernel threads' CPU during the saturation runs, % of one CPU (median)
+            s["kthread_pct_closed"] = statistics.median(x["machine"]["kthread_s"] / x["machine"]["seconds"] * 100
+                                                        for x in cl)
     if all("cpu_busy_pct" in x for x in cl):
         # each CPU's busy and softirq share in the saturation runs, medians (CPU_LOAD, CPU_PROXY)
         for key in ("cpu_busy_pct", "cpu_softirq_pct"):
@@ -443,11 +454,11 @@ def report(j, out_md, out_dat):
       "softirq; not idle, iowait or steal) before and after each saturation run, divided by the messages of "
       "that run. It holds everything: client, server, proxy, the kernel's TCP work and the splice program, "
       "so it is the fair cost per message between the two Foo rows; it also holds whatever other jobs on the "
-      "shared machine did meanwhile, so the second figure subtracts the CPU of the processes outside the "
-      "benchmark (an estimate from their /proc/PID/stat; their softirq work is not subtracted). Kernel worker "
-      "threads (kworker) are outside the benchmark too, so they are subtracted there, although on the kernel "
-      "path some of the path's own work (a socket's queued redirects) may run in them: that second figure "
-      "can understate the kernel row's cost, the first one cannot.")
+      "shared machine did meanwhile, so the second figure subtracts the CPU of the user processes outside the "
+      "benchmark, pid by pid from their /proc/PID/stat (a process that started and ended within a run is not "
+      "seen, so its CPU stays in; their softirq work is not subtracted). Kernel threads (kworker, ksoftirqd) "
+      "are kept in it: on the kernel path some of the path's own work (a socket's queued redirects) runs in "
+      "them, and their share is listed per row below.")
     w("- Per CPU: each CPU's busy and softirq share from its cpuN line of /proc/stat around each run, to see "
       "on which CPU the work landed (the kernel path's is charged to no process).")
     w(f"- Each setup was measured {j['repeat']} times, interleaved (setup order repeated); the tables show medians, "
@@ -460,7 +471,9 @@ def report(j, out_md, out_dat):
     w(f"- The machine is shared with other jobs. Before each setup the run waited for other processes to use less "
       f"than {q['pct']:g}% of a CPU over a second (at most {q['each_s']:g} s per setup, {q['total_s']:g} s in all, "
       f"and up to {q['start_s']:g} s before the first); the last column shows what they used during the "
-      "measurements (busy time from /proc/stat, steal included, minus this benchmark's processes).")
+      "measurements (busy time from /proc/stat, steal included, minus this benchmark's processes). Kernel "
+      "threads and softirq count as other load there, so on the rows spliced in the kernel that column also "
+      "holds the path's own work done outside the benchmark's processes.")
     w("")
     w("## Results")
     w("")
@@ -503,6 +516,8 @@ def report(j, out_md, out_dat):
                 line += (f"; whole-machine CPU s per million msgs at saturation {x['machine_per_m_closed_all']} "
                          f"(less other processes {x['machine_net_per_m_closed_all']}; machine busy "
                          f"{fmt(x['machine_busy_pct_closed'])}% of all CPUs, steal {x['steal_s_closed']:.2f} s)")
+            if x.get("kthread_pct_closed") is not None:
+                line += f"; kernel threads at saturation {fmt(x['kthread_pct_closed'])}% of a CPU"
             if x.get("cpu_busy_pct"):
                 line += (f"; busy at saturation CPU {CPU_LOAD} (load) {fmt(x['cpu_busy_pct'][CPU_LOAD])}% "
                          f"(softirq {fmt(x['cpu_softirq_pct'][CPU_LOAD])}%), CPU {CPU_PROXY} (proxy) "
@@ -596,11 +611,25 @@ def report(j, out_md, out_dat):
               "messages/s column, whatever the path costs; the figure less other processes is the better "
               "estimate of the path's own cost there.")
             w("")
+        if kk.get("cpu_busy_pct") and ku.get("cpu_busy_pct"):
+            w(f"Where the CPU went in the saturation runs (CPU {CPU_LOAD}, with foo_client and foo_server / CPU "
+              f"{CPU_PROXY}, the proxy's): kernel row {kk['cpu_busy_pct'][CPU_LOAD]:.0f}% / "
+              f"{kk['cpu_busy_pct'][CPU_PROXY]:.0f}% busy (softirq {kk['cpu_softirq_pct'][CPU_LOAD]:.0f}% / "
+              f"{kk['cpu_softirq_pct'][CPU_PROXY]:.0f}%), userspace row {ku['cpu_busy_pct'][CPU_LOAD]:.0f}% / "
+              f"{ku['cpu_busy_pct'][CPU_PROXY]:.0f}% (softirq {ku['cpu_softirq_pct'][CPU_LOAD]:.0f}% / "
+              f"{ku['cpu_softirq_pct'][CPU_PROXY]:.0f}%); see Reading it.")
+            w("")
         busy_bg = max(kk["bg_max"], ku["bg_max"])
         if busy_bg >= j["quiet"]["pct"]:
-            w(f"Other jobs on the machine used up to {busy_bg:.0f}% of a CPU during these two rows' runs (median "
-              f"{kk['bg_median']:.0f}% / {ku['bg_median']:.0f}%, kernel / userspace), so the comparison carries "
-              "that noise; every run is listed above.")
+            kt = ""
+            if kk.get("kthread_pct_closed") is not None:
+                kt = (f" Kernel threads (counted in it) used {kk['kthread_pct_closed']:.0f}% / "
+                      f"{ku['kthread_pct_closed']:.0f}% of a CPU in the saturation runs (kernel / userspace row): "
+                      "on the kernel path that is likely the path's own work (redirects queued to a worker), "
+                      "not another job's (inferred, not traced).")
+            w(f"Processes outside the benchmark used up to {busy_bg:.0f}% of a CPU during these two rows' runs "
+              f"(median {kk['bg_median']:.0f}% / {ku['bg_median']:.0f}%, kernel / userspace).{kt} Every run is "
+              "listed above.")
     w("")
     w("## Other load on the machine")
     w("")
@@ -659,6 +688,15 @@ def report(j, out_md, out_dat):
               "foo_server (inferred from the per-CPU shares, not traced)"
               + (f"; CPU {CPU_LOAD} being full, it and not pandit set the kernel row's pace, and the proxy CPU "
                  "stayed mostly unused." if lo >= 95 and px < 50 else "."))
+        tc = S.get("pandit-tcp")
+        if kk and tc and tc.get("spliced_closed") and kk.get("machine_per_m_closed") and tc.get("machine_per_m_closed"):
+            w(f"- The same splice without framing (the protocol tcp row, its connections spliced too) cost "
+              f"{tc['machine_per_m_closed']:.3f} whole-machine CPU s per million messages against the kernel "
+              f"Foo row's {kk['machine_per_m_closed']:.3f} (less other processes {tc['machine_net_per_m_closed']:.3f} "
+              f"against {kk['machine_net_per_m_closed']:.3f}): the difference, about "
+              f"{kk['machine_per_m_closed'] - tc['machine_per_m_closed']:.2f} us of CPU per message "
+              "(a REQ and its reply), is what framing, checking and counting in the kernel added here (derived "
+              "from two rows, not measured on its own).")
     else:
         mb = [(s, S[s]["machine_busy_pct_closed"]) for s in SETUPS if s in S and "machine_busy_pct_closed" in S[s]]
         if mb:
