@@ -160,7 +160,10 @@ FOO_STEP_FN __u32 foo_step(struct pandit_foo_parse *p, __u32 c)
 	case PANDIT_FOO_ST_SEQ:
 		if (c >= '0' && c <= '9') {
 			__u64 d = c - '0';
-			if (p->seq_digits >= 20 || p->seq > (~0ull - d) / 10)
+			/* below 19 digits the value is under 10^18: no overflow,
+			 * no division (the 20th digit is where it can happen) */
+			if (p->seq_digits >= 20 ||
+			    (p->seq_digits == 19 && p->seq > (~0ull - d) / 10))
 				return PANDIT_FOO_ERR_SEQ;
 			p->seq = p->seq * 10 + d;
 			p->seq_digits++;

@@ -259,7 +259,9 @@ int foo_feed(struct foo_parser *p, const char *buf, size_t len, foo_msg_cb on_ms
 		case ST_SEQ:
 			if (c >= '0' && c <= '9') {
 				uint64_t d = c - '0';
-				if (p->seq_digits == FOO_SEQ_MAX_DIGITS || p->seq > (UINT64_MAX - d) / 10)
+				/* under 19 digits the value is below 10^18: no overflow */
+				if (p->seq_digits == FOO_SEQ_MAX_DIGITS ||
+				    (p->seq_digits == FOO_SEQ_MAX_DIGITS - 1 && p->seq > (UINT64_MAX - d) / 10))
 					return fail(p, FOO_ERR_SEQ, at);
 				p->seq = p->seq * 10 + d;
 				p->seq_digits++;
