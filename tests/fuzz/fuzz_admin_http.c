@@ -7,13 +7,7 @@
 
 #include "admin/http_req.h"
 
-/* abort() with the failed condition, which libFuzzer then reports */
-#define check(cond) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #cond); \
-		abort(); \
-	} \
-} while (0)
+#include "fuzz_check.h"
 
 static int inside(const char *p, size_t n, const char *buf, size_t len)
 {

@@ -10,13 +10,7 @@
 /* Also drives a foo_conn with the same bytes dealt to both directions and
  * checks that the accounting adds up. */
 
-/* abort() with the failed condition, which libFuzzer then reports */
-#define check(cond) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #cond); \
-		abort(); \
-	} \
-} while (0)
+#include "fuzz_check.h"
 
 #define MAX_MSGS 8192
 

@@ -20,12 +20,7 @@
  * the first violation with its reason and offset.
  */
 
-#define check(cond) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #cond); \
-		abort(); \
-	} \
-} while (0)
+#include "fuzz_check.h"
 
 static uint64_t up_counts[4], k_counts[4];
 

@@ -24,12 +24,7 @@
  *   same data.
  */
 
-#define check(cond) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #cond); \
-		abort(); \
-	} \
-} while (0)
+#include "fuzz_check.h"
 
 #define CAP 128
 
