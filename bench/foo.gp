@@ -2,7 +2,7 @@
 if (!exists("datafile")) datafile = "bench/results/foo.dat"
 if (!exists("outfile")) outfile = "bench/results/foo.png"
 if (!exists("rate")) rate = "a fixed rate"
-set terminal pngcairo size 1400,1000 font "sans,11"
+set terminal pngcairo size 1600,1050 font "sans,11"
 set output outfile
 set multiplot layout 2,2 title "pandit Foo benchmark (loopback, proxy pinned to 1 CPU, one worker; medians of the runs)"
 set style data histograms
@@ -10,7 +10,7 @@ set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set grid ytics
-set xtics nomirror rotate by -20
+set xtics nomirror rotate by -25
 set bmargin 5
 
 set title "messages/s at saturation, closed loop (higher is better)"

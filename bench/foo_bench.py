@@ -8,7 +8,11 @@ network namespace of its own (loopback only), runs itself inside it with
 and copies them to bench/results/ only when the run completed.
 
 Inside: foo_server (the backend) and foo_client (the load) run on CPU 0, each
-proxy on CPU 1 with one worker. Per setup and repetition: a closed-loop run
+proxy on CPU 1 with one worker. The two -rps rows repeat the two Foo rows with
+the namespace's lo RPS mask (/sys/class/net/lo/queues/rx-0/rps_cpus) set to
+CPU 1 for that row only, so the receive softirq, where the kernel path's
+splice program runs, moves from the sender's CPU 0 to the proxy's CPU 1; the
+previous mask is written back after the row, also when it fails. Per setup and repetition: a closed-loop run
 (connections x depth pipelined, as fast as the replies come: messages per
 second at saturation) and an open-loop run at a fixed rate (latency from each
 request's scheduled send time, so stalls are not hidden). Proxy CPU is
@@ -48,16 +52,31 @@ CLK_TCK = bl.CLK_TCK
 
 SERVER_PORT = 5001        # foo_server on CPU 0
 SERVER_XCPU_PORT = 5002   # foo_server on CPU 1 (reference without proxy)
-FRONTS = {"pandit-foo-user": 6001, "pandit-foo-kernel": 6003, "pandit-tcp": 6002, "haproxy": 7001}
-SETUPS = ["direct", "direct-xcpu", "pandit-foo-user", "pandit-foo-kernel", "pandit-tcp", "haproxy"]
+FRONTS = {"pandit-foo-user": 6001, "pandit-foo-kernel": 6003, "pandit-foo-user-rps": 6004,
+          "pandit-foo-kernel-rps": 6005, "pandit-tcp": 6002, "haproxy": 7001}
+SETUPS = ["direct", "direct-xcpu", "pandit-foo-user", "pandit-foo-kernel", "pandit-foo-user-rps",
+          "pandit-foo-kernel-rps", "pandit-tcp", "haproxy"]
 # pandit setups: (protocol, kernel_splice; None = not set, the default auto)
-PANDIT_APP = {"pandit-foo-user": ("foo", "off"), "pandit-foo-kernel": ("foo", "auto"), "pandit-tcp": ("tcp", None)}
-FOO_ROWS = ("pandit-foo-user", "pandit-foo-kernel")
+PANDIT_APP = {"pandit-foo-user": ("foo", "off"), "pandit-foo-kernel": ("foo", "auto"),
+              "pandit-foo-user-rps": ("foo", "off"), "pandit-foo-kernel-rps": ("foo", "auto"),
+              "pandit-tcp": ("tcp", None)}
+FOO_ROWS = ("pandit-foo-user", "pandit-foo-kernel", "pandit-foo-user-rps", "pandit-foo-kernel-rps")
+KERNEL_ROWS = ("pandit-foo-kernel", "pandit-foo-kernel-rps")   # must be framed in the kernel
+USER_ROWS = ("pandit-foo-user", "pandit-foo-user-rps")         # must stay in the userspace parser
+# rows run with Receive Packet Steering on the namespace's loopback pointed at the proxy CPU (only these)
+RPS_ROWS = ("pandit-foo-user-rps", "pandit-foo-kernel-rps")
+RPS_FILE = "/sys/class/net/lo/queues/rx-0/rps_cpus"   # the namespace's own lo (ip netns exec mounts its /sys)
+# the aim's pairs: (placement, userspace row, kernel row)
+PLACEMENTS = (("default placement (RPS off)", "pandit-foo-user", "pandit-foo-kernel"),
+              (f"RPS on the proxy CPU (lo rps_cpus = CPU {CPU_PROXY})", "pandit-foo-user-rps",
+               "pandit-foo-kernel-rps"))
 LABELS = {
     "direct": "direct (no proxy)",
     "direct-xcpu": "direct, server on CPU 1 (no proxy, reference)",
     "pandit-foo-user": "pandit, protocol foo, kernel_splice off (parsed in userspace, copy relay)",
     "pandit-foo-kernel": "pandit, protocol foo, kernel_splice auto (framed in the kernel)",
+    "pandit-foo-user-rps": f"pandit, protocol foo, kernel_splice off, lo RPS to CPU {CPU_PROXY} (parsed in userspace)",
+    "pandit-foo-kernel-rps": f"pandit, protocol foo, kernel_splice auto, lo RPS to CPU {CPU_PROXY} (framed in the kernel)",
     "pandit-tcp": "pandit, protocol tcp (kernel_splice default auto, no parsing)",
     "haproxy": "HAProxy (mode tcp, nbthread 1)",
 }
@@ -194,14 +213,48 @@ def path_check(kind, conns, delta):
     fb = {k[len("fallback."):]: v for k, v in delta.items() if k.startswith("fallback.") and v}
     note = (f"{framed} of the client's {conns} connections framed in the kernel, {spliced} spliced, "
             f"{delta.get('accepted', 0)} accepted" + (f", fallbacks {fb}" if fb else ""))
-    if kind == "pandit-foo-kernel":
+    if kind in KERNEL_ROWS:
         return framed == conns, note
-    if kind == "pandit-foo-user":
+    if kind in USER_ROWS:
         return framed == 0 and spliced == 0, note
     return True, note   # pandit-tcp: auto promises no path; the counters say which it took
 
 
+def rps_read():
+    """The namespace's lo RPS mask (hex CPU mask, 0 = RPS off)."""
+    with open(RPS_FILE) as f:
+        return f.read().strip()
+
+
+def rps_write(mask):
+    with open(RPS_FILE, "w") as f:
+        f.write(mask + "\n")
+
+
 def measure(kind, procs, tmp, a, tag):
+    """One setup's runs; for an RPS row the namespace's lo RPS mask points at
+    CPU_PROXY from before its proxy starts until after it stopped, then the
+    previous mask is written back (also when the row fails)."""
+    if kind not in RPS_ROWS:
+        mask = rps_read()
+        res = measure_row(kind, procs, tmp, a, tag)
+        res["rps_cpus"] = mask
+        return res
+    prev = rps_read()
+    want = format(1 << int(CPU_PROXY), "x")
+    rps_write(want)
+    try:
+        got = rps_read()
+        if int(got.replace(",", ""), 16) != int(want, 16):
+            raise RuntimeError(f"lo rps_cpus reads {got} after writing {want}")
+        res = measure_row(kind, procs, tmp, a, tag)
+        res["rps_cpus"] = got
+        return res
+    finally:
+        rps_write(prev)
+
+
+def measure_row(kind, procs, tmp, a, tag):
     """One ping-pong, one closed-loop and one open-loop run through one setup."""
     p = None
     if kind == "direct":
@@ -251,7 +304,7 @@ def measure(kind, procs, tmp, a, tag):
                 j["kpath"] = {k: v for k, v in d.items() if v}
                 j["path_ok"], j["path_note"] = ok, note
                 if not ok:
-                    where = "the kernel path" if kind == "pandit-foo-kernel" else "the userspace parser"
+                    where = "the kernel path" if kind in KERNEL_ROWS else "the userspace parser"
                     raise RuntimeError(f"{phase} run did not run on {where}: {note}")
             res[phase] = j
         if p and p.poll() is not None:
@@ -383,6 +436,8 @@ def summarize(runs):
                            for ph in ("pingpong", "closed", "open")]
     bg = [x["background_pct"] for x in cl + op + pp]
     s["bg_median"], s["bg_max"] = statistics.median(bg), max(bg)
+    if all("rps_cpus" in r for r in runs):
+        s["rps_cpus"] = sorted({r["rps_cpus"] for r in runs})   # the lo RPS mask each repetition ran with
     return s
 
 
@@ -425,6 +480,19 @@ def report(j, out_md, out_dat):
       "splice program frames, checks and counts every Foo message; the daemon does not see the bytes), "
       "`protocol: tcp` (no parsing, `kernel_splice` left at its default, auto), and HAProxy `mode tcp`, "
       "`nbthread 1`, defaults otherwise (no splice). No active health checks anywhere.")
+    w(f"- Receive Packet Steering (RPS), in the two rows named \"lo RPS to CPU {CPU_PROXY}\" only: the same two Foo "
+      f"apps (kernel_splice off, and auto), but with the namespace's loopback RPS mask "
+      f"(`/sys/class/net/lo/queues/rx-0/rps_cpus`) set to CPU {CPU_PROXY}, the proxy's, written before the row's "
+      "proxy starts and set back to the value it had before (in the new namespace 0, RPS off) after the row, "
+      "also when the row fails. Loopback hands every segment it sends straight to the receive path on the sending "
+      "CPU; without RPS the receive softirq (TCP receive processing and, on the kernel path, the splice program "
+      "that frames, checks, counts and redirects the Foo messages) therefore runs on the CPU of whichever task "
+      f"sent, for foo_client's and foo_server's segments CPU {CPU_LOAD}. With the mask, every segment received on "
+      f"the namespace's lo is queued to CPU {CPU_PROXY}'s backlog and processed in softirq there, so the kernel "
+      f"path's work runs on the proxy's CPU as the userspace proxy's work does, instead of on CPU {CPU_LOAD} next "
+      "to the load. It moves the receive processing of every segment (both hops, both directions) in the "
+      "userspace row alike, which is why both Foo rows are measured with it and the aim is judged per placement. "
+      "Every other row runs with RPS off; the mask each row ran with is read from that file and listed below.")
     w("- Which path pandit's connections took comes from its own `/stats` (`kernel_path`), read before and "
       "after every client run: in the kernel row `connections.foo_framed_total` must have grown by exactly the "
       "number of connections foo_client made, in the userspace row `foo_framed_total` and "
@@ -522,6 +590,8 @@ def report(j, out_md, out_dat):
                 line += (f"; busy at saturation CPU {CPU_LOAD} (load) {fmt(x['cpu_busy_pct'][CPU_LOAD])}% "
                          f"(softirq {fmt(x['cpu_softirq_pct'][CPU_LOAD])}%), CPU {CPU_PROXY} (proxy) "
                          f"{fmt(x['cpu_busy_pct'][CPU_PROXY])}% (softirq {fmt(x['cpu_softirq_pct'][CPU_PROXY])}%)")
+            if x.get("rps_cpus"):
+                line += f"; namespace lo rps_cpus during the row {'/'.join(x['rps_cpus'])}"
             line += (f"; latency at saturation (queueing, depth {j['depth']}) p50 {fmt(x['closed_p50_us'])} us, "
                      f"p99 {fmt(x['closed_p99_us'])} us; ping-pong {fmt(x['pp_rts'])} round trips/s")
             w(line)
@@ -572,65 +642,88 @@ def report(j, out_md, out_dat):
     w("Issue 4's aim: Foo on the kernel path at least as many messages per second as the userspace handler, at "
       "less CPU (whole machine) per message.")
     w("")
-    ku, kk = S.get("pandit-foo-user"), S.get("pandit-foo-kernel")
-    if not ku or not kk:
-        w("Not decided in this run: " + " and ".join(LABELS[r] for r in FOO_ROWS if r not in S)
-          + " had no successful run.")
-    else:
-        faster = kk["mps"] >= ku["mps"]
-        cheaper = kk["machine_per_m_closed"] < ku["machine_per_m_closed"]
-        cheaper_net = kk["machine_net_per_m_closed"] < ku["machine_net_per_m_closed"]
-        w(f"- Messages per second at saturation (median of {kk['n']} / {ku['n']} runs): kernel "
-          f"{fmt(kk['mps'])}, userspace {fmt(ku['mps'])} ({(kk['mps'] / ku['mps'] - 1) * 100:+.1f}%): "
-          f"**{'at least as many' if faster else 'fewer'}**. Every run: kernel {kk['mps_all']}, userspace "
-          f"{ku['mps_all']}.")
-        w(f"- Whole-machine CPU seconds per million messages at saturation: kernel "
-          f"{fmt(kk['machine_per_m_closed'], 3)}, userspace {fmt(ku['machine_per_m_closed'], 3)} "
-          f"({(kk['machine_per_m_closed'] / ku['machine_per_m_closed'] - 1) * 100:+.1f}%): "
-          f"**{'lower' if cheaper else 'not lower'}**; less other processes' CPU: kernel "
-          f"{fmt(kk['machine_net_per_m_closed'], 3)}, userspace {fmt(ku['machine_net_per_m_closed'], 3)} "
-          f"({'lower' if cheaper_net else 'not lower'}).")
-        w(f"- pandit's own process CPU per million messages at saturation: kernel "
-          f"{fmt(kk['cpu_per_m_closed'], 3)}, userspace {fmt(ku['cpu_per_m_closed'], 3)} (the kernel row's "
-          "framing is not in its process, see the method).")
-        w(f"- Ping-pong round trip p50: kernel {fmt(kk['pp_p50_us'], 1)} us, userspace {fmt(ku['pp_p50_us'], 1)} us; "
-          f"at {j['rate']:,}/s p99: kernel {fmt(kk['open_p99_us'], 1)} us, userspace {fmt(ku['open_p99_us'], 1)} us.")
-        w("")
-        w(f"**In this run the aim was {'met' if faster and cheaper else 'not met'}**"
-          + ("." if faster and cheaper else
-             ": " + "; ".join(t for t, bad in (("fewer messages per second on the kernel path", not faster),
-                                               ("the kernel path's whole-machine CPU per message was not lower",
-                                                not cheaper)) if bad) + "."))
-        w("")
-        full = [r for r in FOO_ROWS if S[r]["machine_busy_pct_closed"] >= 95]
-        if full:
-            pcts = ", ".join(f"{S[r]['machine_busy_pct_closed']:.0f}%" for r in full)
-            w("In the saturation runs of " + " and ".join(LABELS[r] for r in full) + " the whole machine was busy "
-              f"nearly all the time ({pcts} of both "
-              "CPUs): the whole-machine figure then is about CPUs x seconds / messages, the inverse of the "
-              "messages/s column, whatever the path costs; the figure less other processes is the better "
-              "estimate of the path's own cost there.")
-            w("")
-        if kk.get("cpu_busy_pct") and ku.get("cpu_busy_pct"):
-            w(f"Where the CPU went in the saturation runs (CPU {CPU_LOAD}, with foo_client and foo_server / CPU "
-              f"{CPU_PROXY}, the proxy's): kernel row {kk['cpu_busy_pct'][CPU_LOAD]:.0f}% / "
-              f"{kk['cpu_busy_pct'][CPU_PROXY]:.0f}% busy (softirq {kk['cpu_softirq_pct'][CPU_LOAD]:.0f}% / "
-              f"{kk['cpu_softirq_pct'][CPU_PROXY]:.0f}%), userspace row {ku['cpu_busy_pct'][CPU_LOAD]:.0f}% / "
-              f"{ku['cpu_busy_pct'][CPU_PROXY]:.0f}% (softirq {ku['cpu_softirq_pct'][CPU_LOAD]:.0f}% / "
-              f"{ku['cpu_softirq_pct'][CPU_PROXY]:.0f}%); see Reading it.")
-            w("")
-        busy_bg = max(kk["bg_max"], ku["bg_max"])
-        if busy_bg >= j["quiet"]["pct"]:
-            kt = ""
-            if kk.get("kthread_pct_closed") is not None:
-                kt = (f" Kernel threads (counted in it) used {kk['kthread_pct_closed']:.0f}% / "
-                      f"{ku['kthread_pct_closed']:.0f}% of a CPU in the saturation runs (kernel / userspace row): "
-                      "on the kernel path that is likely the path's own work (redirects queued to a worker), "
-                      "not another job's (inferred, not traced).")
-            w(f"Processes outside the benchmark used up to {busy_bg:.0f}% of a CPU during these two rows' runs "
-              f"(median {kk['bg_median']:.0f}% / {ku['bg_median']:.0f}%, kernel / userspace).{kt} Every run is "
-              "listed above.")
+    w("Judged twice, from the same run, with each placement of the receive processing (see the method): "
+      "the kernel row against the userspace row measured with the same placement.")
     w("")
+    verdicts = []
+    for place, urow, krow in PLACEMENTS:
+        w(f"### {place[0].upper() + place[1:]}")
+        w("")
+        ku, kk = S.get(urow), S.get(krow)
+        if not ku or not kk:
+            verdicts.append((place, None))
+            w("Not decided in this run: " + " and ".join(LABELS[r] for r in (urow, krow) if r not in S)
+              + " had no successful run.")
+            w("")
+        else:
+            faster = kk["mps"] >= ku["mps"]
+            cheaper = kk["machine_per_m_closed"] < ku["machine_per_m_closed"]
+            cheaper_net = kk["machine_net_per_m_closed"] < ku["machine_net_per_m_closed"]
+            w(f"- Messages per second at saturation (median of {kk['n']} / {ku['n']} runs): kernel "
+              f"{fmt(kk['mps'])}, userspace {fmt(ku['mps'])} ({(kk['mps'] / ku['mps'] - 1) * 100:+.1f}%): "
+              f"**{'at least as many' if faster else 'fewer'}**. Every run: kernel {kk['mps_all']}, userspace "
+              f"{ku['mps_all']}.")
+            w(f"- Whole-machine CPU seconds per million messages at saturation: kernel "
+              f"{fmt(kk['machine_per_m_closed'], 3)}, userspace {fmt(ku['machine_per_m_closed'], 3)} "
+              f"({(kk['machine_per_m_closed'] / ku['machine_per_m_closed'] - 1) * 100:+.1f}%): "
+              f"**{'lower' if cheaper else 'not lower'}**; less other processes' CPU: kernel "
+              f"{fmt(kk['machine_net_per_m_closed'], 3)}, userspace {fmt(ku['machine_net_per_m_closed'], 3)} "
+              f"({'lower' if cheaper_net else 'not lower'}).")
+            w(f"- pandit's own process CPU per million messages at saturation: kernel "
+              f"{fmt(kk['cpu_per_m_closed'], 3)}, userspace {fmt(ku['cpu_per_m_closed'], 3)} (the kernel row's "
+              "framing is not in its process, see the method).")
+            w(f"- Ping-pong round trip p50: kernel {fmt(kk['pp_p50_us'], 1)} us, userspace {fmt(ku['pp_p50_us'], 1)} us; "
+              f"at {j['rate']:,}/s p99: kernel {fmt(kk['open_p99_us'], 1)} us, userspace {fmt(ku['open_p99_us'], 1)} us.")
+            w("")
+            verdicts.append((place, faster and cheaper))
+            w(f"**In this run ({place}) the aim was {'met' if faster and cheaper else 'not met'}**"
+              + ("." if faster and cheaper else
+                 ": " + "; ".join(t for t, bad in (("fewer messages per second on the kernel path", not faster),
+                                                   ("the kernel path's whole-machine CPU per message was not lower",
+                                                    not cheaper)) if bad) + "."))
+            w("")
+            full = [r for r in (urow, krow) if S[r]["machine_busy_pct_closed"] >= 95]
+            if full:
+                pcts = ", ".join(f"{S[r]['machine_busy_pct_closed']:.0f}%" for r in full)
+                w("In the saturation runs of " + " and ".join(LABELS[r] for r in full) + " the whole machine was busy "
+                  f"nearly all the time ({pcts} of both "
+                  "CPUs): the whole-machine figure then is about CPUs x seconds / messages, the inverse of the "
+                  "messages/s column, whatever the path costs; the figure less other processes is the better "
+                  "estimate of the path's own cost there.")
+                w("")
+            if kk.get("cpu_busy_pct") and ku.get("cpu_busy_pct"):
+                w(f"Where the CPU went in the saturation runs (CPU {CPU_LOAD}, with foo_client and foo_server / CPU "
+                  f"{CPU_PROXY}, the proxy's): kernel row {kk['cpu_busy_pct'][CPU_LOAD]:.0f}% / "
+                  f"{kk['cpu_busy_pct'][CPU_PROXY]:.0f}% busy (softirq {kk['cpu_softirq_pct'][CPU_LOAD]:.0f}% / "
+                  f"{kk['cpu_softirq_pct'][CPU_PROXY]:.0f}%), userspace row {ku['cpu_busy_pct'][CPU_LOAD]:.0f}% / "
+                  f"{ku['cpu_busy_pct'][CPU_PROXY]:.0f}% (softirq {ku['cpu_softirq_pct'][CPU_LOAD]:.0f}% / "
+                  f"{ku['cpu_softirq_pct'][CPU_PROXY]:.0f}%); see Reading it.")
+                w("")
+            busy_bg = max(kk["bg_max"], ku["bg_max"])
+            if busy_bg >= j["quiet"]["pct"]:
+                kt = ""
+                if kk.get("kthread_pct_closed") is not None:
+                    kt = (f" Kernel threads (counted in it) used {kk['kthread_pct_closed']:.0f}% / "
+                          f"{ku['kthread_pct_closed']:.0f}% of a CPU in the saturation runs (kernel / userspace row): "
+                          "on the kernel path that is likely the path's own work (redirects queued to a worker), "
+                          "not another job's (inferred, not traced).")
+                w(f"Processes outside the benchmark used up to {busy_bg:.0f}% of a CPU during these two rows' runs "
+                  f"(median {kk['bg_median']:.0f}% / {ku['bg_median']:.0f}%, kernel / userspace).{kt} Every run is "
+                  "listed above.")
+                w("")
+    if verdicts:
+        w("Summary: " + "; ".join(f"{place}: " + ("not decided (a row had no successful run)" if v is None
+                                                  else f"**{'met' if v else 'not met'}**")
+                                  for place, v in verdicts) + ".")
+        w("")
+        ud, kr = S.get("pandit-foo-user"), S.get("pandit-foo-kernel-rps")
+        if ud and kr and kr.get("machine_per_m_closed") and ud.get("machine_per_m_closed"):
+            w(f"Across placements (information, not the aim's comparison): the kernel row with RPS moved "
+              f"{fmt(kr['mps'])} msgs/s at {fmt(kr['machine_per_m_closed'], 3)} whole-machine CPU s per million, "
+              f"the userspace row with the default placement {fmt(ud['mps'])} at "
+              f"{fmt(ud['machine_per_m_closed'], 3)} ({(kr['mps'] / ud['mps'] - 1) * 100:+.1f}% msgs/s, "
+              f"{(kr['machine_per_m_closed'] / ud['machine_per_m_closed'] - 1) * 100:+.1f}% CPU per message).")
+            w("")
     w("## Other load on the machine")
     w("")
     w(f"- Load average {j['loadavg_start']} at the start, {j['loadavg_end']} at the end.")
@@ -657,7 +750,7 @@ def report(j, out_md, out_dat):
     w("")
     # the kernel row's proxy process does little of its work (softirq), so its process CPU says nothing of its ceiling
     # nor does a spliced pandit-tcp's (kernel_splice auto: the counters say whether it was spliced)
-    prox = [s for s in ("pandit-foo-user", "pandit-tcp", "haproxy")
+    prox = [s for s in ("pandit-foo-user", "pandit-foo-user-rps", "pandit-tcp", "haproxy")
             if s in S and S[s].get("cpu_per_m_closed") and not S[s].get("spliced_closed")]
     if prox:
         busiest = max(S[s]["cpu_busy_closed"] for s in prox)
@@ -682,12 +775,21 @@ def report(j, out_md, out_dat):
         kk = S.get("pandit-foo-kernel")
         if kk and kk.get("cpu_busy_pct"):
             lo, px = kk["cpu_busy_pct"][CPU_LOAD], kk["cpu_busy_pct"][CPU_PROXY]
-            w(f"- In the kernel row CPU {CPU_LOAD} was {lo:.0f}% busy and CPU {CPU_PROXY} (pandit's) {px:.0f}%: "
+            w(f"- In the kernel row without RPS CPU {CPU_LOAD} was {lo:.0f}% busy and CPU {CPU_PROXY} (pandit's) {px:.0f}%: "
               "the splice program runs where the segments are received, and on loopback that is the sending "
               f"task's CPU, so with this pinning the framing lands on CPU {CPU_LOAD} next to foo_client and "
               "foo_server (inferred from the per-CPU shares, not traced)"
               + (f"; CPU {CPU_LOAD} being full, it and not pandit set the kernel row's pace, and the proxy CPU "
                  "stayed mostly unused." if lo >= 95 and px < 50 else "."))
+        kr = S.get("pandit-foo-kernel-rps")
+        if kr and kr.get("cpu_busy_pct"):
+            lo, px = kr["cpu_busy_pct"][CPU_LOAD], kr["cpu_busy_pct"][CPU_PROXY]
+            sl, sp = kr["cpu_softirq_pct"][CPU_LOAD], kr["cpu_softirq_pct"][CPU_PROXY]
+            w(f"- In the kernel row with RPS CPU {CPU_LOAD} was {lo:.0f}% busy (softirq {sl:.0f}%) and CPU "
+              f"{CPU_PROXY} {px:.0f}% (softirq {sp:.0f}%): with the namespace's loopback steering its receive "
+              f"processing to CPU {CPU_PROXY}, the softirq in which the splice program runs "
+              + ("moved there" if sp > sl else f"did not move there (softirq not higher on CPU {CPU_PROXY})")
+              + " (inferred from the per-CPU shares, not traced).")
         tc = S.get("pandit-tcp")
         if kk and tc and tc.get("spliced_closed") and kk.get("machine_per_m_closed") and tc.get("machine_per_m_closed"):
             w(f"- The same splice without framing (the protocol tcp row, its connections spliced too) cost "
@@ -748,7 +850,7 @@ def outside(a, argv):
     jpath = os.path.join(tmp, "foo.json")
     try:
         rc = bl.run_in_netns("pandit-foo", tmp, [sys.executable, os.path.abspath(__file__), "--inside", "--tmp", tmp,
-                                                 "--json", jpath] + argv, 900, log)
+                                                 "--json", jpath] + argv, 1500, log)
         if rc != 0 or not os.path.exists(jpath):
             sys.exit(f"foo_bench: the run failed (exit {rc}); results not written")
         with open(jpath) as f:
