@@ -70,6 +70,21 @@ struct tcp_sock {
 	__u64 bytes_acked;
 } __attribute__((preserve_access_index));
 
+/* ... and of struct sock, which struct tcp_sock starts with. */
+struct proto {
+	unsigned long *memory_pressure;	/* TCP's: set above tcp_mem[1] */
+} __attribute__((preserve_access_index));
+
+struct sock_common {
+	struct proto *skc_prot;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+	int sk_sndbuf;
+	int sk_wmem_queued;
+} __attribute__((preserve_access_index));
+
 /* Bytes the peer's backlog may hold before a socket is held (set by the
  * daemon before load). */
 const volatile __u64 backlog_max = 4u << 20;
@@ -147,6 +162,23 @@ static __always_inline void notify(struct pandit_splice_val *v, __u64 cookie, __
 		count(PANDIT_SPLICE_RING_FULL);
 }
 
+/* Bytes the socket's send buffer takes now without waiting: sk_sndbuf less
+ * what is queued, 0 while TCP is under memory pressure (a send may then
+ * stop short however much room the buffer shows) or when unreadable. */
+static __always_inline __s64 peer_room(struct sock *sk)
+{
+	int sndbuf = 0, queued = 0;
+	struct proto *prot = NULL;
+	unsigned long *mp = NULL, pressure = 1;
+	if (bpf_core_read(&sndbuf, sizeof(sndbuf), &sk->sk_sndbuf) < 0 ||
+	    bpf_core_read(&queued, sizeof(queued), &sk->sk_wmem_queued) < 0 ||
+	    bpf_core_read(&prot, sizeof(prot), &sk->__sk_common.skc_prot) < 0 || !prot ||
+	    bpf_core_read(&mp, sizeof(mp), &prot->memory_pressure) < 0 || !mp ||
+	    bpf_probe_read_kernel(&pressure, sizeof(pressure), mp) < 0 || pressure)
+		return 0;
+	return (__s64)sndbuf - (__s64)queued;
+}
+
 /* Holds the socket and tells its worker, which reads it from then on. */
 static __always_inline int hold(struct pandit_splice_val *v, __u64 cookie, __u32 why, __u32 len)
 {
@@ -205,14 +237,25 @@ int pandit_splice(struct __sk_buff *skb)
 		return hold(v, cookie, PANDIT_SPLICE_HOLD_NO_PEER, skb->len);
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(peer);
 	__u64 written = 0;
-	if (tp)
+	__s64 room = 0;
+	if (tp) {
 		written = tp->bytes_acked + (__u32)(tp->write_seq - tp->snd_una);
+		room = peer_room((struct sock *)tp);
+	}
 	bpf_sk_release(peer);
 	if (!tp)
 		return hold(v, cookie, PANDIT_SPLICE_HOLD_NO_PEER, skb->len);
 	__s64 backlog = (__s64)(v->bytes + v->user_written - (written - v->peer_base));
 	if (backlog > (__s64)backlog_max)
 		return hold(v, cookie, PANDIT_SPLICE_HOLD_BACKLOG, skb->len);
+	/* The kernel's work item that writes the backlog into the peer
+	 * resends a whole skb after a partial send that ran out of room
+	 * (sk_psock_backlog restarts it at offset 0), so the peer would get
+	 * the first part twice. Redirect only what the peer's send buffer
+	 * takes whole, with what is queued before it: else hold, and the
+	 * worker relays (it handles a short write). */
+	if (backlog + (__s64)skb->len > room)
+		return hold(v, cookie, PANDIT_SPLICE_HOLD_ROOM, skb->len);
 
 	if (bpf_sk_redirect_hash(skb, &splice_socks, &v->peer, 0) != SK_PASS)
 		return hold(v, cookie, PANDIT_SPLICE_HOLD_REDIRECT, skb->len);

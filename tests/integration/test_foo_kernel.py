@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from helpers import (FooServer, ScriptServer, base_config, find_app, foo_app, recv_all, recv_exact,
                      wait_until)
 from test_foo import steered
@@ -43,8 +45,9 @@ def connect(ns, port, timeout=15.0):
     return s
 
 
+@pytest.mark.slow
 def test_maps_are_empty_after_connections_that_leave_requests_pending(ns, start_pandit):
-    """2,000 connections on the kernel path, half of them closed with
+    """10,000 connections on the kernel path, half of them closed with
     requests the server never answers: every pending entry is removed (the
     sweep), and each such request counts as unanswered, as in userspace."""
     def sink(s):
@@ -64,7 +67,7 @@ def test_maps_are_empty_after_connections_that_leave_requests_pending(ns, start_
 
         def worker(k):
             nonlocal pending
-            for i in range(250):
+            for i in range(1250):
                 port = 19100 if i % 2 == 0 else 19101
                 with connect(ns, port) as s:
                     n = 1 + (i % 5)
@@ -88,7 +91,7 @@ def test_maps_are_empty_after_connections_that_leave_requests_pending(ns, start_
         wait_foo_idle(p, "ans")
         wait_foo_idle(p, "mute")
         # a client that closes before the upstream is up stays in userspace (fallback half_closed)
-        assert framed(p) >= f0 + 1500, kpath(p)
+        assert framed(p) >= f0 + 7500, kpath(p)
         m0, m1 = before["mute"], foo_counts(p, "mute")
         assert m1["msg_req"] - m0["msg_req"] == pending
         assert m1["requests_unanswered"] - m0["requests_unanswered"] == pending, m1
