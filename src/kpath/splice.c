@@ -289,8 +289,8 @@ void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2
 		bpf_map_delete_elem(K.ctl_fd, &p->cookie[i]);
 	}
 	stats_sub(&kpath_stats.entries, 2);
-	struct pandit_foo_track t;
-	kfoo_stop_track(p->cookie[0], track ? track : &t);
+	if (track)
+		kfoo_stop_track(p->cookie[0], track);
 }
 
 int kpath_read(const struct kpath_pair *p, int side, struct pandit_splice_val *out)

@@ -69,8 +69,9 @@ int kpath_splice(struct kpath_pair *p, int cli_fd, int up_fd, uint32_t app_id, u
 		 const struct kfoo_start *foo, enum kpath_fallback *reason);
 /* Takes both sockets out of the maps (before they are closed); with final
  * non-NULL, first fills it with both entries as they stand once the program
- * no longer runs for the sockets (zeroed where unreadable), and track, when
- * not NULL, with a Foo connection's pending requests (zeroed: none). The kernel
+ * no longer runs for the sockets (zeroed where unreadable); track, for a
+ * connection spliced with the Foo framer (else NULL), gets its pending
+ * requests (zeroed: none) and its foo_track entry goes too. The kernel
  * drops what is still queued for them: only for pairs done or reset. */
 void kpath_unsplice(const struct kpath_pair *p, struct pandit_splice_val final[2],
 		    struct pandit_foo_track *track);

@@ -704,7 +704,7 @@ static void conn_maybe_splice(struct conn *c)
 	}
 	c->sp.on = true;
 	if (c->watch) {
-		c->sp.kwatch = true;
+		c->sp.kwatch = c->sp.framed = true;
 		c->proto->kern_entered(c->watch, c->app, c->sp.pair.cookie[0]);
 		stats_add(&kpath_stats.foo_framed, 1);
 	}
@@ -1133,8 +1133,8 @@ static void conn_free(struct conn *c, bool reset)
 		/* out of the maps (the program stops counting), the final
 		 * counters, then close */
 		struct pandit_splice_val final[2];
-		struct pandit_foo_track track;
-		kpath_unsplice(&c->sp.pair, final, &track);
+		struct pandit_foo_track track = { .overflow = 0 };
+		kpath_unsplice(&c->sp.pair, final, c->sp.framed ? &track : NULL);
 		bool left = track.overflow != 0;	/* entries of foo_pending */
 		if (c->sp.kwatch && c->watch)
 			left = c->proto->kern_done(c->watch, c->app, &track);

@@ -56,6 +56,8 @@ struct conn_splice {
 	bool drained[2];	/* nothing of direction d left in the kernel's backlog */
 	bool kwatch;		/* the program does the watcher's work (Foo framed in the
 				 * kernel): watch() sees only the EOFs */
+	bool framed;		/* spliced with the Foo framer (its maps hold entries for
+				 * the connection, even once the watcher is gone) */
 	uint32_t poll_ms;	/* backoff of the drain poll */
 };
 
