@@ -25,6 +25,7 @@ enum pump_result { PUMP_OK, PUMP_DONE, PUMP_ABORT };
 static void conn_connect_next(struct conn *c);
 static void conn_free(struct conn *c, bool reset);
 static bool splice_drained(struct conn *c, int d);
+static int splice_watch_verdict(struct conn *c);
 static bool splice_wanted(const struct conn *c);
 static bool splice_eof_real(struct conn *c, int d);
 static void splice_maybe_resume(struct conn *c, int d);
@@ -91,9 +92,15 @@ static int conn_watch(struct conn *c, int dir, const char *data, size_t len)
 	const struct proto_handler *h = c->proto;
 	if (c->sp.kwatch) {
 		/* the program framed these bytes; an EOF needs the
-		 * direction's state back first (a last line without LF) */
+		 * direction's state back first (a last line without LF),
+		 * after a violation the program found, if any (its event may
+		 * still be on the way) */
 		struct pandit_splice_val v;
 		if (len)
+			return 0;
+		if (splice_watch_verdict(c) < 0)
+			return -1;
+		if (!c->watch)
 			return 0;
 		if (kpath_read(&c->sp.pair, dir, &v) < 0)
 			return 0;
@@ -770,24 +777,31 @@ static struct conn *splice_find(struct worker *w, uint64_t cookie, int *d)
 	return NULL;
 }
 
-/* The program stopped framing the connection (a violation, see
- * bpf/foo_frame.bpf.h): the watcher counts it and says what follows.
- * Returns false when the connection was closed. */
-static bool splice_watch_check(struct conn *c)
+/* When the program has stopped framing the connection (a violation, see
+ * bpf/foo_frame.bpf.h), the watcher counts it and says what follows.
+ * Returns -1 when the connection must be closed (the caller closes it). */
+static int splice_watch_verdict(struct conn *c)
 {
 	if (!c->sp.kwatch || !c->watch)
-		return true;
+		return 0;
 	struct pandit_splice_val v[2];
 	for (int d = 0; d < 2; d++)
 		if (kpath_read(&c->sp.pair, d, &v[d]) < 0)
-			return true;
+			return 0;
 	int d = -1;
 	for (int i = 1; i >= 0; i--)
 		if (v[i].foo.state == PANDIT_FOO_ST_ERR || (d < 0 && v[i].foo.stop))
 			d = i;
 	if (d < 0)
-		return true;
-	if (conn_watch_verdict(c, c->proto->kern_back(c->watch, c->app, d, &v[d].foo)) < 0) {
+		return 0;
+	return conn_watch_verdict(c, c->proto->kern_back(c->watch, c->app, d, &v[d].foo));
+}
+
+/* splice_watch_verdict(), closing the connection when it says so. Returns
+ * false when the connection was closed. */
+static bool splice_watch_check(struct conn *c)
+{
+	if (splice_watch_verdict(c) < 0) {
 		conn_free(c, true);
 		return false;
 	}
