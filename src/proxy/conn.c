@@ -1149,7 +1149,9 @@ static void conn_free(struct conn *c, bool reset)
 		struct pandit_splice_val final[2];
 		struct pandit_foo_track track = { .overflow = 0 };
 		kpath_unsplice(&c->sp.pair, final, c->sp.framed ? &track : NULL);
-		bool left = track.overflow != 0;	/* entries of foo_pending */
+		/* entries of foo_pending left; a watcher gone (a violation)
+		 * took its count of the ones it made at an EOF with it */
+		bool left = track.overflow != 0 || (c->sp.framed && !c->watch);
 		if (c->sp.kwatch && c->watch)
 			left = c->proto->kern_done(c->watch, c->app, &track);
 		if (left) {
