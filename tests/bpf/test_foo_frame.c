@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "sockets.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -41,20 +43,6 @@ static uint64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void fresh_netns(void)
-{
-	struct ifreq ifr;
-	assert_int_equal(unshare(CLONE_NEWNET), 0);
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	assert_true(fd >= 0);
-	memset(&ifr, 0, sizeof(ifr));
-	strcpy(ifr.ifr_name, "lo");
-	assert_int_equal(ioctl(fd, SIOCGIFFLAGS, &ifr), 0);
-	ifr.ifr_flags |= IFF_UP;
-	assert_int_equal(ioctl(fd, SIOCSIFFLAGS, &ifr), 0);
-	close(fd);
 }
 
 static void nodelay(int fd)
@@ -149,11 +137,6 @@ static void world_counts(struct world *w, struct foo_app_stats *out)
 	kfoo_accumulate(out, w->app, now_ns());
 }
 
-static void send_all(int fd, const char *buf, size_t n)
-{
-	assert_int_equal(send(fd, buf, n, MSG_NOSIGNAL), (ssize_t)n);
-}
-
 /* Takes what is readable on fd now into buf (at most cap - *got). */
 static void drain(int fd, char *buf, size_t cap, size_t *got)
 {
@@ -177,16 +160,6 @@ static void read_upto(int fd, char *buf, size_t n, size_t *got)
 			return;
 		*got += (size_t)r;
 	}
-}
-
-/* Nothing readable on fd within ms milliseconds. */
-static void nothing_within(int fd, int ms)
-{
-	char c;
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	poll(&p, 1, ms);
-	assert_int_equal(recv(fd, &c, 1, MSG_DONTWAIT), -1);
-	assert_int_equal(errno, EAGAIN);
 }
 
 /* --- deterministic PRNG (xorshift64*) ---------------------------------------- */

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "sockets.h"
+
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -36,20 +38,6 @@
 static char cgroup_dir[256];
 
 /* --- helpers ---------------------------------------------------------------- */
-
-static void fresh_netns(void)
-{
-	struct ifreq ifr;
-	assert_int_equal(unshare(CLONE_NEWNET), 0);
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	assert_true(fd >= 0);
-	memset(&ifr, 0, sizeof(ifr));
-	strcpy(ifr.ifr_name, "lo");
-	assert_int_equal(ioctl(fd, SIOCGIFFLAGS, &ifr), 0);
-	ifr.ifr_flags |= IFF_UP;
-	assert_int_equal(ioctl(fd, SIOCSIFFLAGS, &ifr), 0);
-	close(fd);
-}
 
 /* A connected loopback pair over family (AF_INET, AF_INET6, or 0 for an
  * IPv6 client reaching a dual-stack listener through ::ffff:127.0.0.1):
@@ -125,19 +113,6 @@ static void pair_world(struct world *w)
 	w->paired = true;
 }
 
-/* Reads exactly n bytes from fd within 5 s. */
-static void read_exactly(int fd, char *buf, size_t n)
-{
-	size_t got = 0;
-	while (got < n) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		assert_int_equal(poll(&p, 1, 5000), 1);
-		ssize_t r = recv(fd, buf + got, n - got, MSG_DONTWAIT);
-		assert_true(r > 0);
-		got += (size_t)r;
-	}
-}
-
 /* fd reads EOF within 5 s (nothing before it). */
 static void read_eof(int fd)
 {
@@ -145,21 +120,6 @@ static void read_eof(int fd)
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	assert_int_equal(poll(&p, 1, 5000), 1);
 	assert_int_equal(recv(fd, &c, 1, MSG_DONTWAIT), 0);
-}
-
-/* Nothing readable on fd within ms milliseconds (EAGAIN after the wait). */
-static void nothing_within(int fd, int ms)
-{
-	char c;
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	poll(&p, 1, ms);
-	assert_int_equal(recv(fd, &c, 1, MSG_DONTWAIT), -1);
-	assert_int_equal(errno, EAGAIN);
-}
-
-static void send_all(int fd, const char *buf, size_t n)
-{
-	assert_int_equal(send(fd, buf, n, MSG_NOSIGNAL), (ssize_t)n);
 }
 
 /* The proxy's part: moves n bytes from one of its sockets to the other. */

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "sockets.h"
+
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -29,20 +31,6 @@
 #define APP_ID 7u
 
 /* --- helpers ---------------------------------------------------------------- */
-
-static void fresh_netns(void)
-{
-	struct ifreq ifr;
-	assert_int_equal(unshare(CLONE_NEWNET), 0);
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	assert_true(fd >= 0);
-	memset(&ifr, 0, sizeof(ifr));
-	strcpy(ifr.ifr_name, "lo");
-	assert_int_equal(ioctl(fd, SIOCGIFFLAGS, &ifr), 0);
-	ifr.ifr_flags |= IFF_UP;
-	assert_int_equal(ioctl(fd, SIOCSIFFLAGS, &ifr), 0);
-	close(fd);
-}
 
 /* A connected loopback pair: *out is the connecting end, *in the accepted one. */
 static void tcp_pair(int *out, int *in)
@@ -89,34 +77,6 @@ static void splice_world(struct world *w)
 {
 	enum kpath_fallback why;
 	assert_int_equal(kpath_splice(&w->pair, w->cli, w->up, APP_ID, 0, NULL, &why), 0);
-}
-
-/* Reads exactly n bytes from fd within 5 s. */
-static void read_exactly(int fd, char *buf, size_t n)
-{
-	size_t got = 0;
-	while (got < n) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		assert_int_equal(poll(&p, 1, 5000), 1);
-		ssize_t r = recv(fd, buf + got, n - got, MSG_DONTWAIT);
-		assert_true(r > 0);
-		got += (size_t)r;
-	}
-}
-
-/* Nothing readable on fd within ms milliseconds (EAGAIN after the wait). */
-static void nothing_within(int fd, int ms)
-{
-	char c;
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	poll(&p, 1, ms);
-	assert_int_equal(recv(fd, &c, 1, MSG_DONTWAIT), -1);
-	assert_int_equal(errno, EAGAIN);
-}
-
-static void send_all(int fd, const char *buf, size_t n)
-{
-	assert_int_equal(send(fd, buf, n, MSG_NOSIGNAL), (ssize_t)n);
 }
 
 /* --- BPF_PROG_TEST_RUN -------------------------------------------------------- */

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "sockets.h"
+
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <errno.h>
@@ -25,25 +27,6 @@
 #include "steer/steer.h"
 
 /* --- helpers ---------------------------------------------------------------- */
-
-/* Moves the process into a new, empty network namespace with lo up, so
- * nothing a test attaches or binds is seen by the host (and each test
- * starts from a clean namespace). */
-static void fresh_netns(void)
-{
-	struct ifreq ifr;
-	int fd;
-
-	assert_int_equal(unshare(CLONE_NEWNET), 0);
-	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	assert_true(fd >= 0);
-	memset(&ifr, 0, sizeof(ifr));
-	strcpy(ifr.ifr_name, "lo");
-	assert_int_equal(ioctl(fd, SIOCGIFFLAGS, &ifr), 0);
-	ifr.ifr_flags |= IFF_UP;
-	assert_int_equal(ioctl(fd, SIOCSIFFLAGS, &ifr), 0);
-	close(fd);
-}
 
 /* A TCP listener. family AF_INET6 binds [::] with IPV6_V6ONLY off, the one
  * kind of socket bpf_sk_assign accepts for both IPv4 and IPv6 connections
