@@ -254,12 +254,9 @@ class MachineCPU:
 PF_KTHREAD = 0x00200000   # stat(5) flags: a kernel thread
 
 
-def outside_ticks():
-    """{(pid, start time): (utime+stime ticks, is a kernel thread)} of every
-    process outside this network namespace (kernel threads: kworker,
-    ksoftirqd, ...; keyed by start time, not name: a kworker's name changes
-    with its work)."""
-    out = {}
+def _outside_stats():
+    """(pid, comm, fields after the comm of /proc/PID/stat) of every process
+    outside this network namespace (processes gone meanwhile are skipped)."""
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -270,9 +267,16 @@ def outside_ticks():
                 st = f.read()
         except OSError:
             continue
-        fl = st[st.rindex(")") + 2:].split()
-        out[(int(d), int(fl[19]))] = (int(fl[11]) + int(fl[12]), bool(int(fl[6]) & PF_KTHREAD))
-    return out
+        yield int(d), st[st.index("(") + 1:st.rindex(")")], st[st.rindex(")") + 2:].split()
+
+
+def outside_ticks():
+    """{(pid, start time): (utime+stime ticks, is a kernel thread)} of every
+    process outside this network namespace (kernel threads: kworker,
+    ksoftirqd, ...; keyed by start time, not name: a kworker's name changes
+    with its work)."""
+    return {(pid, int(fl[19])): (int(fl[11]) + int(fl[12]), bool(int(fl[6]) & PF_KTHREAD))
+            for pid, _, fl in _outside_stats()}
 
 
 def outside_delta(before, after):
@@ -342,20 +346,7 @@ def wait_quiet(max_s, limit_pct, log=None):
 
 def other_ticks():
     """{(pid, comm): ticks} of every process outside this network namespace."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{d}/ns/net").st_ino == NETNS_INO:
-                continue
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        fl = st[st.rindex(")") + 2:].split()
-        out[(int(d), st[st.index("(") + 1:st.rindex(")")])] = int(fl[11]) + int(fl[12])
-    return out
+    return {(pid, comm): int(fl[11]) + int(fl[12]) for pid, comm, fl in _outside_stats()}
 
 
 def other_top(before, after, seconds, n=8):
