@@ -34,14 +34,17 @@
  * (src/proto/foo_stats.h); foo_track also holds the connection's totals
  * for the daemon (unanswered at close, entries left to sweep).
  *
- * Verifier: bpf_loop() calls foo_frame_byte() once per byte of the skb,
- * which reads the skb FOO_CHUNK bytes at a time with bpf_skb_load_bytes()
- * (the skb is rarely linear) and steps each byte with foo_step()
- * (foo_frame_step.h), inlined: the callback is checked once, whatever
- * the skb's length (a global step function cost 15-25% more per byte).
+ * Speed and the verifier: bpf_loop() calls foo_frame_next() until the skb
+ * is framed. At a line start it first tries the fast line
+ * (foo_fast_line() in foo_frame_step.h: a plain valid message of up to
+ * FOO_FAST_MAX bytes recognised a word at a time, without a branch per
+ * byte); a line it declines,
+ * and a line already begun when the skb starts, go one byte per call
+ * through foo_step(), inlined, which is exact for everything. The skb is
+ * read into a FOO_FAST_BUF-byte buffer with bpf_skb_load_bytes() (the skb
+ * is rarely linear). The callback is checked once, whatever the skb's
+ * length.
  */
-
-#define FOO_CHUNK 64u
 
 /* The step, inlined into the bpf_loop() callback. */
 #define FOO_STEP_FN static __always_inline
@@ -84,6 +87,48 @@ struct {
 	__type(value, struct pandit_foo_pval);
 } foo_pending SEC(".maps");
 
+struct foo_buf {
+	__u8 b[FOO_FAST_BUF + FOO_FAST_PAD];
+} __attribute__((aligned(8)));
+
+/* What one skb's messages add to the app's per-CPU counters and to the
+ * connection's totals, added once at the end of the skb (foo_tally_flush)
+ * instead of an atomic operation per message: the counters are the same,
+ * and the totals the other direction reads are in place before this skb's
+ * bytes leave, so before any reply to its requests can be framed. */
+struct foo_tally {
+	__u32 req, ack, nak, wrong_dir;
+	__u32 duplicate, untracked, unmatched;
+	__u32 lat_count;
+	__u64 lat_sum_us;
+	__s32 tr_used, tr_pending;	/* foo_track's used and pending */
+	__u32 tr_untracked;
+};
+
+/* Per CPU: the tallies of the skbs being framed, one per nesting level (a
+ * run in process context, draining a socket's backlog with softirqs on,
+ * can be interrupted by a run for another socket on the same CPU; each
+ * nested run finishes before the one it interrupted goes on). In map
+ * memory, not on the stack: the verifier tracks stack values and would
+ * walk the callback once per combination of counters touched so far. */
+#define FOO_NEST 4
+struct foo_level {
+	struct foo_tally t;
+	struct foo_buf buf;		/* bytes of the skb being framed */
+};
+
+struct foo_scratch {
+	struct foo_level lv[FOO_NEST];
+	__u32 depth;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct foo_scratch);
+} foo_scratch SEC(".maps");
+
 struct foo_ctx {
 	struct __sk_buff *skb;
 	struct pandit_splice_val *v;
@@ -94,35 +139,46 @@ struct foo_ctx {
 	__u32 len;
 	__u32 err;			/* the violation, or FOO_FRAME_LOAD_ERR */
 	__u32 err_at;			/* its offset in the skb */
+	__u32 pos;			/* the next byte to frame */
+	__u32 boff, blen;		/* buf holds the skb's bytes [boff, boff + blen) */
 	__u32 pad;
-	__u8 buf[FOO_CHUNK];		/* the chunk of the skb being framed */
+	struct foo_tally *t;		/* this skb's tally and buffer, in foo_scratch */
+	struct foo_buf *buf;
 };
 
 #define FOO_FRAME_LOAD_ERR 255u
 
-/* Adds one event at now to a window ring (src/stats/window.h's rules: the
- * stamp and the count change together; a stale slot is recycled by CAS; a
- * slot stamped ahead of now is left alone). */
-static __always_inline void foo_win_add(__u64 *ring, __u64 now)
+/* Adds n events at now to a window ring (src/stats/window.c's rules: the
+ * stamp and the count change together; a count saturates; a stale slot is
+ * recycled by CAS; a slot stamped ahead of now is left alone). */
+static __always_inline void foo_win_add(__u64 *ring, __u64 now, __u32 n)
 {
 	__u64 tick = now / PANDIT_FOO_WIN_BUCKET_NS;
 	__u64 *slot = &ring[tick & (PANDIT_FOO_WIN_SLOTS - 1)];
 	__u32 stamp = (__u32)tick;
+	if (!n)
+		return;
 	for (int tries = 0; tries < 4; tries++) {
 		__u64 w = *(volatile __u64 *)slot;
 		__u32 ws = (__u32)(w >> 32);
+		__u64 count;
 		if (ws == stamp) {
-			if ((__u32)w != 0xffffffffu)
-				__sync_fetch_and_add(slot, 1);
+			if ((__u32)w < (1u << 30) && n < (1u << 30)) {	/* window.c's FAST_ADD_MAX */
+				__sync_fetch_and_add(slot, n);
+				return;
+			}
+			count = (__u64)(__u32)w + n;
+		} else if ((__s32)(stamp - ws) > 0) {
+			count = n;
+		} else {
 			return;
 		}
-		if ((__s32)(ws - stamp) > 0)
-			return;
-		if (__sync_val_compare_and_swap(slot, w, (__u64)stamp << 32 | 1) == w)
+		if (count > 0xffffffffull)
+			count = 0xffffffffull;
+		if (__sync_val_compare_and_swap(slot, w, (__u64)stamp << 32 | count) == w)
 			return;
 	}
 }
-
 
 static const __u64 foo_lat_bounds[PANDIT_FOO_LAT_NBOUNDS] = PANDIT_FOO_LAT_BOUNDS_US;
 
@@ -130,11 +186,13 @@ static const __u64 foo_lat_bounds[PANDIT_FOO_LAT_NBOUNDS] = PANDIT_FOO_LAT_BOUND
  * src/proto/foo_stats.c). The client's socket runs this, one skb at a
  * time: it alone fills slots and creates entries; the server's socket only
  * takes sends away (atomically), so a free slot (n == 0) is the client's to
- * fill, and its Seq is written before n says it is in use. */
+ * fill, with plain stores: no reply to this Seq can be framed before the
+ * skb has left, after this run. used and pending go up at the skb's end
+ * (the tally); the cap is checked against them and this skb's own. */
 static __always_inline void foo_track_req(struct foo_ctx *x, __u64 seq)
 {
 	struct pandit_foo_track *tr = x->track;
-	struct pandit_foo_counts *k = x->cnt;
+	struct foo_tally *t = x->t;
 	if (!tr)
 		return;
 	struct pandit_foo_slot *sl = &tr->slot[seq & (PANDIT_FOO_TRACK_SLOTS - 1)];
@@ -146,32 +204,32 @@ static __always_inline void foo_track_req(struct foo_ctx *x, __u64 seq)
 		e = bpf_map_lookup_elem(&foo_pending, &key);
 	}
 	if (e) {
-		__sync_fetch_and_add(&k->requests_duplicate, 1);
+		t->duplicate++;
 		if (e->n < 0xffffffffu) {
-			__sync_fetch_and_add(&e->n, 1);
-			__sync_fetch_and_add(&tr->pending, 1);
+			__sync_fetch_and_add(&e->n, 1);	/* a reply may be taking one away */
+			t->tr_pending++;
 			return;
 		}
-	} else if (tr->used < PANDIT_FOO_TRACK_MAX) {
+	} else if (tr->used + t->tr_used < PANDIT_FOO_TRACK_MAX) {
 		if (!sl->v.n) {
 			sl->seq = seq;
 			sl->v.t_ns = x->now;
-			__sync_fetch_and_add(&sl->v.n, 1);
-			__sync_fetch_and_add(&tr->used, 1);
-			__sync_fetch_and_add(&tr->pending, 1);
+			sl->v.n = 1;
+			t->tr_used++;
+			t->tr_pending++;
 			return;
 		}
 		struct pandit_foo_pkey key = { .cookie = x->client, .seq = seq };
 		struct pandit_foo_pval nv = { .t_ns = x->now, .n = 1 };
 		if (bpf_map_update_elem(&foo_pending, &key, &nv, BPF_NOEXIST) == 0) {
 			__sync_fetch_and_add(&tr->overflow, 1);
-			__sync_fetch_and_add(&tr->used, 1);
-			__sync_fetch_and_add(&tr->pending, 1);
+			t->tr_used++;
+			t->tr_pending++;
 			return;
 		}
 	}
-	__sync_fetch_and_add(&k->requests_untracked, 1);
-	__sync_fetch_and_add(&tr->untracked, 1);
+	t->untracked++;
+	t->tr_untracked++;
 }
 
 /* An ACK or NAK from the server: answers the pending REQ with its Seq
@@ -181,7 +239,7 @@ static __always_inline void foo_track_req(struct foo_ctx *x, __u64 seq)
 static __always_inline void foo_track_reply(struct foo_ctx *x, __u64 seq)
 {
 	struct pandit_foo_track *tr = x->track;
-	struct pandit_foo_counts *k = x->cnt;
+	struct foo_tally *t = x->t;
 	if (!tr)
 		return;
 	struct pandit_foo_slot *sl = &tr->slot[seq & (PANDIT_FOO_TRACK_SLOTS - 1)];
@@ -189,7 +247,7 @@ static __always_inline void foo_track_reply(struct foo_ctx *x, __u64 seq)
 	if (sl->v.n && sl->seq == seq) {
 		t0 = sl->v.t_ns;
 		if (__sync_fetch_and_add(&sl->v.n, -1) == 1)
-			__sync_fetch_and_add(&tr->used, -1);
+			t->tr_used--;
 	} else {
 		/* an entry (also one the daemon made at an EOF: looked for
 		 * whatever overflow says) */
@@ -199,7 +257,7 @@ static __always_inline void foo_track_reply(struct foo_ctx *x, __u64 seq)
 			for (int tries = 0; tries < 8; tries++) {
 				__u64 u = *(volatile __u64 *)&tr->untracked;
 				if (!u) {
-					__sync_fetch_and_add(&k->replies_unmatched, 1);
+					t->unmatched++;
 					return;
 				}
 				if (__sync_val_compare_and_swap(&tr->untracked, u, u - 1) == u)
@@ -211,10 +269,10 @@ static __always_inline void foo_track_reply(struct foo_ctx *x, __u64 seq)
 		if (__sync_fetch_and_add(&e->n, -1) == 1) {
 			bpf_map_delete_elem(&foo_pending, &key);
 			__sync_fetch_and_add(&tr->overflow, -1);
-			__sync_fetch_and_add(&tr->used, -1);
+			t->tr_used--;
 		}
 	}
-	__sync_fetch_and_add(&tr->pending, -1);
+	t->tr_pending--;
 	__u64 us = (x->now > t0 ? x->now - t0 : 0) / 1000;
 	__u32 b = PANDIT_FOO_LAT_NBOUNDS;
 	for (__u32 i = 0; i < PANDIT_FOO_LAT_NBOUNDS; i++) {
@@ -223,31 +281,64 @@ static __always_inline void foo_track_reply(struct foo_ctx *x, __u64 seq)
 			break;
 		}
 	}
-	__sync_fetch_and_add(&k->lat_bucket[b], 1);
-	__sync_fetch_and_add(&k->lat_sum_us, us);
-	__sync_fetch_and_add(&k->lat_count, 1);
+	__sync_fetch_and_add(&x->cnt->lat_bucket[b], 1);	/* the bucket varies: not tallied */
+	t->lat_sum_us += us;
+	t->lat_count++;
 }
 
-/* A message ended by its LF: counted on the side it belongs to, matched by
+/* A message ended by its LF: tallied on the side it belongs to, matched by
  * Seq, and the line state reset. */
 static __always_inline void foo_deliver(struct foo_ctx *x)
 {
 	struct pandit_foo_parse *p = &x->v->foo;
-	struct pandit_foo_counts *k = x->cnt;
 	__u8 t = p->type;
 	__u64 seq = p->seq;
 	foo_line_reset(p);
 	if ((x->v->dir == PANDIT_SPLICE_C2S) != (t == 1)) {
-		__sync_fetch_and_add(&k->wrong_dir, 1);
+		x->t->wrong_dir++;
 	} else if (t == 1) {
-		__sync_fetch_and_add(&k->req, 1);
-		foo_win_add(k->req_win, x->now);
+		x->t->req++;
 		foo_track_req(x, seq);
 	} else {
-		__sync_fetch_and_add(t == 2 ? &k->ack : &k->nak, 1);
-		foo_win_add(k->resp_win, x->now);
+		if (t == 2)
+			x->t->ack++;
+		else
+			x->t->nak++;
 		foo_track_reply(x, seq);
 	}
+}
+
+/* Adds n to a counter when there is something to add. */
+static __always_inline void foo_add(__u64 *c, __u64 n)
+{
+	if (n)
+		__sync_fetch_and_add(c, n);
+}
+
+/* Adds an skb's tally to the app's counters k and the connection's totals
+ * tr (NULL: Seqs not matched). A global function, checked once. */
+__noinline int foo_tally_flush(struct pandit_foo_counts *k, struct pandit_foo_track *tr,
+			       const struct foo_tally *t, __u64 now)
+{
+	if (!k || !t)
+		return 0;
+	foo_add(&k->req, t->req);
+	foo_add(&k->ack, t->ack);
+	foo_add(&k->nak, t->nak);
+	foo_add(&k->wrong_dir, t->wrong_dir);
+	foo_add(&k->requests_duplicate, t->duplicate);
+	foo_add(&k->requests_untracked, t->untracked);
+	foo_add(&k->replies_unmatched, t->unmatched);
+	foo_add(&k->lat_sum_us, t->lat_sum_us);
+	foo_add(&k->lat_count, t->lat_count);
+	foo_win_add(k->req_win, now, t->req);
+	foo_win_add(k->resp_win, now, t->ack + t->nak);
+	if (tr) {
+		foo_add(&tr->used, (__u64)(__s64)t->tr_used);
+		foo_add(&tr->pending, (__u64)(__s64)t->tr_pending);
+		foo_add(&tr->untracked, t->tr_untracked);
+	}
+	return 0;
 }
 
 /* Does the skb from off on start like an HTTP/1 request line or the HTTP/2
@@ -264,12 +355,13 @@ __noinline int foo_looks_like_http(struct __sk_buff *skb, __u32 off)
 }
 
 
-/* One byte c at skb offset at of the direction framed in v: foo_step(),
- * with the look-ahead for the reason of a bad line start. */
-static __always_inline __u32 foo_byte(struct __sk_buff *skb, struct pandit_splice_val *v, __u32 c,
-				      __u32 at)
+/* One byte c at skb offset at of the direction framed in p: foo_step(),
+ * with the look-ahead for the reason of a bad line start. A global
+ * function, checked once: it runs for the lines the fast line declines
+ * only, so its call costs little. */
+__noinline __u32 foo_byte(struct __sk_buff *skb, struct pandit_foo_parse *p, __u32 c, __u32 at)
 {
-	__u32 r = foo_step(&v->foo, c);
+	__u32 r = foo_step(p, c);
 	if (r == FOO_STEP_BAD_START)
 		r = foo_looks_like_http(skb, at) ? PANDIT_FOO_ERR_HTTP : PANDIT_FOO_ERR_TYPE;
 	else if (r == FOO_STEP_NO_STATE)
@@ -277,40 +369,85 @@ static __always_inline __u32 foo_byte(struct __sk_buff *skb, struct pandit_splic
 	return r;
 }
 
-/* bpf_loop() callback: frames byte i of the skb, reading the skb a chunk
- * at a time. */
-static long foo_frame_byte(__u32 i, void *arg)
+/* foo_fast_line() as a global function: checked once, on its own. */
+__noinline __u32 foo_fast_line_at(struct pandit_foo_parse *p, const struct foo_buf *buf, __u32 base,
+				  __u32 have)
+{
+	if (!p || !buf)
+		return 0;
+	return foo_fast_line(p, buf->b, base, have);
+}
+
+/* Makes the buffer hold the skb from pos on (as much as fits): 0, or -1
+ * when the skb cannot be read. */
+static __always_inline int foo_fill(struct foo_ctx *x, __u32 pos)
+{
+	__u32 n = x->len - pos;
+	if (n > FOO_FAST_BUF)
+		n = FOO_FAST_BUF;
+	n = ((n - 1) & (FOO_FAST_BUF - 1)) + 1;	/* 1..FOO_FAST_BUF, as the verifier sees it too */
+	if (bpf_skb_load_bytes(x->skb, pos, x->buf->b, n) < 0)
+		return -1;
+	x->boff = pos;
+	x->blen = n;
+	return 0;
+}
+
+/* bpf_loop() callback: frames the line starting at x->pos at once when it
+ * is a plain valid message (foo_fast_line), else the byte at x->pos. Each
+ * call takes at least one byte, so the skb's length is enough calls. */
+static long foo_frame_next(__u32 i, void *arg)
 {
 	struct foo_ctx *x = arg;
-	if (i >= x->len)
+	struct pandit_foo_parse *p = &x->v->foo;
+	__u32 pos = x->pos;
+	__u32 r, took = 1;
+	(void)i;
+	if (pos >= x->len)
 		return 1;
-	if ((i & (FOO_CHUNK - 1)) == 0) {
-		__u32 n = x->len - i;
-		if (n > FOO_CHUNK)
-			n = FOO_CHUNK;
-		n = ((n - 1) & (FOO_CHUNK - 1)) + 1;	/* 1..FOO_CHUNK, as the verifier sees it too */
-		if (bpf_skb_load_bytes(x->skb, i, x->buf, n) < 0) {
-			x->err = FOO_FRAME_LOAD_ERR;
-			x->err_at = i;
-			return 1;
+	if (p->state == PANDIT_FOO_ST_START) {
+		/* the buffer must hold as much of the line as the fast
+		 * line may look at: FOO_FAST_MAX bytes, or the skb's rest */
+		__u32 have = x->boff + x->blen - pos;
+		__u32 want = x->len - pos;
+		if (want > FOO_FAST_MAX)
+			want = FOO_FAST_MAX;
+		if (have < want) {
+			if (foo_fill(x, pos) < 0)
+				goto load_err;
+			have = x->blen;
 		}
+		took = foo_fast_line_at(p, x->buf, pos - x->boff, have);
 	}
-	__u32 r = foo_byte(x->skb, x->v, x->buf[i & (FOO_CHUNK - 1)], i);
+	if (took > 1) {
+		r = FOO_STEP_MSG;
+	} else {
+		took = 1;
+		if (pos - x->boff >= x->blen && foo_fill(x, pos) < 0)
+			goto load_err;
+		r = foo_byte(x->skb, p, x->buf->b[(pos - x->boff) & (FOO_FAST_BUF - 1)], pos);
+	}
 	if (r == FOO_STEP_MSG) {
 		foo_deliver(x);
 	} else if (r) {
 		x->err = r;
-		x->err_at = i;
+		x->err_at = pos;
 		return 1;
 	}
+	x->pos = pos + took;
 	return 0;
+load_err:
+	x->err = FOO_FRAME_LOAD_ERR;
+	x->err_at = pos;
+	return 1;
 }
 
 /* Frames the skb of socket cookie (entry v). Returns 1 when the skb must
  * be dropped (strict policy, the connection non-compliant), else 0. */
-static __always_inline int foo_frame(struct __sk_buff *skb, struct pandit_splice_val *v,
-				     __u64 cookie)
+__noinline int foo_frame(struct __sk_buff *skb, struct pandit_splice_val *v, __u64 cookie)
 {
+	if (!v)
+		return 0;
 	struct pandit_foo_parse *p = &v->foo;
 	if (p->state == PANDIT_FOO_ST_ERR || p->stop)
 		return p->mode == PANDIT_FOO_STRICT;
@@ -325,20 +462,34 @@ static __always_inline int foo_frame(struct __sk_buff *skb, struct pandit_splice
 	__u32 slot = p->slot;
 	x.cnt = bpf_map_lookup_elem(&foo_counts, &slot);
 	if (!x.cnt) {
-		__u32 zero = 0;
+		__u32 first = 0;
 		count(PANDIT_SPLICE_FOO_NO_COUNTERS);
-		x.cnt = bpf_map_lookup_elem(&foo_uncounted, &zero);
+		x.cnt = bpf_map_lookup_elem(&foo_uncounted, &first);
 		if (!x.cnt)
 			return 0;
 	}
-	bpf_loop(x.len, foo_frame_byte, &x, 0);
+	__u32 zero = 0;
+	struct foo_scratch *sc = bpf_map_lookup_elem(&foo_scratch, &zero);
+	__u32 depth = sc ? sc->depth : FOO_NEST;
+	if (sc && depth < FOO_NEST) {
+		sc->depth = depth + 1;
+		x.t = &sc->lv[depth].t;
+		x.buf = &sc->lv[depth].buf;
+		__builtin_memset(x.t, 0, sizeof(*x.t));
+		bpf_loop(x.len, foo_frame_next, &x, 0);
+		foo_tally_flush(x.cnt, x.track, x.t, x.now);
+		sc->depth = depth;
+	} else {
+		x.err = FOO_FRAME_LOAD_ERR;	/* no tally: cannot happen */
+	}
 	if (!x.err) {
 		p->offset += x.len;
 		return 0;
 	}
 	struct pandit_splice_val *pv = bpf_map_lookup_elem(&splice_peers, &v->peer);
 	if (x.err == FOO_FRAME_LOAD_ERR) {
-		/* cannot happen with a well-formed skb; the stream can no
+		/* cannot happen with a well-formed skb (nor without a
+		 * tally: nesting is 2 deep at most); the stream can no
 		 * longer be framed: both directions stop, and the bytes flow
 		 * whatever the policy (the daemon logs it) */
 		p->stop = 1;

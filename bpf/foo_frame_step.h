@@ -187,4 +187,162 @@ FOO_STEP_FN __u32 foo_step(struct pandit_foo_parse *p, __u32 c)
 	}
 }
 
+/*
+ * The fast line: a whole line that is a plain valid message, recognised a
+ * word (8 bytes) at a time instead of one foo_step() per byte (the step
+ * per byte is what the framer spends its time on).
+ *
+ * It takes only lines every step of which foo_step() would accept without
+ * a violation and that end with a message: Type, blanks, 1 to 19 digits of
+ * Seq, then the LF, CR LF, or blanks and ASCII Data (bytes 0x01-0x7f) up to
+ * the LF, the line at most max_line bytes before its LF and at most
+ * FOO_FAST_MAX bytes with it. Anything else (UTF-8 Data, a 20-digit Seq, a
+ * long line, a line not complete in the bytes given, any violation) is
+ * declined, and the caller steps that line byte by byte with foo_step(),
+ * which gives the exact outcome. So the fast line never changes a result:
+ * it ends where foo_step() would have delivered the same Type and Seq,
+ * with the line state it resets (tests/fuzz/fuzz_foo_frame.c holds both
+ * ways of framing to the userspace parser).
+ *
+ * How: per word, SWAR tests give one bit per byte for LF, digit and bytes
+ * never valid (NUL, 0x80-0xff); the line's shape is then read off those
+ * masks (the LF is the lowest LF bit, a run of digits the count of
+ * trailing ones from its start) and Seq's value from its digits eight at
+ * a time. No branch per byte, so the verifier walks it once per word.
+ */
+#define FOO_FAST_MAX 64u	/* a line of up to 63 bytes and its LF */
+#define FOO_FAST_BUF 256u	/* bytes of the caller's buffer the line may lie in */
+#define FOO_FAST_PAD 8u		/* readable bytes after them (the last word's second load) */
+
+#define FOO_ONES 0x0101010101010101ull
+#define FOO_HIGH (FOO_ONES * 0x80)
+#define FOO_LOW7 (FOO_ONES * 0x7f)
+
+/* The 8 bytes at buf[off] (off < FOO_FAST_BUF) from two aligned loads
+ * (the program's stack takes aligned loads only); buf is 8-byte aligned
+ * with FOO_FAST_PAD readable bytes after FOO_FAST_BUF. Little-endian. */
+FOO_STEP_INLINE __u64 foo_word(const __u8 *buf, __u32 off)
+{
+	__u32 k = (off >> 3) & (FOO_FAST_BUF / 8 - 1);
+	__u32 sh = (off & 7) * 8;
+	__u64 lo, hi;
+#ifdef __bpf__
+	lo = ((const __u64 *)buf)[k];
+	hi = ((const __u64 *)buf)[k + 1];
+#else
+	__builtin_memcpy(&lo, buf + k * 8, sizeof(lo));
+	__builtin_memcpy(&hi, buf + k * 8 + 8, sizeof(hi));
+#endif
+	return (lo >> sh) | ((hi << 1) << (63 - sh));
+}
+
+/* Trailing zero bits of x; 64 for 0 (popcount of the bits below the lowest set one). */
+FOO_STEP_INLINE __u32 foo_ctz64(__u64 x)
+{
+	x = (x & -x) - 1;
+	x = x - ((x >> 1) & 0x5555555555555555ull);
+	x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+	return (__u32)((x * FOO_ONES) >> 56);
+}
+
+/* The high bit of each byte of m (the other bits clear) as bits 0-7. */
+FOO_STEP_INLINE __u64 foo_movemask(__u64 m)
+{
+	return ((m >> 7) * 0x0102040810204080ull) >> 56;
+}
+
+/* 0x80 in each byte of x equal to byte c (exact: no carry between bytes). */
+FOO_STEP_INLINE __u64 foo_eq_bytes(__u64 x, __u64 c)
+{
+	__u64 y = x ^ (FOO_ONES * c);
+	return ~(((y & FOO_LOW7) + FOO_LOW7) | y) & FOO_HIGH;
+}
+
+/* 0x80 in each digit byte of x ('0'-'9'; exact). */
+FOO_STEP_INLINE __u64 foo_digit_bytes(__u64 x)
+{
+	__u64 low = x & FOO_LOW7;
+	return (low + FOO_ONES * 0x50) & ~(low + FOO_ONES * 0x46) & ~x & FOO_HIGH;
+}
+
+/* The value of n (1..8) ASCII digits, the first in the lowest byte of w:
+ * padded with leading '0's to 8, then the 8 digits combined in pairs,
+ * fours and eights by three multiplications. */
+FOO_STEP_INLINE __u64 foo_digits8(__u64 w, __u32 n)
+{
+	__u32 pad = (8 - n) * 8;	/* 0..56 */
+	__u64 v = (w << pad) | ((0x3030303030303030ull >> 1) >> (63 - pad));
+	v = ((v & 0x0f0f0f0f0f0f0f0full) * 2561) >> 8;
+	v = ((v & 0x00ff00ff00ff00ffull) * 6553601) >> 16;
+	return ((v & 0x0000ffff0000ffffull) * 42949672960001ull) >> 32;
+}
+
+/* A line starting at buf[base] (a line start: p->state is START), of
+ * which have bytes are the stream's (base + have <= FOO_FAST_BUF; the
+ * bytes after them are stale; buf as foo_word() reads it): the bytes of
+ * the line with its LF when it is a plain valid message, its Type and Seq
+ * then in p for the caller to deliver; 0 when declined. The blanks after
+ * Type must end in the first 8 bytes (else declined). */
+FOO_STEP_INLINE __u32 foo_fast_line(struct pandit_foo_parse *p, const __u8 *buf, __u32 base,
+				    __u32 have)
+{
+	__u64 lf = 0, bad = 0, digit = 0, first = 0;
+	for (__u32 j = 0; j < FOO_FAST_MAX / 8; j++) {
+		__u32 at = j * 8;
+		if (at >= have)
+			break;
+		__u64 x = foo_word(buf, base + at);
+		__u64 nul = ~(((x & FOO_LOW7) + FOO_LOW7) | x);
+		__u64 l = foo_movemask(foo_eq_bytes(x, '\n'));
+		if (!j)
+			first = x;
+		lf |= l << at;
+		bad |= foo_movemask((nul | x) & FOO_HIGH) << at;	/* NUL, 0x80-0xff */
+		digit |= foo_movemask(foo_digit_bytes(x)) << at;
+		if (l)
+			break;
+	}
+	if (have < 64)
+		lf &= (1ull << have) - 1;	/* an LF among the stale bytes is none */
+	__u32 nl = foo_ctz64(lf);		/* the line's length before its LF */
+	if (nl >= 64 || nl < 5 || nl > p->max_line || (bad & ((1ull << nl) - 1)))
+		return 0;
+	__u32 type = (__u32)first & 0xffffff;
+	if (type == ('R' | 'E' << 8 | 'Q' << 16))
+		type = 1;
+	else if (type == ('A' | 'C' << 8 | 'K' << 16))
+		type = 2;
+	else if (type == ('N' | 'A' << 8 | 'K' << 16))
+		type = 3;
+	else
+		return 0;
+	__u64 blank = foo_movemask(foo_eq_bytes(first, ' ') | foo_eq_bytes(first, '\t'));
+	__u32 s = 3 + foo_ctz64(~(blank >> 3));	/* Seq's first digit */
+	if (s == 3 || s >= 8 || s >= nl)
+		return 0;
+	__u32 digits = foo_ctz64(~(digit >> s));
+	__u32 e = s + digits;			/* the byte after Seq */
+	if (!digits || digits > 19 || e > nl)
+		return 0;
+	if (e < nl) {
+		__u8 c = buf[(base + e) & (FOO_FAST_BUF - 1)];
+		if (c != ' ' && c != '\t' && !(c == '\r' && e + 1 == nl))
+			return 0;
+	}
+	__u64 seq = 0;
+	if (digits <= 8) {
+		seq = foo_digits8(foo_word(buf, base + s), digits);
+	} else {
+		for (__u32 k = 0; k < 19; k++) {
+			if (k >= digits)
+				break;
+			seq = seq * 10 + (buf[(base + s + k) & (FOO_FAST_BUF - 1)] - '0');
+		}
+	}
+	p->type = (__u8)type;
+	p->seq = seq;
+	return nl + 1;
+}
+
 #endif

@@ -14,32 +14,73 @@
 /*
  * Input: byte 0 picks max_line, byte 1 seeds the cut of the rest into
  * pieces (what the kernel sees as skbs and the worker as reads). The same
- * pieces go to foo_feed() and, byte by byte, to foo_step() driven the way
- * the splice program drives it (bpf/foo_frame.bpf.h): after every piece
- * the two must agree on every field of the state, the messages by type, and
- * the first violation with its reason and offset.
+ * pieces go to foo_feed() and to the framer driven the way the splice
+ * program drives it (bpf/foo_frame.bpf.h): at a line start the fast line
+ * (foo_fast_line) from a buffer holding what the program's would (the
+ * piece's bytes from the line on, at an offset the input seeds, stale bytes
+ * after them), else foo_step() byte by byte. After every piece the two
+ * must agree on every field of the state, the messages by type and their
+ * Types and Seqs in order, and the first violation with its reason and
+ * offset.
  */
 
 #include "fuzz_check.h"
 
 static uint64_t up_counts[4], k_counts[4];
+static uint64_t up_hash, k_hash;	/* the messages' Types and Seqs, in order */
+static uint32_t rng;
+
+static uint64_t msg_hash(uint64_t h, unsigned type, uint64_t seq)
+{
+	return (h ^ (seq * 0x9e3779b97f4a7c15ull + type)) * 0x100000001b3ull;
+}
 
 static void on_msg(void *arg, const struct foo_msg *m)
 {
 	(void)arg;
-	if (m->type >= FOO_REQ && m->type <= FOO_NAK)
+	if (m->type >= FOO_REQ && m->type <= FOO_NAK) {
 		up_counts[m->type]++;
+		up_hash = msg_hash(up_hash, m->type, m->seq);
+	}
 }
 
-/* The program's loop over one skb (foo_frame_byte + foo_byte): 0, or the
+/* The fast line on the piece's bytes from i on, as the program calls it:
+ * from a buffer it filled at some earlier offset (base), holding at least
+ * FOO_FAST_MAX bytes of the line or the rest of the piece, stale bytes
+ * after them. */
+static uint32_t fast_line(struct pandit_foo_parse *k, const uint8_t *b, size_t n, size_t i)
+{
+	static uint8_t buf[FOO_FAST_BUF + FOO_FAST_PAD] __attribute__((aligned(8)));
+	rng = rng * 1103515245u + 12345u;
+	uint32_t base = (rng >> 8) % FOO_FAST_BUF;
+	uint32_t room = FOO_FAST_BUF - base;
+	uint32_t want = n - i < FOO_FAST_MAX ? (uint32_t)(n - i) : FOO_FAST_MAX;
+	if (room < want)
+		base = 0, room = FOO_FAST_BUF;
+	uint32_t have = n - i < room ? (uint32_t)(n - i) : room;
+	have = want + (rng >> 20) % (have - want + 1);	/* want..have */
+	/* stale bytes: a plausible line, so a stale LF or digit would show */
+	for (size_t j = 0; j < sizeof(buf); j++)
+		buf[j] = (uint8_t)"REQ 12\r\n"[(j + (rng >> 4)) % 8];
+	memcpy(buf + base, b + i, have);
+	return foo_fast_line(k, buf, base, have);
+}
+
+/* The program's loop over one skb (foo_frame_next + foo_byte): 0, or the
  * violation with *at its offset in the piece. */
 static uint32_t kernel_piece(struct pandit_foo_parse *k, const uint8_t *b, size_t n, size_t *at)
 {
 	for (size_t i = 0; i < n; i++) {
-		uint32_t r = foo_step(k, b[i]);
+		uint32_t took = 0, r;
+		if (k->state == PANDIT_FOO_ST_START)
+			took = fast_line(k, b, n, i);
+		r = took ? FOO_STEP_MSG : foo_step(k, b[i]);
 		if (r == FOO_STEP_MSG) {
 			k_counts[k->type & 3]++;
+			k_hash = msg_hash(k_hash, k->type, k->seq);
 			foo_line_reset(k);
+			if (took)
+				i += took - 1;
 			continue;
 		}
 		if (r == FOO_STEP_BAD_START) {
@@ -63,7 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 2)
 		return 0;
 	uint32_t max_line = lines[data[0] & 3];
-	uint32_t rng = data[1] * 2654435761u + 1;
+	rng = data[1] * 2654435761u + 1;
 	data += 2;
 	size -= 2;
 
@@ -74,6 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	foo_parser_export(&up, &k);
 	memset(up_counts, 0, sizeof(up_counts));
 	memset(k_counts, 0, sizeof(k_counts));
+	up_hash = k_hash = 0;
 
 	size_t off = 0;
 	int failed = 0;
@@ -86,6 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t at = 0;
 		uint32_t kr = kernel_piece(&k, data + off, n, &at);
 		check(memcmp(up_counts, k_counts, sizeof(up_counts)) == 0);
+		check(up_hash == k_hash);
 		if (ur < 0 || kr) {
 			check(ur < 0 && kr);
 			check((uint32_t)up.err == kr);
