@@ -15,11 +15,13 @@
  * before) and take it back at EOF (a last line without LF, which only the
  * end of the stream completes).
  *
- * Counting: a message completed by its LF adds one to the app's per-CPU
- * counters (foo_counts, keyed by the slot the daemon gave the app's
- * counters) and to the matching moving-window ring, whose layout is the
- * userspace window's (src/stats/window.h). A valid message from the wrong
- * side counts in wrong_dir only, as in userspace.
+ * Counting: a message completed by its LF counts in the skb's tally; at
+ * the skb's end the tally is added to the app's per-CPU counters
+ * (foo_counts, keyed by the slot the daemon gave the app's counters) and
+ * to the matching moving-window ring, whose layout is the userspace
+ * window's (src/stats/window.h), with one atomic operation per counter. A
+ * valid message from the wrong side counts in wrong_dir only, as in
+ * userspace.
  *
  * A violation ends the framing of both directions (the peer's entry gets
  * stop): under the lenient policy the bytes flow on, uncounted; under the
@@ -38,15 +40,17 @@
  * is framed. At a line start it first tries the fast line
  * (foo_fast_line() in foo_frame_step.h: a plain valid message of up to
  * FOO_FAST_MAX bytes recognised a word at a time, without a branch per
- * byte); a line it declines,
- * and a line already begun when the skb starts, go one byte per call
- * through foo_step(), inlined, which is exact for everything. The skb is
- * read into a FOO_FAST_BUF-byte buffer with bpf_skb_load_bytes() (the skb
- * is rarely linear). The callback is checked once, whatever the skb's
- * length.
+ * byte); a line it declines, and a line already begun when the skb
+ * starts, go one byte per call through foo_step(), which is exact for
+ * everything. The skb is read into a FOO_FAST_BUF-byte buffer with
+ * bpf_skb_load_bytes() (the skb is rarely linear). The buffer and the
+ * tally are in foo_scratch (map memory: the stack is 512 bytes, and the
+ * verifier would track a tally there value by value). foo_frame(), the
+ * step, the fast line and the flush are global functions, each checked
+ * once; the callback is checked once whatever the skb's length.
  */
 
-/* The step, inlined into the bpf_loop() callback. */
+/* The step and the fast line, inlined into their global functions. */
 #define FOO_STEP_FN static __always_inline
 #define FOO_STEP_INLINE static __always_inline
 #include "foo_frame_step.h"
