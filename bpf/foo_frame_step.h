@@ -204,11 +204,12 @@ FOO_STEP_FN __u32 foo_step(struct pandit_foo_parse *p, __u32 c)
  * with the line state it resets (tests/fuzz/fuzz_foo_frame.c holds both
  * ways of framing to the userspace parser).
  *
- * How: per word, SWAR tests give one bit per byte for LF, digit and bytes
- * never valid (NUL, 0x80-0xff); the line's shape is then read off those
- * masks (the LF is the lowest LF bit, a run of digits the count of
- * trailing ones from its start) and Seq's value from its digits eight at
- * a time. No branch per byte, so the verifier walks it once per word.
+ * How: SWAR tests on 8 bytes at a time find the LF and bytes never valid
+ * (NUL, 0x80-0xff) word by word; the blanks after Type and the digits of
+ * Seq are read off per-byte bit masks of the words where they lie (a run
+ * is the count of trailing ones from its start), and Seq's value is
+ * computed from its digits eight at a time. No branch per byte, so the
+ * verifier walks it once per word.
  */
 #define FOO_FAST_MAX 64u	/* a line of up to 63 bytes and its LF */
 #define FOO_FAST_BUF 256u	/* bytes of the caller's buffer the line may lie in */
@@ -236,14 +237,14 @@ FOO_STEP_INLINE __u64 foo_word(const __u8 *buf, __u32 off)
 	return (lo >> sh) | ((hi << 1) << (63 - sh));
 }
 
-/* Trailing zero bits of x; 64 for 0 (popcount of the bits below the lowest set one). */
-FOO_STEP_INLINE __u32 foo_ctz64(__u64 x)
+/* Trailing zero bits of the 8-bit x; 8 for 0 (popcount of the bits below
+ * the lowest set one). */
+FOO_STEP_INLINE __u32 foo_ctz8(__u32 x)
 {
-	x = (x & -x) - 1;
-	x = x - ((x >> 1) & 0x5555555555555555ull);
-	x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
-	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
-	return (__u32)((x * FOO_ONES) >> 56);
+	x = ((x & -x) - 1) & 0xff;
+	x = x - ((x >> 1) & 0x55);
+	x = (x & 0x33) + ((x >> 2) & 0x33);
+	return (x + (x >> 4)) & 0x0f;
 }
 
 /* The high bit of each byte of m (the other bits clear) as bits 0-7. */
@@ -282,31 +283,35 @@ FOO_STEP_INLINE __u64 foo_digits8(__u64 w, __u32 n)
  * which have bytes are the stream's (base + have <= FOO_FAST_BUF; the
  * bytes after them are stale; buf as foo_word() reads it): the bytes of
  * the line with its LF when it is a plain valid message, its Type and Seq
- * then in p for the caller to deliver; 0 when declined. The blanks after
- * Type must end in the first 8 bytes (else declined). */
+ * then in p for the caller to deliver; 0 when declined. Declined too
+ * (the byte step takes them): blanks after Type reaching past byte 7, and
+ * a stale byte never valid in the word of the LF or before it. */
 FOO_STEP_INLINE __u32 foo_fast_line(struct pandit_foo_parse *p, const __u8 *buf, __u32 base,
 				    __u32 have)
 {
-	__u64 lf = 0, bad = 0, digit = 0, first = 0;
+	__u64 first = 0;
+	__u32 nl = 64;				/* the line's length before its LF */
 	for (__u32 j = 0; j < FOO_FAST_MAX / 8; j++) {
 		__u32 at = j * 8;
 		if (at >= have)
-			break;
+			return 0;		/* no LF among the stream's bytes */
 		__u64 x = foo_word(buf, base + at);
-		__u64 nul = ~(((x & FOO_LOW7) + FOO_LOW7) | x);
-		__u64 l = foo_movemask(foo_eq_bytes(x, '\n'));
+		__u64 lf = foo_eq_bytes(x, '\n');
+		__u64 bad = (~(((x & FOO_LOW7) + FOO_LOW7) | x) | x) & FOO_HIGH; /* NUL, 0x80-0xff */
 		if (!j)
 			first = x;
-		lf |= l << at;
-		bad |= foo_movemask((nul | x) & FOO_HIGH) << at;	/* NUL, 0x80-0xff */
-		digit |= foo_movemask(foo_digit_bytes(x)) << at;
-		if (l)
+		if (lf) {
+			__u32 k = foo_ctz8((__u32)foo_movemask(lf));
+			if (foo_movemask(bad) & ((1u << k) - 1))
+				return 0;
+			nl = at + k;
 			break;
+		}
+		if (bad)
+			return 0;
 	}
-	if (have < 64)
-		lf &= (1ull << have) - 1;	/* an LF among the stale bytes is none */
-	__u32 nl = foo_ctz64(lf);		/* the line's length before its LF */
-	if (nl >= 64 || nl < 5 || nl > p->max_line || (bad & ((1ull << nl) - 1)))
+	/* no LF in FOO_FAST_MAX bytes; an LF among the stale bytes is none */
+	if (nl >= FOO_FAST_MAX || nl >= have || nl < 5 || nl > p->max_line)
 		return 0;
 	__u32 type = (__u32)first & 0xffffff;
 	if (type == ('R' | 'E' << 8 | 'Q' << 16))
@@ -317,11 +322,16 @@ FOO_STEP_INLINE __u32 foo_fast_line(struct pandit_foo_parse *p, const __u8 *buf,
 		type = 3;
 	else
 		return 0;
-	__u64 blank = foo_movemask(foo_eq_bytes(first, ' ') | foo_eq_bytes(first, '\t'));
-	__u32 s = 3 + foo_ctz64(~(blank >> 3));	/* Seq's first digit */
+	__u32 blank = (__u32)foo_movemask(foo_eq_bytes(first, ' ') | foo_eq_bytes(first, '\t'));
+	__u32 s = 3 + foo_ctz8(~(blank >> 3) & 0x1f);	/* Seq's first digit */
 	if (s == 3 || s >= 8 || s >= nl)
 		return 0;
-	__u32 digits = foo_ctz64(~(digit >> s));
+	/* Seq's digits, up to 8 from the word at s, then up to 19 */
+	__u64 w = foo_word(buf, base + s);
+	__u32 digits = foo_ctz8(~(__u32)foo_movemask(foo_digit_bytes(w)) & 0xff);
+	for (__u32 more = 8; digits == more && more < 24; more += 8)
+		digits = more + foo_ctz8(~(__u32)foo_movemask(foo_digit_bytes(
+					foo_word(buf, base + s + more))) & 0xff);
 	__u32 e = s + digits;			/* the byte after Seq */
 	if (!digits || digits > 19 || e > nl)
 		return 0;
@@ -332,7 +342,7 @@ FOO_STEP_INLINE __u32 foo_fast_line(struct pandit_foo_parse *p, const __u8 *buf,
 	}
 	__u64 seq = 0;
 	if (digits <= 8) {
-		seq = foo_digits8(foo_word(buf, base + s), digits);
+		seq = foo_digits8(w, digits);
 	} else {
 		for (__u32 k = 0; k < 19; k++) {
 			if (k >= digits)
