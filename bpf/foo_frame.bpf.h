@@ -109,21 +109,27 @@ struct foo_tally {
 	__u32 tr_untracked;
 };
 
-/* Per CPU: the tallies of the skbs being framed, one per nesting level (a
- * run in process context, draining a socket's backlog with softirqs on,
- * can be interrupted by a run for another socket on the same CPU; each
- * nested run finishes before the one it interrupted goes on). In map
- * memory, not on the stack: the verifier tracks stack values and would
- * walk the callback once per combination of counters touched so far. */
-#define FOO_NEST 4
+/* Per CPU: the tallies and buffers of the skbs being framed on this CPU,
+ * in levels claimed atomically (busy) for the length of one run. More than
+ * one run can be under way on a CPU: a run in process context (a socket's
+ * backlog drained with softirqs on, by a thread or the psock work item)
+ * can be interrupted by a softirq run for another socket, and, in a kernel
+ * preemptible everywhere, preempted by another task's run, which need not
+ * finish first. Runs for one socket never overlap (they hold its lock).
+ * All FOO_NEST levels taken at once stops the connection's framing as an
+ * unreadable skb does (counted as foo_no_scratch). In map memory, not on
+ * the stack: the stack is 512 bytes, and the verifier would track a tally
+ * there value by value, walking the callback once per combination of
+ * counters touched so far. */
+#define FOO_NEST 16u	/* a power of two */
 struct foo_level {
 	struct foo_tally t;
 	struct foo_buf buf;		/* bytes of the skb being framed */
 };
 
 struct foo_scratch {
+	__u32 busy[FOO_NEST];
 	struct foo_level lv[FOO_NEST];
-	__u32 depth;
 };
 
 struct {
@@ -446,6 +452,19 @@ load_err:
 	return 1;
 }
 
+/* Claims a free level of this CPU's scratch: its index, or FOO_NEST when
+ * every level is taken. A global function: its caller sees one index,
+ * not one state per level. */
+__noinline __u32 foo_claim(struct foo_scratch *sc)
+{
+	if (!sc)
+		return FOO_NEST;
+	for (__u32 d = 0; d < FOO_NEST; d++)
+		if (__sync_val_compare_and_swap(&sc->busy[d], 0, 1) == 0)
+			return d;
+	return FOO_NEST;
+}
+
 /* Frames the skb of socket cookie (entry v). Returns 1 when the skb must
  * be dropped (strict policy, the connection non-compliant), else 0. */
 __noinline int foo_frame(struct __sk_buff *skb, struct pandit_splice_val *v, __u64 cookie)
@@ -474,17 +493,18 @@ __noinline int foo_frame(struct __sk_buff *skb, struct pandit_splice_val *v, __u
 	}
 	__u32 zero = 0;
 	struct foo_scratch *sc = bpf_map_lookup_elem(&foo_scratch, &zero);
-	__u32 depth = sc ? sc->depth : FOO_NEST;
-	if (sc && depth < FOO_NEST) {
-		sc->depth = depth + 1;
-		x.t = &sc->lv[depth].t;
-		x.buf = &sc->lv[depth].buf;
+	__u32 level = foo_claim(sc);
+	if (sc && level < FOO_NEST) {
+		level &= FOO_NEST - 1;
+		x.t = &sc->lv[level].t;
+		x.buf = &sc->lv[level].buf;
 		__builtin_memset(x.t, 0, sizeof(*x.t));
 		bpf_loop(x.len, foo_frame_next, &x, 0);
 		foo_tally_flush(x.cnt, x.track, x.t, x.now);
-		sc->depth = depth;
+		__sync_fetch_and_and(&sc->busy[level], 0);	/* released after every use */
 	} else {
-		x.err = FOO_FRAME_LOAD_ERR;	/* no tally: cannot happen */
+		count(PANDIT_SPLICE_FOO_NO_SCRATCH);
+		x.err = FOO_FRAME_LOAD_ERR;
 	}
 	if (!x.err) {
 		p->offset += x.len;
@@ -492,9 +512,9 @@ __noinline int foo_frame(struct __sk_buff *skb, struct pandit_splice_val *v, __u
 	}
 	struct pandit_splice_val *pv = bpf_map_lookup_elem(&splice_peers, &v->peer);
 	if (x.err == FOO_FRAME_LOAD_ERR) {
-		/* cannot happen with a well-formed skb (nor without a
-		 * tally: nesting is 2 deep at most); the stream can no
-		 * longer be framed: both directions stop, and the bytes flow
+		/* cannot happen with a well-formed skb (nor, in practice,
+		 * without a scratch level); the stream can no longer be
+		 * framed: both directions stop, and the bytes flow
 		 * whatever the policy (the daemon logs it) */
 		p->stop = 1;
 		p->mode = PANDIT_FOO_LENIENT;

@@ -243,6 +243,7 @@ enum pandit_splice_stat {
 	PANDIT_SPLICE_FOO_DROPPED,	/* Foo, strict: an skb of a non-compliant connection dropped */
 	PANDIT_SPLICE_FOO_NO_COUNTERS,	/* Foo: the app's counters entry missing: messages not counted */
 	PANDIT_SPLICE_HOLD_ROOM,	/* the peer's send buffer would not take the skb whole: held */
+	PANDIT_SPLICE_FOO_NO_SCRATCH,	/* Foo: every scratch level of the CPU taken: framing stopped */
 	PANDIT_SPLICE_STAT_MAX,
 };
 

@@ -404,6 +404,7 @@ static const char *const outcome_names[PANDIT_SPLICE_STAT_MAX] = {
 	[PANDIT_SPLICE_FOO_DROPPED] = "foo_dropped",
 	[PANDIT_SPLICE_FOO_NO_COUNTERS] = "foo_no_counters",
 	[PANDIT_SPLICE_HOLD_ROOM] = "hold_room",
+	[PANDIT_SPLICE_FOO_NO_SCRATCH] = "foo_no_scratch",
 };
 
 static uint64_t userspace_active(uint64_t active)
