@@ -365,13 +365,16 @@ __noinline int foo_looks_like_http(struct __sk_buff *skb, __u32 off)
 }
 
 
-/* One byte c at skb offset at of the direction framed in p: foo_step(),
- * with the look-ahead for the reason of a bad line start. A global
- * function, checked once: it runs for the lines the fast line declines
- * only, so its call costs little. */
-__noinline __u32 foo_byte(struct __sk_buff *skb, struct pandit_foo_parse *p, __u32 c, __u32 at)
+/* The byte buf[idx], at skb offset at, of the direction framed in p:
+ * foo_step(), with the look-ahead for the reason of a bad line start. A
+ * global function, checked once: it runs for the lines the fast line
+ * declines only, so its call costs little. */
+__noinline __u32 foo_byte(struct __sk_buff *skb, struct pandit_foo_parse *p,
+			  const struct foo_buf *buf, __u32 idx, __u32 at)
 {
-	__u32 r = foo_step(p, c);
+	if (!buf)
+		return FOO_FRAME_LOAD_ERR;
+	__u32 r = foo_step(p, buf->b[idx & (FOO_FAST_BUF - 1)]);
 	if (r == FOO_STEP_BAD_START)
 		r = foo_looks_like_http(skb, at) ? PANDIT_FOO_ERR_HTTP : PANDIT_FOO_ERR_TYPE;
 	else if (r == FOO_STEP_NO_STATE)
@@ -388,15 +391,29 @@ __noinline __u32 foo_fast_line_at(struct pandit_foo_parse *p, const struct foo_b
 	return foo_fast_line(p, buf->b, base, have);
 }
 
-/* Makes the buffer hold the skb from pos on (as much as fits): 0, or -1
- * when the skb cannot be read. */
-static __always_inline int foo_fill(struct foo_ctx *x, __u32 pos)
+/* Reads the skb from pos on into buf, as much as fits: the bytes read, or
+ * 0 when the skb cannot be read. A global function: the size it computes
+ * from pos must be exact for the verifier, which would otherwise track
+ * the callback's positions value by value. */
+__noinline __u32 foo_read(struct __sk_buff *skb, struct foo_buf *buf, __u32 pos)
 {
-	__u32 n = x->len - pos;
+	if (!skb || !buf || pos >= skb->len)
+		return 0;
+	__u32 n = skb->len - pos;
 	if (n > FOO_FAST_BUF)
 		n = FOO_FAST_BUF;
 	n = ((n - 1) & (FOO_FAST_BUF - 1)) + 1;	/* 1..FOO_FAST_BUF, as the verifier sees it too */
-	if (bpf_skb_load_bytes(x->skb, pos, x->buf->b, n) < 0)
+	if (bpf_skb_load_bytes(skb, pos, buf->b, n) < 0)
+		return 0;
+	return n;
+}
+
+/* Makes the buffer hold the skb from pos on: 0, or -1 when the skb cannot
+ * be read. */
+static __always_inline int foo_fill(struct foo_ctx *x, __u32 pos)
+{
+	__u32 n = foo_read(x->skb, x->buf, pos);
+	if (!n)
 		return -1;
 	x->boff = pos;
 	x->blen = n;
@@ -435,7 +452,7 @@ static long foo_frame_next(__u32 i, void *arg)
 		took = 1;
 		if (pos - x->boff >= x->blen && foo_fill(x, pos) < 0)
 			goto load_err;
-		r = foo_byte(x->skb, p, x->buf->b[(pos - x->boff) & (FOO_FAST_BUF - 1)], pos);
+		r = foo_byte(x->skb, p, x->buf, pos - x->boff, pos);
 	}
 	if (r == FOO_STEP_MSG) {
 		foo_deliver(x);

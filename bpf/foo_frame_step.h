@@ -66,21 +66,42 @@ FOO_STEP_INLINE __u32 foo_data_byte(struct pandit_foo_parse *p, __u8 c)
  * begin like an HTTP/1 request line or the HTTP/2 preface (foo.c's
  * looks_like_http, for the violation's reason only). */
 #define FOO_HTTP_LOOKAHEAD 12u
+/* 8 bytes as one little-endian word, the first in the lowest byte */
+#define FOO_W8(a, b, c, d, e, f, g, h)                                                   \
+	((__u64)(__u8)(a) | (__u64)(__u8)(b) << 8 | (__u64)(__u8)(c) << 16 |              \
+	 (__u64)(__u8)(d) << 24 | (__u64)(__u8)(e) << 32 | (__u64)(__u8)(f) << 40 |        \
+	 (__u64)(__u8)(g) << 48 | (__u64)(__u8)(h) << 56)
+#define FOO_MASK(n) ((n) >= 8 ? ~0ull : (1ull << (8 * (n))) - 1)
+
 FOO_STEP_INLINE int foo_http_start(const char *b, __u32 have)
 {
-	static const char m[10][13] = {
-		"GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "CONNECT ", "OPTIONS ", "TRACE ",
-		"PATCH ", "PRI * HTTP/2",
+	/* each start as its first 8 bytes and the 4 after them (masked to
+	 * its length): a compare or two per start, not one per byte (the
+	 * verifier walks every branch) */
+	static const struct {
+		__u64 lo;
+		__u32 hi, len;
+	} m[10] = {
+		{ FOO_W8('G', 'E', 'T', ' ', 0, 0, 0, 0), 0, 4 },
+		{ FOO_W8('H', 'E', 'A', 'D', ' ', 0, 0, 0), 0, 5 },
+		{ FOO_W8('P', 'O', 'S', 'T', ' ', 0, 0, 0), 0, 5 },
+		{ FOO_W8('P', 'U', 'T', ' ', 0, 0, 0, 0), 0, 4 },
+		{ FOO_W8('D', 'E', 'L', 'E', 'T', 'E', ' ', 0), 0, 7 },
+		{ FOO_W8('C', 'O', 'N', 'N', 'E', 'C', 'T', ' '), 0, 8 },
+		{ FOO_W8('O', 'P', 'T', 'I', 'O', 'N', 'S', ' '), 0, 8 },
+		{ FOO_W8('T', 'R', 'A', 'C', 'E', ' ', 0, 0), 0, 6 },
+		{ FOO_W8('P', 'A', 'T', 'C', 'H', ' ', 0, 0), 0, 6 },
+		{ FOO_W8('P', 'R', 'I', ' ', '*', ' ', 'H', 'T'), (__u32)FOO_W8('T', 'P', '/', '2', 0, 0, 0, 0), 12 },
 	};
-	static const __u8 mlen[10] = { 4, 5, 5, 4, 7, 8, 8, 6, 6, 12 };
+	__u64 lo = 0;
+	__u32 hi = 0;
+	__builtin_memcpy(&lo, b, sizeof(lo));
+	__builtin_memcpy(&hi, b + sizeof(lo), sizeof(hi));	/* b holds FOO_HTTP_LOOKAHEAD bytes */
 	for (int i = 0; i < 10; i++) {
-		if (mlen[i] > have)
+		__u32 n = m[i].len;
+		if (n > have || (lo & FOO_MASK(n)) != m[i].lo)
 			continue;
-		int same = 1;
-		for (__u32 j = 0; j < FOO_HTTP_LOOKAHEAD; j++)
-			if (j < mlen[i] && b[j] != m[i][j])
-				same = 0;
-		if (same)
+		if (n <= 8 || hi == m[i].hi)
 			return 1;
 	}
 	return 0;
