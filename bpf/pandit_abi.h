@@ -320,6 +320,8 @@ enum pandit_shortcut_stat {
 	PANDIT_SHORTCUT_SOCK_CLOSED,	/* sock_ops: a registered socket reached TCP_CLOSE */
 	PANDIT_SHORTCUT_PASS_BACKLOG,	/* sk_msg: the peer has more than backlog_max redirected
 					 * bytes unread: TCP (backpressure through the proxy) */
+	PANDIT_SHORTCUT_PASS_PRESSURE,	/* sk_msg: TCP under memory pressure, where the peer could
+					 * not be charged (ENOMEM): TCP, which makes the sender wait */
 	PANDIT_SHORTCUT_STAT_MAX,
 };
 

@@ -67,11 +67,13 @@
  *
  * Backpressure: the peer's psock queue has no bound and pushes nothing
  * back; past backlog_max unread bytes there, sends take TCP (see below).
+ * So do they once TCP's memory is tight (tcp_mem.bpf.h), where the peer
+ * may not be charged for a redirect and the send would fail with ENOMEM.
  *
  * Fail policy: to TCP, never drop. No entry, a stale entry (cookie
  * mismatch: a tuple reused), a peer gone from the map, a gate closed, a
- * backlog over the cap, or a redirect refused: SK_PASS, normal TCP through
- * the proxy, counted per reason.
+ * backlog over the cap, TCP memory tight, or a redirect refused: SK_PASS,
+ * normal TCP through the proxy, counted per reason.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_core_read.h>
@@ -79,6 +81,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "pandit_abi.h"
+#include "tcp_mem.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -86,7 +89,12 @@
 /* The fields of the kernel's socket structures the program reads,
  * relocated against the running kernel's BTF (CO-RE). struct tcp_sock
  * starts with struct sock. */
+struct sock_common {
+	struct proto *skc_prot;
+} __attribute__((preserve_access_index));
+
 struct sock {
+	struct sock_common __sk_common;
 	void *sk_user_data;	/* the psock, with flag bits in the low bits */
 } __attribute__((preserve_access_index));
 
@@ -173,6 +181,18 @@ static __always_inline __u16 remote_port(__u32 raw)
 	if (raw > 0xffff)
 		raw >>= 16;
 	return bpf_ntohs((__u16)raw);
+}
+
+/* Whether TCP memory is tight (tcp_mem.bpf.h), read through the socket's
+ * protocol; 1 when it cannot be read. There the peer's receive memory may
+ * not be charged for a redirect, which then fails the send with ENOMEM,
+ * where TCP makes the sender wait. */
+static __always_inline int tcp_under_pressure(struct sock *sk)
+{
+	struct proto *prot = NULL;
+	if (bpf_core_read(&prot, sizeof(prot), &sk->__sk_common.skc_prot) < 0)
+		return 1;
+	return tcp_mem_tight(prot);
 }
 
 static __always_inline void mapped4(__u8 out[16], __u32 addr_be)
@@ -321,6 +341,11 @@ int pandit_shortcut_msg(struct sk_msg_md *msg)
 	if (backlog > backlog_max) {
 		__sync_fetch_and_add(&v->passed, msg->size);
 		count(PANDIT_SHORTCUT_PASS_BACKLOG);
+		return SK_PASS;
+	}
+	if (tcp_under_pressure((struct sock *)ptp)) {
+		__sync_fetch_and_add(&v->passed, msg->size);
+		count(PANDIT_SHORTCUT_PASS_PRESSURE);
 		return SK_PASS;
 	}
 	if (bpf_msg_redirect_hash(msg, &shortcut_socks, &v->peer, BPF_F_INGRESS) != SK_PASS) {

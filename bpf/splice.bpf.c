@@ -48,7 +48,10 @@
  * splice_ctl (resume_at = the bytes it has read): the program resumes on the
  * next skb only if it passed exactly that many, i.e. nothing the daemon has
  * not read can be overtaken. passed also lets the daemon tell a complete
- * read from one that met the FIN early.
+ * read from one that met the FIN early. It also holds when the peer's send
+ * buffer would not take the skb whole behind the backlog, and whenever
+ * TCP's memory is tight (tcp_mem.bpf.h): the work item resends a partly
+ * sent skb from its start, so a redirect must never be sent short.
  *
  * Fail policy: fail to userspace, never drop a byte (only the empty skb of
  * a FIN, see below). A socket without a peers entry, or whose peer is gone,
@@ -61,6 +64,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "pandit_abi.h"
+#include "tcp_mem.bpf.h"
 
 /* The few fields of the kernel's struct tcp_sock the program reads,
  * relocated against the running kernel's BTF (CO-RE). */
@@ -71,10 +75,6 @@ struct tcp_sock {
 } __attribute__((preserve_access_index));
 
 /* ... and of struct sock, which struct tcp_sock starts with. */
-struct proto {
-	unsigned long *memory_pressure;	/* TCP's: set above tcp_mem[1] */
-} __attribute__((preserve_access_index));
-
 struct sock_common {
 	struct proto *skc_prot;
 } __attribute__((preserve_access_index));
@@ -163,18 +163,16 @@ static __always_inline void notify(struct pandit_splice_val *v, __u64 cookie, __
 }
 
 /* Bytes the socket's send buffer takes now without waiting: sk_sndbuf less
- * what is queued, 0 while TCP is under memory pressure (a send may then
- * stop short however much room the buffer shows) or when unreadable. */
+ * what is queued; 0 when TCP memory is tight (tcp_mem.bpf.h: a send may
+ * then stop short however much room the buffer shows) or when unreadable. */
 static __always_inline __s64 peer_room(struct sock *sk)
 {
 	int sndbuf = 0, queued = 0;
 	struct proto *prot = NULL;
-	unsigned long *mp = NULL, pressure = 1;
 	if (bpf_core_read(&sndbuf, sizeof(sndbuf), &sk->sk_sndbuf) < 0 ||
 	    bpf_core_read(&queued, sizeof(queued), &sk->sk_wmem_queued) < 0 ||
-	    bpf_core_read(&prot, sizeof(prot), &sk->__sk_common.skc_prot) < 0 || !prot ||
-	    bpf_core_read(&mp, sizeof(mp), &prot->memory_pressure) < 0 || !mp ||
-	    bpf_probe_read_kernel(&pressure, sizeof(pressure), mp) < 0 || pressure)
+	    bpf_core_read(&prot, sizeof(prot), &sk->__sk_common.skc_prot) < 0 ||
+	    tcp_mem_tight(prot))
 		return 0;
 	return (__s64)sndbuf - (__s64)queued;
 }

@@ -249,6 +249,7 @@ static const char *const outcome_names[PANDIT_SHORTCUT_STAT_MAX] = {
 	[PANDIT_SHORTCUT_PASS_REDIRECT] = "pass_redirect_refused",
 	[PANDIT_SHORTCUT_SOCK_CLOSED] = "sock_closed",
 	[PANDIT_SHORTCUT_PASS_BACKLOG] = "pass_backlog",
+	[PANDIT_SHORTCUT_PASS_PRESSURE] = "pass_pressure",
 };
 
 const char *shortcut_outcome_name(int i)

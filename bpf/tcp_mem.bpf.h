@@ -1,0 +1,45 @@
+/* tcp_mem.bpf.h - whether TCP's memory is near its pressure mark, read through a socket's protocol (CO-RE): shared by the splice and short-circuit programs, which stop redirecting there. */
+#ifndef PANDIT_TCP_MEM_BPF_H
+#define PANDIT_TCP_MEM_BPF_H
+
+/*
+ * Why: past tcp_mem[1] (TCP's memory pressure) a send can stop short
+ * however much room a socket's buffer shows, and a redirect into a peer's
+ * receive queue can fail to charge it:
+ *   - the splice program's redirects are sent by the peer's psock work
+ *     item, which resends a partly sent skb from its start after it runs
+ *     out of room (the kernel keeps the offset, then overwrites it), so a
+ *     partial send duplicates bytes;
+ *   - the short-circuit's ingress redirect fails the sender's send() with
+ *     ENOMEM where TCP would make it wait.
+ * The programs read the flag when they decide, but pressure can begin
+ * between that and the send. So they stop earlier, from tcp_mem[0] on
+ * (below it TCP does not regulate memory at all): from there the bytes
+ * take the paths that flow control covers (the worker's relay, TCP).
+ */
+
+/* The fields of the kernel's struct proto read here (TCP's). */
+struct proto {
+	unsigned long *memory_pressure;	/* set above tcp_mem[1] */
+	long *memory_allocated;		/* atomic_long_t: pages charged to TCP */
+	long *sysctl_mem;		/* tcp_mem[3], pages */
+} __attribute__((preserve_access_index));
+
+/* Whether TCP memory is past tcp_mem[0] or under pressure; 1 when it
+ * cannot be read. */
+static __always_inline int tcp_mem_tight(struct proto *prot)
+{
+	unsigned long *mp = NULL, pressure = 1;
+	long *ap = NULL, *limits = NULL, allocated = 0, low = 0;
+	if (!prot ||
+	    bpf_core_read(&mp, sizeof(mp), &prot->memory_pressure) < 0 || !mp ||
+	    bpf_probe_read_kernel(&pressure, sizeof(pressure), mp) < 0 || pressure ||
+	    bpf_core_read(&ap, sizeof(ap), &prot->memory_allocated) < 0 || !ap ||
+	    bpf_probe_read_kernel(&allocated, sizeof(allocated), ap) < 0 ||
+	    bpf_core_read(&limits, sizeof(limits), &prot->sysctl_mem) < 0 || !limits ||
+	    bpf_probe_read_kernel(&low, sizeof(low), limits) < 0)
+		return 1;
+	return allocated > low;
+}
+
+#endif
