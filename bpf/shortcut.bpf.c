@@ -96,6 +96,7 @@ struct sock_common {
 struct sock {
 	struct sock_common __sk_common;
 	void *sk_user_data;	/* the psock, with flag bits in the low bits */
+	struct mem_cgroup *sk_memcg;	/* the cgroup its buffers are charged to */
 } __attribute__((preserve_access_index));
 
 struct sk_psock {
@@ -183,16 +184,20 @@ static __always_inline __u16 remote_port(__u32 raw)
 	return bpf_ntohs((__u16)raw);
 }
 
-/* Whether TCP memory is tight (tcp_mem.bpf.h), read through the socket's
- * protocol; 1 when it cannot be read. There the peer's receive memory may
- * not be charged for a redirect, which then fails the send with ENOMEM,
- * where TCP makes the sender wait. */
+/* Whether TCP memory or the socket's memory cgroup is tight
+ * (tcp_mem.bpf.h); 1 when it cannot be read. There the peer's receive
+ * memory may not be charged for a redirect, which then fails the send
+ * with ENOMEM, where TCP makes the sender wait. */
 static __always_inline int tcp_under_pressure(struct sock *sk)
 {
 	struct proto *prot = NULL;
+	struct mem_cgroup *memcg = NULL;
+	if (bpf_core_field_exists(sk->sk_memcg) &&
+	    bpf_core_read(&memcg, sizeof(memcg), &sk->sk_memcg) < 0)
+		return 1;
 	if (bpf_core_read(&prot, sizeof(prot), &sk->__sk_common.skc_prot) < 0)
 		return 1;
-	return tcp_mem_tight(prot);
+	return tcp_mem_tight(prot) || memcg_tight(memcg);
 }
 
 static __always_inline void mapped4(__u8 out[16], __u32 addr_be)

@@ -83,6 +83,7 @@ struct sock {
 	struct sock_common __sk_common;
 	int sk_sndbuf;
 	int sk_wmem_queued;
+	struct mem_cgroup *sk_memcg;	/* the cgroup its buffers are charged to */
 } __attribute__((preserve_access_index));
 
 /* Bytes the peer's backlog may hold before a socket is held (set by the
@@ -163,16 +164,21 @@ static __always_inline void notify(struct pandit_splice_val *v, __u64 cookie, __
 }
 
 /* Bytes the socket's send buffer takes now without waiting: sk_sndbuf less
- * what is queued; 0 when TCP memory is tight (tcp_mem.bpf.h: a send may
- * then stop short however much room the buffer shows) or when unreadable. */
+ * what is queued; 0 when TCP memory or the socket's memory cgroup is tight
+ * (tcp_mem.bpf.h: a send may then stop short however much room the buffer
+ * shows) or when unreadable. */
 static __always_inline __s64 peer_room(struct sock *sk)
 {
 	int sndbuf = 0, queued = 0;
 	struct proto *prot = NULL;
+	struct mem_cgroup *memcg = NULL;
+	if (bpf_core_field_exists(sk->sk_memcg) &&
+	    bpf_core_read(&memcg, sizeof(memcg), &sk->sk_memcg) < 0)
+		return 0;
 	if (bpf_core_read(&sndbuf, sizeof(sndbuf), &sk->sk_sndbuf) < 0 ||
 	    bpf_core_read(&queued, sizeof(queued), &sk->sk_wmem_queued) < 0 ||
 	    bpf_core_read(&prot, sizeof(prot), &sk->__sk_common.skc_prot) < 0 ||
-	    tcp_mem_tight(prot))
+	    tcp_mem_tight(prot) || memcg_tight(memcg))
 		return 0;
 	return (__s64)sndbuf - (__s64)queued;
 }

@@ -16,6 +16,14 @@
  * between that and the send. So they stop earlier, from tcp_mem[0] on
  * (below it TCP does not regulate memory at all): from there the bytes
  * take the paths that flow control covers (the worker's relay, TCP).
+ *
+ * A memory cgroup limit on socket memory fails the same charges. Under
+ * cgroup v1 socket buffers have a counter of their own once it has a
+ * limit (memory.kmem.tcp.*): a socket whose cgroup, or one of its first
+ * PANDIT_MEMCG_LEVELS ancestors, uses more than 7/8 of that limit is
+ * tight too. Under v2 they share memory.max with the page cache, which
+ * keeps a cgroup near its limit without any pressure, so its usage says
+ * nothing here: not checked (ARCHITECTURE, open problems).
  */
 
 /* The fields of the kernel's struct proto read here (TCP's). */
@@ -24,6 +32,51 @@ struct proto {
 	long *memory_allocated;		/* atomic_long_t: pages charged to TCP */
 	long *sysctl_mem;		/* tcp_mem[3], pages */
 } __attribute__((preserve_access_index));
+
+/* The fields of the kernel's memory cgroup counters read here. */
+struct pandit_atomic_long {
+	long counter;
+};
+
+struct page_counter {
+	struct pandit_atomic_long usage;	/* pages */
+	unsigned long max;			/* memory.max, pages */
+	struct page_counter *parent;
+} __attribute__((preserve_access_index));
+
+struct mem_cgroup {
+	struct page_counter tcpmem;	/* v1: socket buffers (memory.kmem.tcp.*) */
+} __attribute__((preserve_access_index));
+
+#define PANDIT_MEMCG_LEVELS 8
+
+/* Whether the counter pc or one of its first ancestors is past 7/8 of its
+ * limit; 1 when it cannot be read. */
+static __always_inline int counter_tight(struct page_counter *pc)
+{
+	for (int i = 0; i < PANDIT_MEMCG_LEVELS && pc; i++) {
+		long usage = 0;
+		unsigned long max = 0;
+		struct page_counter *parent = NULL;
+		if (bpf_core_read(&usage, sizeof(usage), &pc->usage.counter) < 0 ||
+		    bpf_core_read(&max, sizeof(max), &pc->max) < 0 ||
+		    bpf_core_read(&parent, sizeof(parent), &pc->parent) < 0)
+			return 1;
+		if (usage > 0 && (unsigned long)usage > max - max / 8)
+			return 1;
+		pc = parent;
+	}
+	return 0;
+}
+
+/* Whether the socket's memory cgroup memcg (NULL: none, the case unless
+ * its socket memory is accounted) is tight: its v1 socket counter. */
+static __always_inline int memcg_tight(struct mem_cgroup *memcg)
+{
+	if (!memcg || !bpf_core_field_exists(memcg->tcpmem))
+		return 0;
+	return counter_tight(&memcg->tcpmem);
+}
 
 /* Whether TCP memory is past tcp_mem[0] or under pressure; 1 when it
  * cannot be read. */
