@@ -23,7 +23,10 @@
  * PANDIT_MEMCG_LEVELS ancestors, uses more than 7/8 of that limit is
  * tight too. Under v2 they share memory.max with the page cache, which
  * keeps a cgroup near its limit without any pressure, so its usage says
- * nothing here: not checked (ARCHITECTURE, open problems).
+ * nothing here; the kernel's own signal is read instead, as TCP does: a
+ * cgroup or ancestor whose reclaim struggles sets socket_pressure (a
+ * jiffies deadline), and it is tight until then. That signal comes after
+ * the fact (ARCHITECTURE, open problems).
  */
 
 /* The fields of the kernel's struct proto read here (TCP's). */
@@ -45,7 +48,9 @@ struct page_counter {
 } __attribute__((preserve_access_index));
 
 struct mem_cgroup {
+	struct page_counter memory;	/* its parent counter is the parent cgroup's */
 	struct page_counter tcpmem;	/* v1: socket buffers (memory.kmem.tcp.*) */
+	__u64 socket_pressure;		/* jiffies until which sockets are under pressure */
 } __attribute__((preserve_access_index));
 
 #define PANDIT_MEMCG_LEVELS 8
@@ -69,13 +74,36 @@ static __always_inline int counter_tight(struct page_counter *pc)
 	return 0;
 }
 
+/* Whether memcg or one of its first ancestors is under socket pressure
+ * (mem_cgroup_under_socket_pressure's test); 1 when it cannot be read. */
+static __always_inline int memcg_pressure(struct mem_cgroup *memcg)
+{
+	__u64 now = bpf_jiffies64();
+	for (int i = 0; i < PANDIT_MEMCG_LEVELS && memcg; i++) {
+		__u64 until = 0;
+		struct page_counter *parent = NULL;
+		if (bpf_core_read(&until, sizeof(until), &memcg->socket_pressure) < 0 ||
+		    bpf_core_read(&parent, sizeof(parent), &memcg->memory.parent) < 0)
+			return 1;
+		if ((__s64)(now - until) < 0)
+			return 1;
+		memcg = parent ? (struct mem_cgroup *)((char *)parent -
+						       bpf_core_field_offset(struct mem_cgroup, memory))
+			       : NULL;
+	}
+	return 0;
+}
+
 /* Whether the socket's memory cgroup memcg (NULL: none, the case unless
- * its socket memory is accounted) is tight: its v1 socket counter. */
+ * its socket memory is accounted) is tight: its v1 socket counter, or
+ * socket pressure. */
 static __always_inline int memcg_tight(struct mem_cgroup *memcg)
 {
-	if (!memcg || !bpf_core_field_exists(memcg->tcpmem))
+	if (!memcg)
 		return 0;
-	return counter_tight(&memcg->tcpmem);
+	if (bpf_core_field_exists(memcg->tcpmem) && counter_tight(&memcg->tcpmem))
+		return 1;
+	return bpf_core_field_exists(memcg->socket_pressure) && memcg_pressure(memcg);
 }
 
 /* Whether TCP memory is past tcp_mem[0] or under pressure; 1 when it
