@@ -204,10 +204,9 @@ def stat_ticks():
     return {"busy": v[0] + v[1] + v[2] + v[5] + v[6], "steal": v[7], "idle": v[3] + v[4]}
 
 
-def others_ticks():
-    """utime+stime+cutime+cstime (ticks) summed over every process outside
-    this network namespace: their own CPU and their reaped children's."""
-    total = 0
+def _outside_stats():
+    """(pid, comm, fields after the comm of /proc/PID/stat) of every process
+    outside this network namespace (processes gone meanwhile are skipped)."""
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -218,9 +217,14 @@ def others_ticks():
                 st = f.read()
         except OSError:
             continue
-        fl = st[st.rindex(")") + 2:].split()
-        total += int(fl[11]) + int(fl[12]) + int(fl[13]) + int(fl[14])
-    return total
+        yield int(d), st[st.index("(") + 1:st.rindex(")")], st[st.rindex(")") + 2:].split()
+
+
+def others_ticks():
+    """utime+stime+cutime+cstime (ticks) summed over every process outside
+    this network namespace: their own CPU and their reaped children's."""
+    return sum(int(fl[11]) + int(fl[12]) + int(fl[13]) + int(fl[14])
+               for _, _, fl in _outside_stats())
 
 
 class MachineCPU:
@@ -252,22 +256,6 @@ class MachineCPU:
 
 
 PF_KTHREAD = 0x00200000   # stat(5) flags: a kernel thread
-
-
-def _outside_stats():
-    """(pid, comm, fields after the comm of /proc/PID/stat) of every process
-    outside this network namespace (processes gone meanwhile are skipped)."""
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{d}/ns/net").st_ino == NETNS_INO:
-                continue
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        yield int(d), st[st.index("(") + 1:st.rindex(")")], st[st.rindex(")") + 2:].split()
 
 
 def outside_ticks():
