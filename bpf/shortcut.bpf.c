@@ -188,7 +188,7 @@ static __always_inline __u16 remote_port(__u32 raw)
  * (tcp_mem.bpf.h); 1 when it cannot be read. There the peer's receive
  * memory may not be charged for a redirect, which then fails the send
  * with ENOMEM, where TCP makes the sender wait. */
-static __always_inline int tcp_under_pressure(struct sock *sk)
+static __always_inline int socket_memory_tight(struct sock *sk)
 {
 	struct proto *prot = NULL;
 	struct mem_cgroup *memcg = NULL;
@@ -348,7 +348,7 @@ int pandit_shortcut_msg(struct sk_msg_md *msg)
 		count(PANDIT_SHORTCUT_PASS_BACKLOG);
 		return SK_PASS;
 	}
-	if (tcp_under_pressure((struct sock *)ptp)) {
+	if (socket_memory_tight((struct sock *)ptp)) {
 		__sync_fetch_and_add(&v->passed, msg->size);
 		count(PANDIT_SHORTCUT_PASS_PRESSURE);
 		return SK_PASS;
