@@ -140,6 +140,62 @@ def cpu_ticks(root):
     return total
 
 
+def bpf_prog_stats(root):
+    """{program name: (run_cnt, run_time_ns)} of the BPF programs held
+    through a file descriptor by root or its descendants (bpftool reads the
+    kernel's counters; they only move while kernel.bpf_stats_enabled is 1)."""
+    ids = set()
+    for pid in proc_tree(root):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fdinfo")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    ids.update(int(line.split()[1]) for line in f if line.startswith("prog_id:"))
+            except (OSError, ValueError, IndexError):
+                continue
+    out = {}
+    for i in sorted(ids):
+        r = subprocess.run(["bpftool", "prog", "show", "id", str(i), "-j"], capture_output=True, text=True)
+        if r.returncode != 0:
+            continue
+        j = json.loads(r.stdout)
+        n, t = out.get(j.get("name", str(i)), (0, 0))
+        out[j.get("name", str(i))] = (n + j.get("run_cnt", 0), t + j.get("run_time_ns", 0))
+    return out
+
+
+class BpfStats:
+    """Turns kernel.bpf_stats_enabled on for a window and back to what it
+    was; .delta(root) gives {program: (runs, ns)} of root's programs over
+    the window. The kernel then reads the clock twice per program run, so
+    latency measured inside the window is not the latency without it."""
+    PATH = "/proc/sys/kernel/bpf_stats_enabled"
+
+    def __init__(self, root):
+        self.root = root
+
+    def __enter__(self):
+        with open(self.PATH) as f:
+            self.was = f.read().strip()
+        with open(self.PATH, "w") as f:
+            f.write("1")
+        self.b = bpf_prog_stats(self.root)
+        return self
+
+    def __exit__(self, *exc):
+        self.a = bpf_prog_stats(self.root)
+        with open(self.PATH, "w") as f:
+            f.write(self.was)
+        return False
+
+    def delta(self):
+        return {k: (v[0] - self.b.get(k, (0, 0))[0], v[1] - self.b.get(k, (0, 0))[1])
+                for k, v in self.a.items() if v[0] - self.b.get(k, (0, 0))[0] > 0}
+
+
 def tail(path, n=6):
     try:
         with open(path, errors="replace") as f:
@@ -198,10 +254,13 @@ class Background:
 def stat_ticks():
     """Ticks of all CPUs from the first line of /proc/stat, as a dict: busy
     (user nice system irq softirq; guest time is inside user and nice),
-    steal, idle (idle + iowait)."""
+    steal, idle (idle + iowait); and ctxt, the context switches of all CPUs
+    since boot (its ctxt line)."""
     with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    return {"busy": v[0] + v[1] + v[2] + v[5] + v[6], "steal": v[7], "idle": v[3] + v[4]}
+        first = f.readline()
+        ctxt = next((int(line.split()[1]) for line in f if line.startswith("ctxt ")), 0)
+    v = [int(x) for x in first.split()[1:9]]
+    return {"busy": v[0] + v[1] + v[2] + v[5] + v[6], "steal": v[7], "idle": v[3] + v[4], "ctxt": ctxt}
 
 
 def _outside_stats():
@@ -235,7 +294,8 @@ class MachineCPU:
     not counted as busy), .others_s (CPU of processes outside this network
     namespace, an estimate: what processes that lived and died inside the
     window used is seen only through their parent's reaped-children time),
-    .net_s (busy_s - others_s) and .seconds (wall time)."""
+    .net_s (busy_s - others_s), .ctxt (context switches on all CPUs, every
+    process's and kernel thread's) and .seconds (wall time)."""
 
     def __enter__(self):
         self.t0, self.s0, self.o0 = time.monotonic(), stat_ticks(), others_ticks()
@@ -248,11 +308,12 @@ class MachineCPU:
         self.steal_s = (s1["steal"] - self.s0["steal"]) / CLK_TCK
         self.others_s = max(0, o1 - self.o0) / CLK_TCK
         self.net_s = max(0.0, self.busy_s - self.others_s)
+        self.ctxt = s1["ctxt"] - self.s0["ctxt"]
         return False
 
     def as_dict(self):
         return {"busy_s": self.busy_s, "steal_s": self.steal_s, "others_s": self.others_s,
-                "net_s": self.net_s, "seconds": self.seconds}
+                "net_s": self.net_s, "ctxt": self.ctxt, "seconds": self.seconds}
 
 
 PF_KTHREAD = 0x00200000   # stat(5) flags: a kernel thread

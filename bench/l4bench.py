@@ -23,7 +23,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (BUILD, CLK_TCK, Background, MachineCPU, Procs as _Procs, cpu_ticks,  # noqa: E402
+from benchlib import (BUILD, CLK_TCK, Background, BpfStats, MachineCPU, Procs as _Procs, cpu_ticks,  # noqa: E402
                       pandit_rev, tail, wait_quiet, write)
 
 L4TOOL = os.path.join(BUILD, "bench", "l4tool")
@@ -56,6 +56,9 @@ FRONTS = {
 }
 PANDIT_BUSY_POLL_US = 100   # pandit --busy-poll: spin this long after events before sleeping
 # kernel_splice of each pandit setup (busy polling is about the userspace relay's wake-ups)
+# rows whose BPF programs' own time per round trip is measured (a short
+# extra sockperf run with kernel.bpf_stats_enabled on)
+PROG_TIME_ROWS = ("pandit-spliced", "pandit-shortcircuit")
 PANDIT_SPLICE = {"pandit-userspace": "off", "pandit-spliced": "on", "pandit-auto": "auto", "pandit-busypoll": "off",
                  "pandit-shortcircuit": "auto"}
 PANDIT_ADMIN = "127.0.0.1:9900"
@@ -372,6 +375,13 @@ def measure_setup(kind, procs, tmp, secs, tag):
         for streams in (1, 8):
             res[f"iperf{streams}"] = client_run(lambda: iperf(ports[0], streams, secs, cg))
         res["sockperf"] = client_run(lambda: sockperf(ports[1], secs, cg))
+        if kind in PROG_TIME_ROWS:
+            # apart from the measured run: the kernel's run-time counters
+            # cost two clock reads per program run
+            with BpfStats(p.pid) as st:
+                rt = sockperf(ports[1], 1, cg)["round_trips"]
+            res["prog_time"] = {"round_trips": rt,
+                                "progs": {k: {"runs": n, "ns": t} for k, (n, t) in st.delta().items()}}
         if p and p.poll() is not None:
             raise RuntimeError(f"{kind} exited during the run: {tail(p.out_path)}")
         if is_pandit:
@@ -458,6 +468,14 @@ def summarize(runs):
     rts = sum(r["sockperf"]["round_trips"] for r in runs)
     s["cpu_per_100k_rt"] = sum(cpu) / (rts / 1e5) if cpu[0] is not None else None
     s["machine_cpu_per_100k_rt"] = sum(r["sockperf"]["machine"]["busy_s"] for r in runs) / (rts / 1e5)
+    s["ctxt_per_rt"] = sum(r["sockperf"]["machine"]["ctxt"] for r in runs) / rts if rts else None
+    pt = [r["prog_time"] for r in runs if "prog_time" in r]
+    if pt:
+        ptr = sum(x["round_trips"] for x in pt)
+        names = sorted({k for x in pt for k in x["progs"]})
+        s["prog_time"] = {k: {"runs_per_rt": sum(x["progs"].get(k, {}).get("runs", 0) for x in pt) / ptr,
+                              "us_per_rt": sum(x["progs"].get(k, {}).get("ns", 0) for x in pt) / ptr / 1000}
+                          for k in names} if ptr else {}
     s["round_trips"] = rts
     if "path" in runs[0]:
         s["path"] = {"spliced": sum(r["path"]["spliced"] for r in runs),

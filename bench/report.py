@@ -116,6 +116,12 @@ def main():
       "processes on this shared machine: the column \"less other processes\" subtracts the CPU of every "
       "process outside the benchmark's namespace (its utime+stime and its reaped children's), an estimate "
       "that misses those processes' kernel work in softirq.")
+    w("- Context switches per round trip: the `ctxt` line of `/proc/stat` (every CPU, every task, kernel "
+      "threads included) read around each sockperf run, divided by its round trips; other processes on the "
+      "machine add a little to it. For the spliced and short-circuit rows a separate 1 s sockperf run, after "
+      "the measured one, turns `kernel.bpf_stats_enabled` on and reads the run count and run time of "
+      "pandit's BPF programs from the kernel (bpftool), per round trip; the switch costs two clock reads "
+      "per program run, so it is kept out of the measured runs.")
     w(f"- Each setup was measured {r['repeat']} time{'s' if r['repeat'] != 1 else ''}, interleaved with the others; the table shows the median (of two runs: their mean) "
       "(all throughput runs are listed below it); CPU figures are totals over all repetitions divided by the "
       "total bytes or round trips.")
@@ -155,8 +161,9 @@ def main():
     w("| setup | whole-machine CPU s per GB (1 / 8 streams) | the same less other processes | "
       "whole-machine CPU s per 100k round trips | proxy CPU s per GB (1 / 8 streams) "
       "| proxy CPU busy during iperf3, % (1 / 8 streams) | proxy CPU s per 100k round trips "
+      "| context switches per round trip (whole machine) "
       "| other load on the machine, % of a CPU (median / max) |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in ORDER:
         if s in S:
             x = S[s]
@@ -167,7 +174,7 @@ def main():
             mn = ("-" if x.get("machine_net_cpu_per_gb1") is None else
                   f"{f(x['machine_net_cpu_per_gb1'], 3)} / {f(x['machine_net_cpu_per_gb8'], 3)}")
             w(f"| {LABELS[s]} | {mc} | {mn} | {f(x.get('machine_cpu_per_100k_rt'), 2)} | {cpu} | {util} | "
-              f"{f(x['cpu_per_100k_rt'], 3)} | "
+              f"{f(x['cpu_per_100k_rt'], 3)} | {f(x.get('ctxt_per_rt'), 1)} | "
               f"{f(x['background_pct_median'], 0)} / {f(x['background_pct_max'], 0)} |")
     w("")
     for s in ORDER:
@@ -444,6 +451,18 @@ def aims_issue4(w, r, S, d):
             if x and x.get("machine_cpu_per_gb1") is not None:
                 cells.append(f"{LABELS[s]} {x['machine_cpu_per_gb1']:.2f} / {x['machine_cpu_per_gb8']:.2f}")
         w(f"| (context, no aim) whole-machine CPU s per GB, 1 / 8 streams | {'; '.join(cells)} | - |")
+    if sp and d and spliced_ok and sp.get("ctxt_per_rt") is not None and d.get("ctxt_per_rt") is not None:
+        prog = "; ".join(f"`{k}` {v['runs_per_rt']:.1f} runs, {v['us_per_rt']:.2f} us"
+                         for k, v in sp.get("prog_time", {}).items() if v["runs_per_rt"] >= 0.1)
+        w(f"| (context, no aim) where the spliced round trip's added time goes | context switches per round trip "
+          f"(whole machine): direct {d['ctxt_per_rt']:.1f}, spliced {sp['ctxt_per_rt']:.1f}"
+          + (f", userspace {us['ctxt_per_rt']:.1f}" if us and us.get("ctxt_per_rt") is not None else "")
+          + f". Every skb the splice program redirects to the other socket's egress is queued to that socket's "
+          f"psock and sent by a kernel work item (`sk_psock_backlog`, in a kworker thread): the kernel has no "
+          f"other way to send from the receive path. So each direction adds a switch to the kworker and one back, "
+          f"on top of the proxy's second TCP connection"
+          + (f"; the BPF programs' own time per round trip (an extra 1 s run with kernel.bpf_stats_enabled): "
+             f"{prog}" if prog else "") + " | - |")
     w("")
     if sp and us and spliced_ok:
         lose = []
