@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""foo_bench.py - the Foo benchmark: pipelined REQs through pandit (Foo parsed in userspace, Foo framed in the kernel, tcp) vs HAProxy mode tcp vs direct; writes bench/results/foo.{md,png,json}.
+"""foo_bench.py - the Foo benchmark: pipelined REQs through pandit (Foo parsed in userspace, Foo framed in the kernel, Foo short-circuited between local peers, tcp) vs HAProxy mode tcp vs direct; writes bench/results/foo.{md,png,json}.
 
 Run as root: `/usr/bin/python3 bench/foo_bench.py` (options: --secs, --repeat,
 --rate, --only direct,pandit-foo-kernel for a quick try, --quiet-wait). It makes a
@@ -12,7 +12,13 @@ proxy on CPU 1 with one worker. The two -rps rows repeat the two Foo rows with
 the namespace's lo RPS mask (/sys/class/net/lo/queues/rx-0/rps_cpus) set to
 CPU 1 for that row only, so the receive softirq, where the kernel path's
 splice program runs, moves from the sender's CPU 0 to the proxy's CPU 1; the
-previous mask is written back after the row, also when it fails. Per setup and repetition: a closed-loop run
+previous mask is written back after the row, also when it fails. The
+pandit-foo-shortcut row is the kernel row with pandit's local short-circuit:
+pandit gets shortcut_cgroup (a cgroup v2 directory made for the run), and that
+row's foo_client and its own foo_server (port 5003, CPU 0) run inside the
+cgroup while pandit stays outside it, so each connection's two far ends are
+paired and the Foo messages are framed in the sender's send() and put straight
+into the receiver's queue. Per setup and repetition: a closed-loop run
 (connections x depth pipelined, as fast as the replies come: messages per
 second at saturation) and an open-loop run at a fixed rate (latency from each
 request's scheduled send time, so stalls are not hidden). Proxy CPU is
@@ -52,17 +58,25 @@ CLK_TCK = bl.CLK_TCK
 
 SERVER_PORT = 5001        # foo_server on CPU 0
 SERVER_XCPU_PORT = 5002   # foo_server on CPU 1 (reference without proxy)
-FRONTS = {"pandit-foo-user": 6001, "pandit-foo-kernel": 6003, "pandit-foo-user-rps": 6004,
-          "pandit-foo-kernel-rps": 6005, "pandit-tcp": 6002, "haproxy": 7001}
-SETUPS = ["direct", "direct-xcpu", "pandit-foo-user", "pandit-foo-kernel", "pandit-foo-user-rps",
-          "pandit-foo-kernel-rps", "pandit-tcp", "haproxy"]
+SERVER_SC_PORT = 5003     # foo_server on CPU 0 inside the run's cgroup (the short-circuit row's backend)
+FRONTS = {"pandit-foo-user": 6001, "pandit-foo-kernel": 6003, "pandit-foo-shortcut": 6006,
+          "pandit-foo-user-rps": 6004, "pandit-foo-kernel-rps": 6005, "pandit-tcp": 6002, "haproxy": 7001}
+SETUPS = ["direct", "direct-xcpu", "pandit-foo-user", "pandit-foo-kernel", "pandit-foo-shortcut",
+          "pandit-foo-user-rps", "pandit-foo-kernel-rps", "pandit-tcp", "haproxy"]
 # pandit setups: (protocol, kernel_splice; None = not set, the default auto)
 PANDIT_APP = {"pandit-foo-user": ("foo", "off"), "pandit-foo-kernel": ("foo", "auto"),
+              "pandit-foo-shortcut": ("foo", "auto"),
               "pandit-foo-user-rps": ("foo", "off"), "pandit-foo-kernel-rps": ("foo", "auto"),
               "pandit-tcp": ("tcp", None)}
-FOO_ROWS = ("pandit-foo-user", "pandit-foo-kernel", "pandit-foo-user-rps", "pandit-foo-kernel-rps")
-KERNEL_ROWS = ("pandit-foo-kernel", "pandit-foo-kernel-rps")   # must be framed in the kernel
+FOO_ROWS = ("pandit-foo-user", "pandit-foo-kernel", "pandit-foo-shortcut", "pandit-foo-user-rps",
+            "pandit-foo-kernel-rps")
+# must be framed in the kernel
+KERNEL_ROWS = ("pandit-foo-kernel", "pandit-foo-shortcut", "pandit-foo-kernel-rps")
 USER_ROWS = ("pandit-foo-user", "pandit-foo-user-rps")         # must stay in the userspace parser
+# rows with pandit's shortcut_cgroup set, whose foo_client and foo_server (SERVER_SC_PORT) run inside
+# that cgroup (pandit outside it): the sk_msg program must have framed and short-circuited sends
+SHORTCUT_ROWS = ("pandit-foo-shortcut",)
+CGROUP = {"path": None, "mounted": None, "why": "not made"}   # the run's cgroup v2 directory (inside)
 # rows run with Receive Packet Steering on the namespace's loopback pointed at the proxy CPU (only these)
 RPS_ROWS = ("pandit-foo-user-rps", "pandit-foo-kernel-rps")
 RPS_FILE = "/sys/class/net/lo/queues/rx-0/rps_cpus"   # the namespace's own lo (ip netns exec mounts its /sys)
@@ -70,11 +84,15 @@ RPS_FILE = "/sys/class/net/lo/queues/rx-0/rps_cpus"   # the namespace's own lo (
 PLACEMENTS = (("default placement (RPS off)", "pandit-foo-user", "pandit-foo-kernel"),
               (f"RPS on the proxy CPU (lo rps_cpus = CPU {CPU_PROXY})", "pandit-foo-user-rps",
                "pandit-foo-kernel-rps"))
+# the short-circuit's comparison, judged like the placements: (what, userspace row, kernel-path row)
+SHORTCUT_AIM = (("local short-circuit against the userspace parser, both RPS off", "pandit-foo-user",
+                 "pandit-foo-shortcut"),)
 LABELS = {
     "direct": "direct (no proxy)",
     "direct-xcpu": "direct, server on CPU 1 (no proxy, reference)",
     "pandit-foo-user": "pandit, protocol foo, kernel_splice off (parsed in userspace, copy relay)",
     "pandit-foo-kernel": "pandit, protocol foo, kernel_splice auto (framed in the kernel)",
+    "pandit-foo-shortcut": "pandit, protocol foo, local short-circuit (client and server in shortcut_cgroup, RPS off)",
     "pandit-foo-user-rps": f"pandit, protocol foo, kernel_splice off, lo RPS to CPU {CPU_PROXY} (parsed in userspace)",
     "pandit-foo-kernel-rps": f"pandit, protocol foo, kernel_splice auto, lo RPS to CPU {CPU_PROXY} (framed in the kernel)",
     "pandit-tcp": "pandit, protocol tcp (kernel_splice default auto, no parsing)",
@@ -119,13 +137,21 @@ def tight_timers():
     LIBC.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
 
 
-def foo_client(port, conns, depth, secs, rate=None):
-    """One foo_client run against 127.0.0.1:port on CPU_LOAD; returns its JSON
-    (plus exit status). Raises when it printed nothing usable."""
-    argv = ["taskset", "-c", CPU_LOAD, FOO_CLIENT, "-a", f"127.0.0.1:{port}", "-c", str(conns),
+def in_cgroup(argv, cg):
+    """argv run by a shell that first moves itself into cgroup directory cg
+    (then execs argv: same pid, so it is stopped and measured as before)."""
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg] + argv
+
+
+def foo_client(port, conns, depth, secs, rate=None, cg=None):
+    """One foo_client run against 127.0.0.1:port on CPU_LOAD (inside cgroup
+    directory cg when given); returns its JSON (plus exit status). Raises when
+    it printed nothing usable."""
+    argv = [FOO_CLIENT, "-a", f"127.0.0.1:{port}", "-c", str(conns),
             "-d", str(depth), "-n", "0", "--duration", str(secs), "--timeout", str(secs + 20)]
     if rate:
         argv += ["--rate", str(rate)]
+    argv = ["taskset", "-c", CPU_LOAD] + (in_cgroup(argv, cg) if cg else argv)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 40, preexec_fn=tight_timers)
     line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     try:
@@ -153,15 +179,19 @@ def wait_answer(port, timeout_s, proc=None):
     return None
 
 
-def pandit_yaml(protocol, kernel_splice, port):
+def pandit_yaml(protocol, kernel_splice, port, shortcut_cgroup=None, target=SERVER_PORT):
+    """shortcut_cgroup: None, or the cgroup whose local peers pandit may
+    short-circuit (the app's local_shortcut left at its default, auto)."""
     ks = f", kernel_splice: {kernel_splice}" if kernel_splice else ""
+    sc = f"shortcut_cgroup: {json.dumps(shortcut_cgroup)}\n" if shortcut_cgroup else ""
     return ("workers: 1\n"
             "user: nobody\n"
             f"admin: \"{PANDIT_ADMIN}\"\n"
             "health_check: {interval: 60s}\n"
+            + sc +
             "apps:\n"
             f"  - {{name: foo, ports: [{port}], protocol: {protocol}{ks}, "
-            f"targets: [\"127.0.0.1:{SERVER_PORT}\"], health_check: false}}\n")
+            f"targets: [\"127.0.0.1:{target}\"], health_check: false}}\n")
 
 
 def haproxy_cfg(port, tmp):
@@ -175,7 +205,10 @@ def start_proxy(kind, procs, tmp, tag):
     port = FRONTS[kind]
     if kind.startswith("pandit"):
         cfg = os.path.join(tmp, f"{kind}-{tag}.yaml")
-        write(cfg, pandit_yaml(*PANDIT_APP[kind], port))
+        if kind in SHORTCUT_ROWS:
+            write(cfg, pandit_yaml(*PANDIT_APP[kind], port, shortcut_cgroup=CGROUP["path"], target=SERVER_SC_PORT))
+        else:
+            write(cfg, pandit_yaml(*PANDIT_APP[kind], port))
         return procs.start(f"{kind}-{tag}", [PANDIT, "-c", cfg], CPU_PROXY)
     if kind == "haproxy":
         cfg = os.path.join(tmp, f"haproxy-{tag}.cfg")
@@ -213,6 +246,18 @@ def path_check(kind, conns, delta):
     fb = {k[len("fallback."):]: v for k, v in delta.items() if k.startswith("fallback.") and v}
     note = (f"{framed} of the client's {conns} connections framed in the kernel, {spliced} spliced, "
             f"{delta.get('accepted', 0)} accepted" + (f", fallbacks {fb}" if fb else ""))
+    if kind in SHORTCUT_ROWS:
+        sc_framed = delta.get("shortcut.program.foo_framed", 0)
+        note += (f"; short-circuit: {delta.get('shortcut.paired_total', 0)} connections paired, sk_msg "
+                 f"foo_framed {sc_framed} sends (pass_foo {delta.get('shortcut.program.pass_foo', 0)}, "
+                 f"redirected {delta.get('shortcut.program.redirected', 0)})")
+        refused = {k[len("shortcut.refused."):]: v for k, v in delta.items()
+                   if k.startswith("shortcut.refused.") and v}
+        if refused:
+            note += f", refused {refused}"
+        if delta.get("shortcut_available") is False:
+            note += f" (short-circuit unavailable: {delta.get('shortcut_reason', 'no reason given')})"
+        return framed == conns and sc_framed > 0, note
     if kind in KERNEL_ROWS:
         return framed == conns, note
     if kind in USER_ROWS:
@@ -263,12 +308,15 @@ def measure_row(kind, procs, tmp, a, tag):
         port = SERVER_XCPU_PORT
     else:
         port = FRONTS[kind]
+        if kind in SHORTCUT_ROWS and not CGROUP.get("ready"):
+            raise RuntimeError(f"the short-circuit row cannot run: {CGROUP['why']}")
         p = start_proxy(kind, procs, tmp, tag)
         if wait_answer(port, 15, p) is None:
             why = tail(p.err_path)
             procs.stop(p)
             raise RuntimeError(f"{kind} did not answer on port {port} within 15 s: {why}")
     is_pandit, is_foo = kind in PANDIT_APP, kind in FOO_ROWS
+    cg = CGROUP["path"] if kind in SHORTCUT_ROWS else None   # the row's foo_client runs inside it too
     res = {}
     try:
         counts = pandit_counters(p) if is_foo else None
@@ -278,7 +326,7 @@ def measure_row(kind, procs, tmp, a, tag):
             kp0 = kpath_snapshot() if is_pandit else None
             c0, o0 = cpu_ticks(p.pid) if p else 0, bl.outside_ticks()
             with Background() as bg, bl.MachineCPU() as mc, bl.PerCPU() as pc:
-                j = foo_client(port, conns, depth, secs, rate)
+                j = foo_client(port, conns, depth, secs, rate, cg)
             c1, o1 = cpu_ticks(p.pid) if p else 0, bl.outside_ticks()
             j["background_pct"] = bg.pct
             j["proxy_cpu_s"] = (c1 - c0) / CLK_TCK if p else None
@@ -304,7 +352,8 @@ def measure_row(kind, procs, tmp, a, tag):
                 j["kpath"] = {k: v for k, v in d.items() if v}
                 j["path_ok"], j["path_note"] = ok, note
                 if not ok:
-                    where = "the kernel path" if kind in KERNEL_ROWS else "the userspace parser"
+                    where = ("the local short-circuit" if kind in SHORTCUT_ROWS else
+                             "the kernel path" if kind in KERNEL_ROWS else "the userspace parser")
                     raise RuntimeError(f"{phase} run did not run on {where}: {note}")
             res[phase] = j
         if p and p.poll() is not None:
@@ -313,6 +362,57 @@ def measure_row(kind, procs, tmp, a, tag):
         if p:
             procs.stop(p)
     return res
+
+
+def make_cgroup(tmp):
+    """A cgroup v2 directory of the run's own for the short-circuit row:
+    cgroup2 mounted under tmp (`ip netns exec` remounts /sys and so hides the
+    system's mount; a cgroup2 mount seen elsewhere in /proc/mounts may be
+    someone else's, unmounted under us), or, when that mount fails, the first
+    cgroup2 mount in /proc/mounts. Returns (path, mount point we made or
+    None); raises OSError or RuntimeError."""
+    mounted = os.path.join(tmp, "cgroup2")
+    os.makedirs(mounted, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "cgroup2", "none", mounted], capture_output=True, text=True, timeout=10)
+    if r.returncode == 0:
+        root = mounted
+    else:
+        mounted, root = None, None
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2":
+                    root = parts[1]
+                    break
+        if root is None:
+            raise RuntimeError(f"mount -t cgroup2: {r.stderr.strip()}, and no cgroup2 mount in /proc/mounts")
+    path = os.path.join(root, f"pandit-foo-bench-{os.getpid()}")
+    try:
+        os.mkdir(path)
+    except OSError:
+        if mounted:
+            subprocess.run(["umount", mounted], capture_output=True, timeout=10)
+        raise
+    return path, mounted
+
+
+def remove_cgroup(path, mounted):
+    """rmdir of the cgroup once its processes are gone (bounded), then the mount."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10:
+        try:
+            os.rmdir(path)
+            break
+        except FileNotFoundError:
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        log(f"cgroup {path} still busy, left behind")
+    if mounted:
+        r = subprocess.run(["umount", mounted], capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            log(f"umount {mounted}: {r.stderr.strip()}")
 
 
 def inside(a):
@@ -335,6 +435,15 @@ def inside(a):
         res["start_wait"] = {"waited_s": round(waited, 1), "background_pct": round(pct, 1)}
         log(f"start: waited {waited:.0f} s for a quiet machine (other load {pct:.0f}% of a CPU)")
     others0, t_others0 = other_ticks(), time.monotonic()
+    if any(s in SHORTCUT_ROWS for s in setups):
+        try:
+            CGROUP["path"], CGROUP["mounted"] = make_cgroup(a.tmp)
+            log(f"cgroup for the short-circuit: {CGROUP['path']}")
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+            CGROUP["why"] = f"no cgroup v2 directory could be made: {e}"   # the row's runs fail with this
+            log(f"short-circuit row: {CGROUP['why']}")
+        res["shortcut_cgroup"] = {"path": CGROUP["path"], "mounted": CGROUP["mounted"],
+                                  "error": None if CGROUP["path"] else CGROUP["why"]}
     try:
         procs.start("foo-server", [FOO_SERVER, "-l", f"127.0.0.1:{SERVER_PORT}", "--nak", str(NAK_FRACTION), "-q"],
                     CPU_LOAD)
@@ -343,6 +452,18 @@ def inside(a):
         for port in (SERVER_PORT, SERVER_XCPU_PORT):
             if wait_answer(port, 5) is None:
                 raise RuntimeError(f"foo_server on port {port} did not answer")
+        if CGROUP["path"]:
+            # the short-circuit row's backend, inside the cgroup (its peer, the row's foo_client, too);
+            # when it does not come up only that row fails
+            sc = procs.start("foo-server-sc", in_cgroup([FOO_SERVER, "-l", f"127.0.0.1:{SERVER_SC_PORT}", "--nak",
+                                                         str(NAK_FRACTION), "-q"], CGROUP["path"]), CPU_LOAD)
+            if wait_answer(SERVER_SC_PORT, 5, sc) is None:
+                CGROUP["why"] = (f"foo_server in the cgroup did not answer on port {SERVER_SC_PORT}: "
+                                 f"{tail(sc.err_path)}")
+                log(f"short-circuit row: {CGROUP['why']}")
+                procs.stop(sc)
+            else:
+                CGROUP["ready"] = True
         runs = {s: [] for s in setups}
         budget = a.quiet_wait
         for rep in range(a.repeat):
@@ -368,6 +489,8 @@ def inside(a):
         res["raw"] = runs
     finally:
         procs.stop_all()
+        if CGROUP["path"]:
+            remove_cgroup(CGROUP["path"], CGROUP["mounted"])
     t_others = time.monotonic() - t_others0
     res["other_top"] = bl.other_top(others0, other_ticks(), t_others)
     res["loadavg_end"] = loadavg()
@@ -480,6 +603,19 @@ def report(j, out_md, out_dat):
       "splice program frames, checks and counts every Foo message; the daemon does not see the bytes), "
       "`protocol: tcp` (no parsing, `kernel_splice` left at its default, auto), and HAProxy `mode tcp`, "
       "`nbthread 1`, defaults otherwise (no splice). No active health checks anywhere.")
+    w(f"- Local short-circuit, in the row \"{LABELS['pandit-foo-shortcut']}\" only: the kernel row's app "
+      "(`protocol: foo`, `kernel_splice: auto`, `local_shortcut` left at its default, auto; one worker, pandit on "
+      f"CPU {CPU_PROXY}, RPS off, a front port of its own) with `shortcut_cgroup` in pandit's config set to a "
+      "cgroup v2 directory made for the run (cgroup2 mounted under the run's scratch directory, since "
+      "`ip netns exec` hides the system's mount; removed, and unmounted, after the run). That row's foo_client "
+      f"and a foo_server of its own (port {SERVER_SC_PORT}, the same `--nak` share, pinned to CPU {CPU_LOAD} like "
+      "the other backend; the client pinned like the others) are moved into that cgroup before they exec, "
+      "while pandit runs outside it. pandit pairs each connection's two far ends, the client's socket and the "
+      "backend's (both local, both in the cgroup): from then on an sk_msg program frames and counts each Foo "
+      "message in the sender's send() and puts it straight into the receiver's receive queue, skipping TCP and "
+      "pandit's own sockets; the connection is still spliced and framed in the kernel for whatever goes over "
+      "TCP (before the pairing, for instance). The framing of the paired sends thus runs in the sending "
+      "process's context (foo_client's or foo_server's, on their CPU), not in softirq and not in pandit.")
     w(f"- Receive Packet Steering (RPS), in the two rows named \"lo RPS to CPU {CPU_PROXY}\" only: the same two Foo "
       f"apps (kernel_splice off, and auto), but with the namespace's loopback RPS mask "
       f"(`/sys/class/net/lo/queues/rx-0/rps_cpus`) set to CPU {CPU_PROXY}, the proxy's, written before the row's "
@@ -497,7 +633,10 @@ def report(j, out_md, out_dat):
       "after every client run: in the kernel row `connections.foo_framed_total` must have grown by exactly the "
       "number of connections foo_client made, in the userspace row `foo_framed_total` and "
       "`spliced_total` must not have moved; otherwise the run is recorded as failed (did not run on the path "
-      "its row names) and not counted. The counts and any `fallback.*` are listed below.")
+      "its row names) and not counted. In the short-circuit row, in addition, the short-circuit program's "
+      "`shortcut.program.foo_framed` (sends framed and short-circuited) must have grown in every run, ping-pong "
+      "included; its pairings (`shortcut.paired_total`), `pass_foo` and `redirected` are listed with it. "
+      "The counts and any `fallback.*` are listed below.")
     w("- A message is one REQ line (`REQ <seq> hello`) and its reply (`ACK <seq> ok` or `NAK <seq> no`).")
     w(f"- Saturation (closed loop): `foo_client -c {j['conns']} -d {j['depth']} -n 0 --duration {j['secs']}`: "
       f"{j['conns']} connections, each with {j['depth']} REQs in flight, for {j['secs']} s; messages per second "
@@ -620,7 +759,8 @@ def report(j, out_md, out_dat):
                              f"msg_ack {d['msg_ack']:,}, naks {c['naks']:,} / msg_nak {d['msg_nak']:,}"
                              f"{'' if good else ' MISMATCH'}")
         w(f"- {LABELS[row]}: pandit's SIGUSR1 counters (read before and after each foo_client run: ping-pong, "
-          "closed and open loop; on the kernel path they include the splice program's counts) against what "
+          "closed and open loop; on the kernel path they include the splice program's counts"
+          + (", here also the short-circuit's sk_msg program's" if row in SHORTCUT_ROWS else "") + ") against what "
           f"foo_client sent and received: **{'all ' + str(checks) + ' equal' if ok else 'MISMATCH'}**.")
         for part in parts:
             w(f"  - {part}")
@@ -645,8 +785,17 @@ def report(j, out_md, out_dat):
     w("Judged twice, from the same run, with each placement of the receive processing (see the method): "
       "the kernel row against the userspace row measured with the same placement.")
     w("")
+    # the short-circuit row only when this run had it (a results JSON from before it has no such row)
+    comparisons = PLACEMENTS + tuple(c for c in SHORTCUT_AIM if c[2] in j["raw"])
+    if len(comparisons) > len(PLACEMENTS):
+        w("The local short-circuit row is held to the same aim, Foo on a kernel path: at least the userspace "
+          "handler's messages/s at less CPU (whole-machine CPU per message); judged against the userspace row with "
+          "the same placement (RPS off), from the same run.")
+        w("")
     verdicts = []
-    for place, urow, krow in PLACEMENTS:
+    for place, urow, krow in comparisons:
+        # what the kernel-path row is called in the lines below
+        kn, kpn = ("short-circuit", "the short-circuit") if krow in SHORTCUT_ROWS else ("kernel", "the kernel path")
         w(f"### {place[0].upper() + place[1:]}")
         w("")
         ku, kk = S.get(urow), S.get(krow)
@@ -659,27 +808,27 @@ def report(j, out_md, out_dat):
             faster = kk["mps"] >= ku["mps"]
             cheaper = kk["machine_per_m_closed"] < ku["machine_per_m_closed"]
             cheaper_net = kk["machine_net_per_m_closed"] < ku["machine_net_per_m_closed"]
-            w(f"- Messages per second at saturation (median of {kk['n']} / {ku['n']} runs): kernel "
+            w(f"- Messages per second at saturation (median of {kk['n']} / {ku['n']} runs): {kn} "
               f"{fmt(kk['mps'])}, userspace {fmt(ku['mps'])} ({(kk['mps'] / ku['mps'] - 1) * 100:+.1f}%): "
-              f"**{'at least as many' if faster else 'fewer'}**. Every run: kernel {kk['mps_all']}, userspace "
+              f"**{'at least as many' if faster else 'fewer'}**. Every run: {kn} {kk['mps_all']}, userspace "
               f"{ku['mps_all']}.")
-            w(f"- Whole-machine CPU seconds per million messages at saturation: kernel "
+            w(f"- Whole-machine CPU seconds per million messages at saturation: {kn} "
               f"{fmt(kk['machine_per_m_closed'], 3)}, userspace {fmt(ku['machine_per_m_closed'], 3)} "
               f"({(kk['machine_per_m_closed'] / ku['machine_per_m_closed'] - 1) * 100:+.1f}%): "
-              f"**{'lower' if cheaper else 'not lower'}**; less other processes' CPU: kernel "
+              f"**{'lower' if cheaper else 'not lower'}**; less other processes' CPU: {kn} "
               f"{fmt(kk['machine_net_per_m_closed'], 3)}, userspace {fmt(ku['machine_net_per_m_closed'], 3)} "
               f"({'lower' if cheaper_net else 'not lower'}).")
-            w(f"- pandit's own process CPU per million messages at saturation: kernel "
-              f"{fmt(kk['cpu_per_m_closed'], 3)}, userspace {fmt(ku['cpu_per_m_closed'], 3)} (the kernel row's "
+            w(f"- pandit's own process CPU per million messages at saturation: {kn} "
+              f"{fmt(kk['cpu_per_m_closed'], 3)}, userspace {fmt(ku['cpu_per_m_closed'], 3)} (the {kn} row's "
               "framing is not in its process, see the method).")
-            w(f"- Ping-pong round trip p50: kernel {fmt(kk['pp_p50_us'], 1)} us, userspace {fmt(ku['pp_p50_us'], 1)} us; "
-              f"at {j['rate']:,}/s p99: kernel {fmt(kk['open_p99_us'], 1)} us, userspace {fmt(ku['open_p99_us'], 1)} us.")
+            w(f"- Ping-pong round trip p50: {kn} {fmt(kk['pp_p50_us'], 1)} us, userspace {fmt(ku['pp_p50_us'], 1)} us; "
+              f"at {j['rate']:,}/s p99: {kn} {fmt(kk['open_p99_us'], 1)} us, userspace {fmt(ku['open_p99_us'], 1)} us.")
             w("")
             verdicts.append((place, faster and cheaper))
             w(f"**In this run ({place}) the aim was {'met' if faster and cheaper else 'not met'}**"
               + ("." if faster and cheaper else
-                 ": " + "; ".join(t for t, bad in (("fewer messages per second on the kernel path", not faster),
-                                                   ("the kernel path's whole-machine CPU per message was not lower",
+                 ": " + "; ".join(t for t, bad in ((f"fewer messages per second on {kpn}", not faster),
+                                                   (f"{kpn}'s whole-machine CPU per message was not lower",
                                                     not cheaper)) if bad) + "."))
             w("")
             full = [r for r in (urow, krow) if S[r]["machine_busy_pct_closed"] >= 95]
@@ -693,7 +842,7 @@ def report(j, out_md, out_dat):
                 w("")
             if kk.get("cpu_busy_pct") and ku.get("cpu_busy_pct"):
                 w(f"Where the CPU went in the saturation runs (CPU {CPU_LOAD}, with foo_client and foo_server / CPU "
-                  f"{CPU_PROXY}, the proxy's): kernel row {kk['cpu_busy_pct'][CPU_LOAD]:.0f}% / "
+                  f"{CPU_PROXY}, the proxy's): {kn} row {kk['cpu_busy_pct'][CPU_LOAD]:.0f}% / "
                   f"{kk['cpu_busy_pct'][CPU_PROXY]:.0f}% busy (softirq {kk['cpu_softirq_pct'][CPU_LOAD]:.0f}% / "
                   f"{kk['cpu_softirq_pct'][CPU_PROXY]:.0f}%), userspace row {ku['cpu_busy_pct'][CPU_LOAD]:.0f}% / "
                   f"{ku['cpu_busy_pct'][CPU_PROXY]:.0f}% (softirq {ku['cpu_softirq_pct'][CPU_LOAD]:.0f}% / "
@@ -704,11 +853,13 @@ def report(j, out_md, out_dat):
                 kt = ""
                 if kk.get("kthread_pct_closed") is not None:
                     kt = (f" Kernel threads (counted in it) used {kk['kthread_pct_closed']:.0f}% / "
-                          f"{ku['kthread_pct_closed']:.0f}% of a CPU in the saturation runs (kernel / userspace row): "
-                          "on the kernel path that is likely the path's own work (redirects queued to a worker), "
-                          "not another job's (inferred, not traced).")
+                          f"{ku['kthread_pct_closed']:.0f}% of a CPU in the saturation runs ({kn} / userspace row): "
+                          + ("on the kernel path that is likely the path's own work (redirects queued to a "
+                             "worker), not another job's (inferred, not traced)." if krow not in SHORTCUT_ROWS else
+                             "the short-circuit's sk_msg program runs in the senders' send(), not in them; whose "
+                             "work it was is not traced."))
                 w(f"Processes outside the benchmark used up to {busy_bg:.0f}% of a CPU during these two rows' runs "
-                  f"(median {kk['bg_median']:.0f}% / {ku['bg_median']:.0f}%, kernel / userspace).{kt} Every run is "
+                  f"(median {kk['bg_median']:.0f}% / {ku['bg_median']:.0f}%, {kn} / userspace).{kt} Every run is "
                   "listed above.")
                 w("")
     if verdicts:
@@ -790,6 +941,21 @@ def report(j, out_md, out_dat):
               f"processing to CPU {CPU_PROXY}, the softirq in which the splice program runs "
               + ("moved there" if sp > sl else f"did not move there (softirq not higher on CPU {CPU_PROXY})")
               + " (inferred from the per-CPU shares, not traced).")
+        ks = S.get("pandit-foo-shortcut")
+        if ks and ks.get("cpu_busy_pct"):
+            lo, px = ks["cpu_busy_pct"][CPU_LOAD], ks["cpu_busy_pct"][CPU_PROXY]
+            sl, sp = ks["cpu_softirq_pct"][CPU_LOAD], ks["cpu_softirq_pct"][CPU_PROXY]
+            vs = ""
+            if kk and kk.get("machine_per_m_closed") and ks.get("machine_per_m_closed"):
+                vs = (f" Against the kernel row without RPS (spliced, framed in softirq): {fmt(ks['mps'])} against "
+                      f"{fmt(kk['mps'])} msgs/s, {ks['machine_per_m_closed']:.3f} against "
+                      f"{kk['machine_per_m_closed']:.3f} whole-machine CPU s per million messages (less other "
+                      f"processes {ks['machine_net_per_m_closed']:.3f} against {kk['machine_net_per_m_closed']:.3f}).")
+            w(f"- In the short-circuit row CPU {CPU_LOAD} was {lo:.0f}% busy (softirq {sl:.0f}%) and CPU "
+              f"{CPU_PROXY} (pandit's) {px:.0f}% (softirq {sp:.0f}%): the sk_msg program runs in the sender's "
+              f"send(), so with this pinning the paired sends are framed in foo_client's and foo_server's context "
+              f"on CPU {CPU_LOAD} and reach the receiver without TCP or pandit (where the time went is inferred "
+              "from the per-CPU shares and the program's counters, not traced)." + vs)
         tc = S.get("pandit-tcp")
         if kk and tc and tc.get("spliced_closed") and kk.get("machine_per_m_closed") and tc.get("machine_per_m_closed"):
             w(f"- The same splice without framing (the protocol tcp row, its connections spliced too) cost "
@@ -881,7 +1047,7 @@ def main():
     ap.add_argument("--quiet-wait", type=float, default=60,
                     help="seconds in all to wait for a quiet machine before the setups")
     ap.add_argument("--quiet-wait-each", type=float, default=10, help="at most this long before one setup")
-    ap.add_argument("--quiet-pct", type=float, default=15, help="quiet: other processes under this % of a CPU")
+    ap.add_argument("--quiet-pct", type=float, default=15, help="quiet: other processes under this %% of a CPU")
     ap.add_argument("--out-dir", default=OUT_DIR)
     ap.add_argument("--no-build", action="store_true", help="do not run make all first")
     ap.add_argument("--bin-dir", help="run pandit, foo_client and foo_server from this directory (implies --no-build)")
