@@ -281,6 +281,10 @@ struct pandit_shortcut_pair {
 	__u64 passed;		/* program: bytes of a paired socket left to TCP because
 				 * the peer had not read every byte sent over TCP yet */
 	__u64 msgs;		/* program: messages redirected */
+	__u64 frame;		/* foo apps: cookie of pandit's socket whose splice entry
+				 * (splice_peers) frames this socket's sends, the one they
+				 * reach over TCP; 0: not framed (tcp apps) */
+	__u64 framed;		/* program: bytes framed and short-circuited (foo apps) */
 };
 
 /* Per-socket state kept by sock_ops at establishment (socket local storage):
@@ -322,6 +326,11 @@ enum pandit_shortcut_stat {
 					 * bytes unread: TCP (backpressure through the proxy) */
 	PANDIT_SHORTCUT_PASS_PRESSURE,	/* sk_msg: TCP under memory pressure, where the peer could
 					 * not be charged (ENOMEM): TCP, which makes the sender wait */
+	PANDIT_SHORTCUT_PASS_FOO,	/* sk_msg, foo apps: a send the short-circuit does not frame
+					 * (not spliced yet, a line begun, a line the fast line
+					 * declines, framing over): TCP, where the splice program
+					 * frames */
+	PANDIT_SHORTCUT_FOO_FRAMED,	/* sk_msg, foo apps: a send framed and short-circuited */
 	PANDIT_SHORTCUT_STAT_MAX,
 };
 

@@ -159,6 +159,18 @@ struct {
 	__type(value, struct pandit_shortcut_where);
 } shortcut_where SEC(".maps");
 
+/* socket cookie -> the splice entry of one of pandit's spliced sockets:
+ * the splice program's map (bpf/splice.bpf.c), shared (the daemon hands
+ * its descriptor over before load). A Foo pair's sends are framed in the
+ * entry of the pandit socket they would reach over TCP. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, PANDIT_SPLICE_MAX_SOCKS);
+	__type(key, __u64);
+	__type(value, struct pandit_splice_val);
+} splice_peers SEC(".maps");
+
 /* outcome (enum pandit_shortcut_stat) -> per-CPU count. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -199,6 +211,8 @@ static __always_inline int socket_memory_tight(struct sock *sk)
 		return 1;
 	return tcp_mem_tight(prot) || memcg_tight(memcg);
 }
+
+#include "foo_frame_msg.bpf.h"
 
 static __always_inline void mapped4(__u8 out[16], __u32 addr_be)
 {
@@ -351,6 +365,22 @@ int pandit_shortcut_msg(struct sk_msg_md *msg)
 	if (socket_memory_tight((struct sock *)ptp)) {
 		__sync_fetch_and_add(&v->passed, msg->size);
 		count(PANDIT_SHORTCUT_PASS_PRESSURE);
+		return SK_PASS;
+	}
+	if (v->frame) {
+		/* a Foo connection: a send of plain messages is framed and
+		 * redirected, any other goes to TCP (foo_frame_msg.bpf.h) */
+		int framed = foo_msg_frame(msg, v);
+		if (framed <= 0) {
+			__sync_fetch_and_add(&v->passed, msg->size);
+			count(framed < 0 ? PANDIT_SHORTCUT_PASS_REDIRECT : PANDIT_SHORTCUT_PASS_FOO);
+			return SK_PASS;
+		}
+		__sync_fetch_and_add(&v->redirected, (__u32)framed);
+		__sync_fetch_and_add(&v->framed, (__u32)framed);
+		__sync_fetch_and_add(&v->msgs, 1);
+		count(PANDIT_SHORTCUT_REDIRECTED);
+		count(PANDIT_SHORTCUT_FOO_FRAMED);
 		return SK_PASS;
 	}
 	if (bpf_msg_redirect_hash(msg, &shortcut_socks, &v->peer, BPF_F_INGRESS) != SK_PASS) {

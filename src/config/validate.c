@@ -894,8 +894,8 @@ static void parse_kernel_splice(struct vctx *c, uint32_t i, struct cfg_app *a, c
 }
 
 /* local_shortcut: auto or off (false also reads as off); auto needs
- * protocol tcp: the short-circuit counts on the daemon writing each side
- * exactly the bytes it read from the other. */
+ * protocol tcp or foo: the short-circuit counts on the daemon writing each
+ * side exactly the bytes it read from the other (http apps rewrite). */
 static void parse_local_shortcut(struct vctx *c, uint32_t i, struct cfg_app *a, const char *an)
 {
 	char b[64];
@@ -911,9 +911,9 @@ static void parse_local_shortcut(struct vctx *c, uint32_t i, struct cfg_app *a, 
 		     show(c, i, b, sizeof(b)));
 		return;
 	}
-	if (a->local_shortcut == CFG_SHORTCUT_AUTO && a->protocol != PROTO_TCP)
-		verr(c, nmark(c, i), "app '%s': local_shortcut: auto needs protocol tcp (%s apps are parsed in userspace)",
-		     an, cfg_protocol_name(a->protocol));
+	if (a->local_shortcut == CFG_SHORTCUT_AUTO && a->protocol == PROTO_HTTP)
+		verr(c, nmark(c, i), "app '%s': local_shortcut: auto needs protocol tcp or foo (http apps are proxied in userspace)",
+		     an);
 }
 
 /* Calls fn for each item of a list, or once for a lone scalar. */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "kpath/splice.h"
 #include "stats/stats.h"
 
 #include "shortcut.skel.h"
@@ -28,9 +29,40 @@ static struct {
 	struct shortcut_bpf *skel;
 	struct bpf_link *ops_link;
 	int socks_fd, pairs_fd, stats_fd;
+	bool frames_foo;	/* the splice program's Foo maps are shared: foo pairs framed */
 	int ncpus;
 	char reason[200];
 } S = { .socks_fd = -1, .pairs_fd = -1, .stats_fd = -1, .reason = "not loaded" };
+
+/* A Foo pair's sends are framed in the splice program's entries and
+ * counted in its maps (bpf/foo_frame_msg.bpf.h): the short-circuit takes
+ * those maps over before load when the splice program is loaded. True
+ * when it has them all; else Foo connections are not paired. */
+static bool share_splice_maps(void)
+{
+	int prog, socks, peers;
+	if (!kpath_available())
+		return false;
+	kpath_fds(&prog, &socks, &peers);
+	const struct {
+		struct bpf_map *map;
+		int fd;
+	} share[] = {
+		{ S.skel->maps.splice_peers, peers },
+		{ S.skel->maps.foo_counts, kpath_foo_counts_fd() },
+		{ S.skel->maps.foo_track, kpath_foo_track_fd() },
+		{ S.skel->maps.foo_pending, kpath_foo_pending_fd() },
+	};
+	for (size_t i = 0; i < sizeof(share) / sizeof(share[0]); i++) {
+		int err = share[i].fd < 0 ? -EBADF : bpf_map__reuse_fd(share[i].map, share[i].fd);
+		if (err) {
+			log_warn("local short-circuit: foo apps not paired: the splice program's map %s "
+				 "cannot be shared: %s", bpf_map__name(share[i].map), strerror(-err));
+			return false;
+		}
+	}
+	return true;
+}
 
 int shortcut_open(const char *cgroup_path, uint32_t backlog_max)
 {
@@ -57,6 +89,7 @@ int shortcut_open_opts(const char *cgroup_path, uint32_t backlog_max, bool ungat
 	S.skel->rodata->ungated = ungated;
 	if (backlog_max)
 		S.skel->rodata->backlog_max = backlog_max;
+	S.frames_foo = share_splice_maps();
 	err = shortcut_bpf__load(S.skel);
 	if (err) {
 		snprintf(S.reason, sizeof(S.reason), "loading the short-circuit programs: %s",
@@ -108,6 +141,7 @@ void shortcut_close(void)
 		shortcut_bpf__destroy(S.skel);	/* the sk_msg attachment goes with the map */
 	S.skel = NULL;
 	S.socks_fd = S.pairs_fd = S.stats_fd = -1;
+	S.frames_foo = false;
 	snprintf(S.reason, sizeof(S.reason), "not loaded");
 }
 
@@ -156,15 +190,26 @@ int shortcut_peer_key(int fd, struct pandit_shortcut_key *out)
 	return err;
 }
 
-int shortcut_pair(struct shortcut_pair *p, int cli_fd, int up_fd, enum shortcut_refusal *why)
+/* shortcut_pair(), and with frame the cookies of the daemon's own two
+ * sockets in the entries (frame: each end's sends reach that one over
+ * TCP, whose splice entry frames them). */
+static int pair(struct shortcut_pair *p, int cli_fd, int up_fd, bool frame, enum shortcut_refusal *why)
 {
 	int err;
 	memset(p, 0, sizeof(*p));
-	if (!S.skel) {
+	if (!S.skel || (frame && !S.frames_foo)) {
 		*why = SHORTCUT_REF_UNAVAILABLE;
 		return -EOPNOTSUPP;
 	}
 	int fds[2] = { cli_fd, up_fd };
+	uint64_t own[2] = { 0, 0 };
+	for (int i = 0; frame && i < 2; i++) {
+		socklen_t len = sizeof(own[i]);
+		if (getsockopt(fds[i], SOL_SOCKET, SO_COOKIE, &own[i], &len) < 0) {
+			*why = SHORTCUT_REF_ADDR;
+			return -errno;
+		}
+	}
 	for (int i = 0; i < 2; i++) {
 		err = shortcut_peer_key(fds[i], &p->key[i]);
 		if (err) {
@@ -184,6 +229,7 @@ int shortcut_pair(struct shortcut_pair *p, int cli_fd, int up_fd, enum shortcut_
 		v[i].peer = p->key[!i];
 		v[i].cookie = p->cookie[i];
 		v[i].peer_cookie = p->cookie[!i];
+		v[i].frame = own[i];
 	}
 	if (bpf_map_update_elem(S.pairs_fd, &p->key[0], &v[0], BPF_NOEXIST) < 0) {
 		err = -errno;
@@ -197,6 +243,21 @@ int shortcut_pair(struct shortcut_pair *p, int cli_fd, int up_fd, enum shortcut_
 		return err;
 	}
 	return 0;
+}
+
+int shortcut_pair(struct shortcut_pair *p, int cli_fd, int up_fd, enum shortcut_refusal *why)
+{
+	return pair(p, cli_fd, up_fd, false, why);
+}
+
+int shortcut_pair_framed(struct shortcut_pair *p, int cli_fd, int up_fd, enum shortcut_refusal *why)
+{
+	return pair(p, cli_fd, up_fd, true, why);
+}
+
+bool shortcut_frames_foo(void)
+{
+	return S.skel && S.frames_foo;
 }
 
 void shortcut_unpair(const struct shortcut_pair *p, struct pandit_shortcut_pair final[2])
@@ -250,6 +311,8 @@ static const char *const outcome_names[PANDIT_SHORTCUT_STAT_MAX] = {
 	[PANDIT_SHORTCUT_SOCK_CLOSED] = "sock_closed",
 	[PANDIT_SHORTCUT_PASS_BACKLOG] = "pass_backlog",
 	[PANDIT_SHORTCUT_PASS_PRESSURE] = "pass_pressure",
+	[PANDIT_SHORTCUT_PASS_FOO] = "pass_foo",
+	[PANDIT_SHORTCUT_FOO_FRAMED] = "foo_framed",
 };
 
 const char *shortcut_outcome_name(int i)
@@ -277,7 +340,8 @@ void shortcut_fds(int *socks, int *pairs)
 
 void shortcut_render_json(struct sbuf *out)
 {
-	sbuf_printf(out, ",\"shortcut\":{\"available\":%s", S.skel ? "true" : "false");
+	sbuf_printf(out, ",\"shortcut\":{\"available\":%s,\"frames_foo\":%s", S.skel ? "true" : "false",
+		    shortcut_frames_foo() ? "true" : "false");
 	if (!S.skel) {
 		sbuf_puts(out, ",\"reason\":");
 		sbuf_json_str(out, S.reason);

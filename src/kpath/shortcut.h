@@ -70,6 +70,15 @@ int shortcut_peer_key(int fd, struct pandit_shortcut_key *out);
  * negative errno with nothing in the maps and *why set. Needs no
  * capability. */
 int shortcut_pair(struct shortcut_pair *p, int cli_fd, int up_fd, enum shortcut_refusal *why);
+/* The same for a foo connection spliced with the kernel framer: each
+ * end's sends are framed in the splice entry of the daemon's socket they
+ * reach over TCP (cli_fd for the client's, up_fd for the backend's)
+ * before they skip it; what the short-circuit does not frame goes over TCP
+ * and is framed there. Refused (unavailable) unless shortcut_frames_foo(). */
+int shortcut_pair_framed(struct shortcut_pair *p, int cli_fd, int up_fd, enum shortcut_refusal *why);
+/* True when the short-circuit shares the splice program's Foo maps (both
+ * loaded, the splice first): foo connections can then be paired. */
+bool shortcut_frames_foo(void);
 /* After a not_local refusal: true when the client's end was found and only
  * the backend's was not (it may not be registered yet: the backend's
  * socket becomes established when it gets the daemon's last handshake

@@ -858,14 +858,26 @@ void conn_splice_resumed(struct worker *w, uint64_t cookie)
  * the other side, which the program checks itself. Nothing else changes
  * here: the connection keeps its path (spliced or userspace) for the TCP
  * bytes that still come, and its FIN, half-close and reset handling (a FIN
- * always follows the redirected bytes; see docs/ARCHITECTURE.md). Only
- * tcp apps qualify: the program counts on this relay writing each side
- * exactly the bytes it read from the other. */
+ * always follows the redirected bytes; see docs/ARCHITECTURE.md). tcp
+ * and foo apps qualify: the program counts on this relay writing each side
+ * exactly the bytes it read from the other. A foo connection is paired
+ * framed (each end's sends framed in the splice entry of the socket here
+ * they would reach), so only when its Foo goes to the kernel framer;
+ * until it is spliced, its sends take TCP. */
 
 static bool shortcut_wanted(const struct conn *c)
 {
-	return c->app->cfg->local_shortcut == CFG_SHORTCUT_AUTO &&
-	       c->app->cfg->protocol == PROTO_TCP && !c->watch && shortcut_available();
+	if (c->app->cfg->local_shortcut != CFG_SHORTCUT_AUTO || !shortcut_available())
+		return false;
+	switch (c->app->cfg->protocol) {
+	case PROTO_TCP:
+		return !c->watch;
+	case PROTO_FOO:
+		return c->watch && c->proto->kern_enter && splice_wanted(c) && kpath_available() &&
+		       shortcut_frames_foo();
+	default:
+		return false;
+	}
 }
 
 /* Pairs the connection's two far ends. last: no retry after this one. */
@@ -873,7 +885,9 @@ static void conn_maybe_shortcut(struct conn *c, bool last)
 {
 	enum shortcut_refusal why;
 	c->sc.retry = false;
-	int err = shortcut_pair(&c->sc.pair, c->cli.io.fd, c->up.io.fd, &why);
+	int err = c->app->cfg->protocol == PROTO_FOO
+			  ? shortcut_pair_framed(&c->sc.pair, c->cli.io.fd, c->up.io.fd, &why)
+			  : shortcut_pair(&c->sc.pair, c->cli.io.fd, c->up.io.fd, &why);
 	if (err) {
 		if (!last && why == SHORTCUT_REF_NOT_LOCAL && shortcut_pair_client_found(&c->sc.pair)) {
 			c->sc.retry = true;

@@ -1671,8 +1671,8 @@ static void test_kernel_splice(void **state)
 	cfg_free(cfg);
 }
 
-/* local_shortcut: auto by default; auto, off (false); auto only for tcp
- * apps; part of an app's identity. shortcut_cgroup (absent: off) and
+/* local_shortcut: auto by default; auto, off (false); auto for tcp and
+ * foo apps, not http; part of an app's identity. shortcut_cgroup (absent: off) and
  * shortcut_backlog (default 4 MiB) at the top level. */
 static void test_local_shortcut(void **state)
 {
@@ -1683,7 +1683,9 @@ static void test_local_shortcut(void **state)
 				  "  - name: off\n    ports: 82\n    targets: h:1\n    local_shortcut: off\n"
 				  "  - name: f\n    ports: 83\n    targets: h:1\n    local_shortcut: false\n"
 				  "  - name: foo\n    ports: 84\n    targets: h:1\n    protocol: foo\n"
-				  "    local_shortcut: off\n");
+				  "    local_shortcut: off\n"
+				  "  - name: fa\n    ports: 85\n    targets: h:1\n    protocol: foo\n"
+				  "    local_shortcut: auto\n");
 	assert_null(cfg->shortcut_cgroup);
 	assert_int_equal(cfg->shortcut_backlog, CFG_DEFAULT_SHORTCUT_BACKLOG);
 	assert_int_equal(cfg->shortcut_backlog, 4u << 20);
@@ -1692,6 +1694,7 @@ static void test_local_shortcut(void **state)
 	assert_int_equal(cfg->apps[2].local_shortcut, CFG_SHORTCUT_OFF);
 	assert_int_equal(cfg->apps[3].local_shortcut, CFG_SHORTCUT_OFF);
 	assert_int_equal(cfg->apps[4].local_shortcut, CFG_SHORTCUT_OFF);
+	assert_int_equal(cfg->apps[5].local_shortcut, CFG_SHORTCUT_AUTO);
 	/* a reload that changes only local_shortcut changes the app */
 	struct cfg_app *d = cfg_app_dup(&cfg->apps[0]);
 	assert_non_null(d);
@@ -1722,12 +1725,9 @@ static void test_local_shortcut(void **state)
 		     "5:21", "local_shortcut", "'on'", "auto, off");
 	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    local_shortcut: [off]\n",
 		     "5:21", "local_shortcut", NULL, NULL);
-	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    protocol: foo\n"
-		     "    local_shortcut: auto\n",
-		     "6:21", "local_shortcut: auto", "protocol tcp", NULL);
 	expect_error("apps:\n  - name: a\n    ports: 80\n    targets: h:1\n    protocol: http\n"
 		     "    local_shortcut: auto\n",
-		     "6:21", "local_shortcut: auto", "protocol tcp", NULL);
+		     "6:21", "local_shortcut: auto", "protocol tcp or foo", NULL);
 	expect_error("shortcut_cgroup: sys/fs/cgroup/x\napps: []\n", "1:18", "shortcut_cgroup",
 		     "absolute path", NULL);
 	expect_error("shortcut_cgroup: [a]\napps: []\n", "1:18", "shortcut_cgroup", NULL, NULL);
