@@ -432,8 +432,8 @@ def aims_issue4(w, r, S, d):
     else:
         w(f"| short-circuit round trip p50 below a direct connection's | {sc} | - |")
     w("| Foo on a kernel path: at least the userspace handler's messages/s at less CPU | not part of the L4 "
-      "benchmark: measured and judged in [foo.md](foo.md) (the Foo framer in the splice program against the "
-      "userspace parser) | - |")
+      "benchmark: measured and judged in [foo.md](foo.md) (the Foo framer in the splice program, and in the "
+      "short-circuit's sk_msg program, against the userspace parser) | - |")
     au = S.get("pandit-auto")
     if au and d and h:
         w(f"| (context, no aim) the default `auto` | {au['gbps1']:.2f} / {au['gbps8']:.2f} Gbit/s (1 / 8 streams; "
