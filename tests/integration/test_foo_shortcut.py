@@ -48,6 +48,7 @@ def read_until(n):
 
 
 for chunk, wait in A["chunks"]:
+    time.sleep(A.get("pause", 0))
     try:
         s.sendall(chunk.encode("utf-8", "surrogateescape"))
     except OSError as e:
@@ -269,6 +270,57 @@ def test_lenient_violation_lets_bytes_flow_uncounted(foo_world):
     assert result["sc"] == result["off"], result
     assert result["sc"][0][:10] == [str(i) for i in range(1, 11)], result
     assert result["sc"][2]["msg_req"] == 10 and result["sc"][3] == 1, result
+
+
+# A backend that reads everything and answers nothing (inside the cgroup):
+# it prints its port, then serves until killed.
+SINK = r'''
+import socket, threading
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(64)
+print(ls.getsockname()[1], flush=True)
+
+
+def drain(c):
+    while c.recv(65536):
+        pass
+    c.close()
+
+
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=drain, args=(c,), daemon=True).start()
+'''
+
+
+def test_requests_left_pending_at_close_are_unanswered(ns, cgroup, client_script, start_pandit):  # noqa: F811
+    """Requests framed by the short-circuit that the server never answers
+    count as unanswered when the connection closes, and their entries
+    leave the kernel's maps (the daemon's sweep), as on the spliced path."""
+    sink = subprocess.Popen(InCgroup(ns, cgroup).exec_argv(["/usr/bin/python3", "-c", SINK]),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(sink.stdout.readline())
+        p = start_pandit(base_config([foo_app("sc", [PORT], [f"127.0.0.1:{port}"], health_check=False)],
+                                     shortcut_cgroup=cgroup), in_ns=_NsEnter(ns))
+        f0, s0 = foo(p), sc(p)
+        # sends of plain messages 20 ms apart (the connection is spliced,
+        # then its sends are framed and short-circuited), then the client goes
+        chunks = [["".join(req(i) for i in range(k, k + 10)), 0] for k in range(1, 41, 10)]
+        args = {"cgroup": cgroup, "port": PORT, "chunks": chunks, "pause": 0.02}
+        r = subprocess.run(["nsenter", f"--net={ns.path}", "/usr/bin/python3", client_script,
+                            json.dumps(args)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr[-3000:]
+        sink.kill()
+        wait_clean(p)
+        f1, s1 = foo(p), sc(p)
+        assert s1["program"]["foo_framed"] > s0["program"]["foo_framed"], s1
+        assert delta(f0, f1, "msg_req", "requests_unanswered", "msg_ack", "msg_nak") == \
+            {"msg_req": 40, "requests_unanswered": 40, "msg_ack": 0, "msg_nak": 0}
+    finally:
+        sink.kill()
+        sink.wait()
 
 
 def test_not_paired_when_foo_stays_in_userspace(ns, cgroup, start_pandit):  # noqa: F811 (fixture)
