@@ -1,6 +1,7 @@
 """test_foo_shortcut.py - Foo apps on the local short-circuit: messages framed and counted in the sender's send() (bpf/foo_frame_msg.bpf.h), lines it does not frame handed to TCP and the splice framer, violations and policies as on the other paths, maps left empty."""
 import json
 import os
+import random
 import subprocess
 import tempfile
 
@@ -214,6 +215,64 @@ def test_lines_it_does_not_frame_take_tcp_in_order(foo_world):
     # some sends framed here, the others on TCP
     assert s1["program"]["foo_framed"] > s0["program"]["foo_framed"], s1
     assert s1["program"]["pass_foo"] > s0["program"]["pass_foo"], s1
+
+
+def random_sends(rng, n):
+    """n REQs as chunks of a random mix: plain lines alone or several to a
+    send, long lines, UTF-8 Data, CR LF, blanks, 19-digit Seqs, lines cut
+    across sends; some sends wait for every reply so far (the gate reopens
+    only once the server has read what went over TCP)."""
+    lines = []
+    for i in range(1, n + 1):
+        kind = rng.randrange(8)
+        seq = i if kind != 5 else i + 10 ** 18
+        data = {0: "x", 1: "y" * rng.randrange(60, 300), 2: "h\u00e9llo \u2603", 3: "crlf",
+                4: "a b\tc", 5: "big", 6: "", 7: "z" * rng.randrange(1, 40)}[kind]
+        sep = "\t" if rng.randrange(4) == 0 else " "
+        end = "\r\n" if kind == 3 else "\n"
+        lines.append(f"REQ{sep}{seq}{(' ' + data) if data else ''}{end}")
+    chunks, i = [], 0
+    while i < n:
+        k = min(n - i, rng.choice((1, 1, 2, 5, 20)))
+        text = "".join(lines[i:i + k])
+        i += k
+        wait = i if rng.randrange(3) == 0 or i == n else 0
+        if rng.randrange(6) == 0 and len(text) > 3:
+            cut = rng.randrange(1, len(text))
+            chunks += [[text[:cut], 0], [text[cut:], wait]]
+        else:
+            chunks.append([text, wait])
+    return chunks
+
+
+def test_random_traffic_counts_as_on_the_userspace_path(foo_world):
+    """A random mix of sends (seeded): the replies, in order, and every
+    count are the same through the short-circuit as through the app that
+    is not paired, and both match what was sent."""
+    w = foo_world()
+    chunks = random_sends(random.Random(4242), 600)
+    result = {}
+    for name, port in (("sc", PORT), ("off", PORT_OFF)):
+        f0, s0 = foo(w.p, name), sc(w.p)
+        out = w.run(chunks, port=port)
+        wait_clean(w.p)
+        f1, s1 = foo(w.p, name), sc(w.p)
+        d = delta(f0, f1, "msg_req", "msg_ack", "msg_nak", "replies_unmatched", "requests_unanswered",
+                  "msg_wrong_direction")
+        d["latency_count"] = f1["latency_us"]["count"] - f0["latency_us"]["count"]
+        d["noncompliant"] = f1["connections"]["noncompliant_client"] - f0["connections"]["noncompliant_client"]
+        seqs = [int(ln.split()[1]) for ln in out["lines"]]
+        # foo_server NAKs a random tenth: pandit's split is the client's
+        acks = sum(ln.startswith("ACK ") for ln in out["lines"])
+        assert (d.pop("msg_ack"), d.pop("msg_nak")) == (acks, len(out["lines"]) - acks), (name, d)
+        result[name] = (out["end"], seqs, d, s1["program"]["foo_framed"] - s0["program"]["foo_framed"],
+                        s1["program"]["pass_foo"] - s0["program"]["pass_foo"])
+    sc_end, sc_seqs, sc_d, framed, passed = result["sc"]
+    off_end, off_seqs, off_d, off_framed, _ = result["off"]
+    assert (sc_end, sc_seqs, sc_d) == (off_end, off_seqs, off_d), result
+    assert sc_end == "open" and len(sc_seqs) == 600, result
+    assert sc_d["msg_req"] == 600 and sc_d["latency_count"] == 600 and sc_d["noncompliant"] == 0
+    assert framed > 0 and passed > 0 and off_framed == 0, result
 
 
 VIOLATIONS = pytest.mark.parametrize("bad,reason,max_line", [
