@@ -196,6 +196,65 @@ class BpfStats:
                 for k, v in self.a.items() if v[0] - self.b.get(k, (0, 0))[0] > 0}
 
 
+# ---- a cgroup v2 directory of the run's own (short-circuit rows) --------------
+
+def in_cgroup(argv, cg):
+    """argv run by a shell that first moves itself into cgroup directory cg
+    (then execs argv: same pid, so it is stopped and measured as before)."""
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg] + argv
+
+
+def make_cgroup(tmp, name):
+    """A cgroup v2 directory NAME-PID of the run's own: cgroup2 mounted under
+    tmp (`ip netns exec` remounts /sys and so hides the system's mount; a
+    cgroup2 mount seen elsewhere in /proc/mounts may be someone else's,
+    unmounted under us), or, when that mount fails, the first cgroup2 mount
+    in /proc/mounts. Returns (path, mount point we made or None); raises
+    OSError or RuntimeError."""
+    mounted = os.path.join(tmp, "cgroup2")
+    os.makedirs(mounted, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "cgroup2", "none", mounted], capture_output=True, text=True, timeout=10)
+    if r.returncode == 0:
+        root = mounted
+    else:
+        mounted, root = None, None
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2":
+                    root = parts[1]
+                    break
+        if root is None:
+            raise RuntimeError(f"mount -t cgroup2: {r.stderr.strip()}, and no cgroup2 mount in /proc/mounts")
+    path = os.path.join(root, f"{name}-{os.getpid()}")
+    try:
+        os.mkdir(path)
+    except OSError:
+        if mounted:
+            subprocess.run(["umount", mounted], capture_output=True, timeout=10)
+        raise
+    return path, mounted
+
+
+def remove_cgroup(path, mounted, log):
+    """rmdir of the cgroup once its processes are gone (bounded), then the mount."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10:
+        try:
+            os.rmdir(path)
+            break
+        except FileNotFoundError:
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        log(f"cgroup {path} still busy, left behind")
+    if mounted:
+        r = subprocess.run(["umount", mounted], capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            log(f"umount {mounted}: {r.stderr.strip()}")
+
+
 def tail(path, n=6):
     try:
         with open(path, errors="replace") as f:

@@ -137,12 +137,6 @@ def tight_timers():
     LIBC.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
 
 
-def in_cgroup(argv, cg):
-    """argv run by a shell that first moves itself into cgroup directory cg
-    (then execs argv: same pid, so it is stopped and measured as before)."""
-    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg] + argv
-
-
 def foo_client(port, conns, depth, secs, rate=None, cg=None):
     """One foo_client run against 127.0.0.1:port on CPU_LOAD (inside cgroup
     directory cg when given); returns its JSON (plus exit status). Raises when
@@ -151,7 +145,7 @@ def foo_client(port, conns, depth, secs, rate=None, cg=None):
             "-d", str(depth), "-n", "0", "--duration", str(secs), "--timeout", str(secs + 20)]
     if rate:
         argv += ["--rate", str(rate)]
-    argv = ["taskset", "-c", CPU_LOAD] + (in_cgroup(argv, cg) if cg else argv)
+    argv = ["taskset", "-c", CPU_LOAD] + (bl.in_cgroup(argv, cg) if cg else argv)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 40, preexec_fn=tight_timers)
     line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     try:
@@ -364,57 +358,6 @@ def measure_row(kind, procs, tmp, a, tag):
     return res
 
 
-def make_cgroup(tmp):
-    """A cgroup v2 directory of the run's own for the short-circuit row:
-    cgroup2 mounted under tmp (`ip netns exec` remounts /sys and so hides the
-    system's mount; a cgroup2 mount seen elsewhere in /proc/mounts may be
-    someone else's, unmounted under us), or, when that mount fails, the first
-    cgroup2 mount in /proc/mounts. Returns (path, mount point we made or
-    None); raises OSError or RuntimeError."""
-    mounted = os.path.join(tmp, "cgroup2")
-    os.makedirs(mounted, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "cgroup2", "none", mounted], capture_output=True, text=True, timeout=10)
-    if r.returncode == 0:
-        root = mounted
-    else:
-        mounted, root = None, None
-        with open("/proc/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) > 2 and parts[2] == "cgroup2":
-                    root = parts[1]
-                    break
-        if root is None:
-            raise RuntimeError(f"mount -t cgroup2: {r.stderr.strip()}, and no cgroup2 mount in /proc/mounts")
-    path = os.path.join(root, f"pandit-foo-bench-{os.getpid()}")
-    try:
-        os.mkdir(path)
-    except OSError:
-        if mounted:
-            subprocess.run(["umount", mounted], capture_output=True, timeout=10)
-        raise
-    return path, mounted
-
-
-def remove_cgroup(path, mounted):
-    """rmdir of the cgroup once its processes are gone (bounded), then the mount."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 10:
-        try:
-            os.rmdir(path)
-            break
-        except FileNotFoundError:
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        log(f"cgroup {path} still busy, left behind")
-    if mounted:
-        r = subprocess.run(["umount", mounted], capture_output=True, text=True, timeout=10)
-        if r.returncode != 0:
-            log(f"umount {mounted}: {r.stderr.strip()}")
-
-
 def inside(a):
     os.sched_setaffinity(0, {int(CPU_LOAD)})
     procs = Procs(a.tmp, log)
@@ -437,7 +380,7 @@ def inside(a):
     others0, t_others0 = other_ticks(), time.monotonic()
     if any(s in SHORTCUT_ROWS for s in setups):
         try:
-            CGROUP["path"], CGROUP["mounted"] = make_cgroup(a.tmp)
+            CGROUP["path"], CGROUP["mounted"] = bl.make_cgroup(a.tmp, "pandit-foo-bench")
             log(f"cgroup for the short-circuit: {CGROUP['path']}")
         except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
             CGROUP["why"] = f"no cgroup v2 directory could be made: {e}"   # the row's runs fail with this
@@ -455,7 +398,7 @@ def inside(a):
         if CGROUP["path"]:
             # the short-circuit row's backend, inside the cgroup (its peer, the row's foo_client, too);
             # when it does not come up only that row fails
-            sc = procs.start("foo-server-sc", in_cgroup([FOO_SERVER, "-l", f"127.0.0.1:{SERVER_SC_PORT}", "--nak",
+            sc = procs.start("foo-server-sc", bl.in_cgroup([FOO_SERVER, "-l", f"127.0.0.1:{SERVER_SC_PORT}", "--nak",
                                                          str(NAK_FRACTION), "-q"], CGROUP["path"]), CPU_LOAD)
             if wait_answer(SERVER_SC_PORT, 5, sc) is None:
                 CGROUP["why"] = (f"foo_server in the cgroup did not answer on port {SERVER_SC_PORT}: "
@@ -490,7 +433,7 @@ def inside(a):
     finally:
         procs.stop_all()
         if CGROUP["path"]:
-            remove_cgroup(CGROUP["path"], CGROUP["mounted"])
+            bl.remove_cgroup(CGROUP["path"], CGROUP["mounted"], log)
     t_others = time.monotonic() - t_others0
     res["other_top"] = bl.other_top(others0, other_ticks(), t_others)
     res["loadavg_end"] = loadavg()

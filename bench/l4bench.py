@@ -24,7 +24,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (BUILD, CLK_TCK, Background, BpfStats, MachineCPU, Procs as _Procs, cpu_ticks,  # noqa: E402
-                      pandit_rev, tail, wait_quiet, write)
+                      in_cgroup, make_cgroup, pandit_rev, remove_cgroup, tail, wait_quiet, write)
 
 L4TOOL = os.path.join(BUILD, "bench", "l4tool")
 PANDIT = os.path.join(BUILD, "pandit")
@@ -82,11 +82,6 @@ class Procs(_Procs):
 
     def start(self, name, argv, cpu, env=None):
         return super().start(name, argv, cpu, env, combined=True)
-
-
-def in_cgroup(argv, cg):
-    """argv run by a shell that first moves itself into cgroup directory cg."""
-    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg] + argv
 
 
 def run(argv, timeout, cpu=CPU_LOAD, check=True, cg=None):
@@ -633,46 +628,6 @@ def shortcircuit_status(tmp, pandit_why):
     return None
 
 
-def make_cgroup(tmp):
-    """A cgroup v2 directory of the benchmark's own for the short-circuit row
-    (the cgroup2 hierarchy mounted under tmp when `ip netns exec` hid it).
-    Returns (path, mount point we made or None); raises OSError or
-    RuntimeError."""
-    root = None
-    with open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 2 and parts[2] == "cgroup2":
-                root = parts[1]
-                break
-    mounted = None
-    if root is None:
-        mounted = os.path.join(tmp, "cgroup2")
-        os.makedirs(mounted, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "cgroup2", "none", mounted], capture_output=True, text=True, timeout=10)
-        if r.returncode != 0:
-            raise RuntimeError(f"mount -t cgroup2: {r.stderr.strip()}")
-        root = mounted
-    path = os.path.join(root, f"pandit-l4bench-{os.getpid()}")
-    os.mkdir(path)
-    return path, mounted
-
-
-def remove_cgroup(path, mounted):
-    """rmdir of the cgroup once its processes are gone (bounded), then the mount."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 10:
-        try:
-            os.rmdir(path)
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        log(f"cgroup {path} still busy, left behind")
-    if mounted:
-        subprocess.run(["umount", mounted], capture_output=True, timeout=10)
-
-
 # ---- main -------------------------------------------------------------------
 
 def main():
@@ -732,7 +687,7 @@ def main():
             setups.remove("pandit-shortcircuit")
         else:
             try:
-                CGROUP["path"], CGROUP["mounted"] = make_cgroup(a.tmp)
+                CGROUP["path"], CGROUP["mounted"] = make_cgroup(a.tmp, "pandit-l4bench")
                 log(f"cgroup for the short-circuit: {CGROUP['path']}")
             except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
                 results["not_run"]["pandit-shortcircuit"] = f"no cgroup v2 directory for the short-circuit: {e}"
@@ -822,7 +777,7 @@ def main():
     finally:
         procs.stop_all()
         if CGROUP["path"]:
-            remove_cgroup(CGROUP["path"], CGROUP.get("mounted"))
+            remove_cgroup(CGROUP["path"], CGROUP.get("mounted"), log)
     results["elapsed_s"] = round(time.monotonic() - t_start, 1)
     log(f"took {results['elapsed_s']:.0f} s")
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -457,11 +457,11 @@ def aims_issue4(w, r, S, d):
         w(f"| (context, no aim) where the spliced round trip's added time goes | context switches per round trip "
           f"(whole machine): direct {d['ctxt_per_rt']:.1f}, spliced {sp['ctxt_per_rt']:.1f}"
           + (f", userspace {us['ctxt_per_rt']:.1f}" if us and us.get("ctxt_per_rt") is not None else "")
-          + f". Every skb the splice program redirects to the other socket's egress is queued to that socket's "
-          f"psock and sent by a kernel work item (`sk_psock_backlog`, in a kworker thread): the kernel has no "
-          f"other way to send from the receive path. So each direction adds a switch to the kworker and one back, "
-          f"on top of the proxy's second TCP connection"
-          + (f"; the BPF programs' own time per round trip (an extra 1 s run with kernel.bpf_stats_enabled): "
+          + ". Every skb the splice program redirects to the other socket's egress is queued to that socket's "
+          "psock and sent by a kernel work item (`sk_psock_backlog`, in a kworker thread): the kernel has no "
+          "other way to send from the receive path. So each direction adds a switch to the kworker and one back, "
+          "on top of the proxy's second TCP connection"
+          + ("; the BPF programs' own time per round trip (an extra 1 s run with kernel.bpf_stats_enabled): "
              f"{prog}" if prog else "") + " | - |")
     w("")
     if sp and us and spliced_ok:
