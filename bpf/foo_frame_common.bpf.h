@@ -18,6 +18,18 @@
 #include "foo_frame_step.h"
 
 
+/* socket cookie -> the splice entry of one of pandit's spliced sockets
+ * (its peer, app, direction, counters, and its direction's Foo state).
+ * The splice program's map; the short-circuit program takes it over before
+ * load (bpf_map__reuse_fd), so it is defined here, once, for both. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);	/* memory for open connections only */
+	__uint(max_entries, PANDIT_SPLICE_MAX_SOCKS);
+	__type(key, __u64);
+	__type(value, struct pandit_splice_val);
+} splice_peers SEC(".maps");
+
 /* counters slot -> per-CPU message counters and windows of one Foo app */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

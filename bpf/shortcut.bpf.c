@@ -159,18 +159,6 @@ struct {
 	__type(value, struct pandit_shortcut_where);
 } shortcut_where SEC(".maps");
 
-/* socket cookie -> the splice entry of one of pandit's spliced sockets:
- * the splice program's map (bpf/splice.bpf.c), shared (the daemon hands
- * its descriptor over before load). A Foo pair's sends are framed in the
- * entry of the pandit socket they would reach over TCP. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, PANDIT_SPLICE_MAX_SOCKS);
-	__type(key, __u64);
-	__type(value, struct pandit_splice_val);
-} splice_peers SEC(".maps");
-
 /* outcome (enum pandit_shortcut_stat) -> per-CPU count. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

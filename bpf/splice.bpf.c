@@ -98,14 +98,10 @@ struct {
 	__type(value, __u64);
 } splice_socks SEC(".maps");
 
-/* socket cookie -> its peer, app, direction and counters. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);	/* memory for open connections only */
-	__uint(max_entries, PANDIT_SPLICE_MAX_SOCKS);
-	__type(key, __u64);
-	__type(value, struct pandit_splice_val);
-} splice_peers SEC(".maps");
+/* splice_peers (socket cookie -> its peer, app, direction and counters)
+ * is defined in foo_frame_common.bpf.h, which the short-circuit program
+ * includes too: it shares the map. */
+#include "foo_frame_common.bpf.h"
 
 /* socket cookie -> the daemon's resume request for it (the daemon writes, the program reads). */
 struct {
